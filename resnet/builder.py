@@ -1,0 +1,130 @@
+"""Build a model of the family, optionally with pretrained weights.
+
+With weights, the model is constructed on the ``meta`` device and the checkpoint's
+tensors are assigned into it, so no time is spent on a random initialisation that
+would be overwritten at once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
+from .weights import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    KeyMapFn,
+    PathLike,
+    extract_state_dict,
+    fetch_checkpoint,
+    fit_state_dict,
+    read_checkpoint,
+)
+
+
+def create_model(
+    arch: str,
+    *,
+    pretrained: bool = False,
+    pretrained_from_file: Optional[PathLike] = None,
+    state_dict_key_map_fn: Optional[KeyMapFn] = None,
+    num_classes: int = 1000,
+    last_bn_0_init: bool = False,
+    conv_init: ConvInit = "fan_in",
+    trt: bool = False,
+    fused_se: bool = True,
+    progress: bool = True,
+    mirror: Optional[str] = None,
+    channels_last: bool = True,
+) -> ResNet:
+    """Build ``arch`` (a name in :data:`resnet.model.ARCHS`), with weights when asked.
+
+    ``pretrained=True`` takes NVIDIA's NGC checkpoint from the torch hub cache,
+    downloading it first if needed (from ``mirror`` or ``$CONVNETS_WEIGHTS_MIRROR`` when set);
+    ``pretrained_from_file`` loads a local checkpoint instead. The two are exclusive.
+    The model is returned on the CPU, float32, in training mode, like NVIDIA's entrypoints;
+    with ``channels_last`` its 4-D weights use the channels-last memory format.
+    See :mod:`resnet.hub` for the meaning of every argument.
+    """
+    get_arch(arch)
+    if pretrained and pretrained_from_file is not None:
+        raise ValueError(
+            "pretrained=True and pretrained_from_file are mutually exclusive: pass "
+            "pretrained=False, pretrained_from_file=PATH to load a local file, or leave out "
+            "pretrained_from_file to use NVIDIA's NGC weights"
+        )
+    arch_kwargs = dict(
+        num_classes=num_classes, last_bn_0_init=last_bn_0_init, conv_init=conv_init, trt=trt, fused_se=fused_se
+    )
+    if pretrained:
+        model = _load_pretrained(arch, fetch_checkpoint(arch, mirror=mirror, progress=progress), True,
+                                 state_dict_key_map_fn, arch_kwargs)
+    elif pretrained_from_file is not None:
+        model = _load_pretrained(arch, Path(pretrained_from_file), False, state_dict_key_map_fn, arch_kwargs)
+    else:
+        model = ResNet(arch, **arch_kwargs)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _load_pretrained(
+    arch: str, path: Path, in_cache: bool, key_map_fn: Optional[KeyMapFn], arch_kwargs: dict
+) -> ResNet:
+    try:
+        obj = read_checkpoint(path)
+    except CorruptCheckpointError as error:
+        if not in_cache:
+            raise
+        # A damaged cache entry would fail every later call: remove it so the next one downloads afresh.
+        path.unlink(missing_ok=True)
+        raise CorruptCheckpointError(
+            f"{error}. The damaged file was removed from the cache; run the same call again to download it afresh."
+        ) from error
+    source = repr(str(path))
+    state = extract_state_dict(obj, source, key_map_fn)
+    num_classes = arch_kwargs["num_classes"]
+    file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
+    new_head = num_classes != 1000 and file_classes is not None and file_classes != num_classes
+
+    with torch.device("meta"):
+        model = ResNet(arch, **arch_kwargs)
+    target = f"{arch} (num_classes={num_classes})"
+    try:
+        fitted = fit_state_dict(
+            state, model.state_dict(), source, target, skip_prefixes=("fc.",) if new_head else ()
+        )
+    except CheckpointMismatchError as error:
+        raise CheckpointMismatchError(f"{error}{_hint(state, arch, num_classes)}") from None
+    model.load_state_dict(fitted, strict=not new_head, assign=True)
+    if new_head:
+        model.fc.to_empty(device="cpu")
+        init_module(model.fc)
+        warnings.warn(
+            f"{source} has a {file_classes}-class head but num_classes={num_classes}: the backbone was "
+            "loaded and the new classifier head (fc) is freshly initialised; train it before use.",
+            stacklevel=3,
+        )
+    return model
+
+
+def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:
+    """Name the architecture (or class count) the checkpoint does fit, when there is one."""
+    if "fc.weight" in state and state["fc.weight"].shape[0] != num_classes:
+        return f"\nThe file has a {state['fc.weight'].shape[0]}-class head: pass num_classes={state['fc.weight'].shape[0]}."
+    for other in ARCHS:
+        if other == arch:
+            continue
+        with torch.device("meta"):
+            expected = ResNet(other, num_classes=num_classes).state_dict()
+        try:
+            fit_state_dict(state, expected, "", other)
+        except CheckpointMismatchError:
+            continue
+        entry = "nvidia_" + other.replace("-", "_")
+        return f"\nIt is a {other} checkpoint: load it with the {entry!r} entrypoint (arch {other!r})."
+    return "\nCheck that the file was saved from this architecture."

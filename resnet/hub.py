@@ -1,0 +1,115 @@
+"""The model entrypoints that ``hubconf.py`` exposes, with NVIDIA's signature.
+
+Each entrypoint is ``(pretrained=True, pretrained_from_file=None,
+state_dict_key_map_fn=None, *, ...)``; the keyword-only arguments are NVIDIA's
+architecture options plus this repository's additions (``progress``, ``mirror``,
+``channels_last``). Any other keyword is a ``TypeError`` naming it. Docstrings are
+generated from the checkpoint table so that ``torch.hub.help`` always shows the
+current facts.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .builder import create_model
+from .checkpoints import CHECKPOINTS, MIRROR_ENV
+from .model import ARCHS, ConvInit, ResNet
+from .weights import KeyMapFn, PathLike
+
+_DOC = """{title} image classifier ({params:,} parameters), NVIDIA's ConvNets model for ImageNet.
+
+Returns a ``torch.nn.Module`` on the CPU, float32, in training mode (call ``.eval()``
+for inference), mapping a normalised (N, 3, 224, 224) batch to (N, num_classes) raw
+logits; apply softmax for probabilities. Preprocess images with
+``nvidia_convnets_processing_utils().prepare_input_from_uri``.
+
+Weights (pretrained=True): NVIDIA's AMP-trained ImageNet checkpoint {file} from NGC,
+{accuracy}. Downloaded once into <torch hub dir>/checkpoints/ (TORCH_HOME moves it).
+Offline: drop the file into that folder, pass pretrained=False with
+pretrained_from_file=PATH, or set {mirror_env}=URL (or mirror=URL) to a server with the file.
+
+Args:
+    pretrained: use NVIDIA's NGC weights (default True).
+    pretrained_from_file: a local checkpoint to load instead (with pretrained=False): an NGC
+        file, a training checkpoint {{'state_dict': ...}}, keys with a 'module.' prefix,
+        NVIDIA's 'layers.N' naming, or a torchvision-layout state dict. Loaded with
+        torch.load(weights_only=True).
+    state_dict_key_map_fn: function applied to every checkpoint key before loading.
+    num_classes: classifier outputs (1000). With weights and another value, the backbone
+        loads and the new head starts fresh, with a warning (fine-tuning).
+    last_bn_0_init: start each block's last BatchNorm at zero (training from scratch).
+    conv_init: 'fan_in' or 'fan_out', the Kaiming mode for convolutions.
+    trt: squeeze-excitation as 1x1 convolutions (TensorRT-friendly; SE models only).
+    fused_se: fuse SE scaling and the residual add into one op (SE models only).
+    progress: show a progress bar while downloading (keyword only).
+    mirror: base URL serving checkpoint files by name, used instead of NGC (keyword only).
+    channels_last: keep 4-D weights channels-last, faster on CPUs and GPUs with the same
+        outputs; pass False for contiguous NCHW weights (keyword only).
+
+Example:
+    model = torch.hub.load(REPO, '{entry}', pretrained=True).eval()
+    utils = torch.hub.load(REPO, 'nvidia_convnets_processing_utils')
+    with torch.no_grad():
+        probs = model(utils.prepare_input_from_uri('cat.jpg')).softmax(dim=1)
+    utils.pick_n_best(probs, n=5)
+"""
+
+
+def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
+    def entrypoint(
+        pretrained: bool = True,
+        pretrained_from_file: Optional[PathLike] = None,
+        state_dict_key_map_fn: Optional[KeyMapFn] = None,
+        *,
+        num_classes: int = 1000,
+        last_bn_0_init: bool = False,
+        conv_init: ConvInit = "fan_in",
+        trt: bool = False,
+        fused_se: bool = True,
+        progress: bool = True,
+        mirror: Optional[str] = None,
+        channels_last: bool = True,
+    ) -> ResNet:
+        return create_model(
+            arch,
+            pretrained=pretrained,
+            pretrained_from_file=pretrained_from_file,
+            state_dict_key_map_fn=state_dict_key_map_fn,
+            num_classes=num_classes,
+            last_bn_0_init=last_bn_0_init,
+            conv_init=conv_init,
+            trt=trt,
+            fused_se=fused_se,
+            progress=progress,
+            mirror=mirror,
+            channels_last=channels_last,
+        )
+
+    checkpoint = CHECKPOINTS[arch]
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = _DOC.format(
+        title=ARCHS[arch].title,
+        params=ARCHS[arch].num_params,
+        file=checkpoint.file_name,
+        accuracy=checkpoint.accuracy_text(),
+        mirror_env=MIRROR_ENV,
+        entry=name,
+    )
+    return entrypoint
+
+
+#: hub entrypoint name -> architecture name.
+ENTRYPOINTS: dict[str, str] = {
+    "nvidia_resnet50": "resnet50",
+    "nvidia_resnext101_32x4d": "resnext101-32x4d",
+    "nvidia_se_resnext101_32x4d": "se-resnext101-32x4d",
+}
+assert set(ENTRYPOINTS.values()) == set(ARCHS) == set(CHECKPOINTS)
+
+nvidia_resnet50 = _entrypoint("resnet50", "nvidia_resnet50")
+nvidia_resnext101_32x4d = _entrypoint("resnext101-32x4d", "nvidia_resnext101_32x4d")
+nvidia_se_resnext101_32x4d = _entrypoint("se-resnext101-32x4d", "nvidia_se_resnext101_32x4d")
+#: NVIDIA's legacy name for ResNeXt-101 32x4d.
+nvidia_resneXt = _entrypoint("resnext101-32x4d", "nvidia_resneXt")

@@ -1,0 +1,54 @@
+"""Shared fixtures: an isolated torch hub directory, stand-in checkpoints, a loopback server."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from support import REPO_ROOT, LoopbackServer, standin_state_dict  # noqa: E402
+
+torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty torch hub directory (TORCH_HOME) and no mirror from the environment."""
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.delenv("CONVNETS_WEIGHTS_MIRROR", raising=False)
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return home / "hub"
+
+
+@pytest.fixture(scope="session")
+def ngc_file(tmp_path_factory: pytest.TempPathFactory):
+    """``ngc_file(arch)`` -> path of the stand-in NGC checkpoint, built once per session."""
+    cache: dict[str, Path] = {}
+    root = tmp_path_factory.mktemp("ngc")
+
+    def get(arch: str) -> Path:
+        if arch not in cache:
+            path = root / f"{arch}.pth.tar"
+            torch.save(standin_state_dict(arch), path)
+            cache[arch] = path
+        return cache[arch]
+
+    return get
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server on 127.0.0.1; set ``server.routes[path] = Route(...)``."""
+    with LoopbackServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT

@@ -1,0 +1,139 @@
+"""Test helpers: stand-in NGC checkpoints built by the fixture recipe, and a loopback HTTP server.
+
+Nothing here reaches beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ngc"
+IMAGES = Path(__file__).resolve().parent / "data" / "images"
+ARCH_NAMES = ("resnet50", "resnext101-32x4d", "se-resnext101-32x4d")
+
+
+def load_schema(arch: str) -> dict:
+    """``{"arch", "keys": [[name, shape], ...], "prefix"}`` of the NGC file, in file order."""
+    return json.loads((FIXTURES / f"{arch}.schema.json").read_text())
+
+
+def load_expected(arch: str) -> dict:
+    """The reference's logits for the recipe's weights and input batch."""
+    return torch.load(FIXTURES / f"{arch}.expected.pt", weights_only=True)
+
+
+def standin_state_dict(arch: str) -> "OrderedDict[str, torch.Tensor]":
+    """The deterministic stand-in for NVIDIA's NGC checkpoint of ``arch`` (fixtures/ngc RECIPE)."""
+    seed_base = load_expected(arch)["seed_base"]
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for i, (name, shape) in enumerate(load_schema(arch)["keys"]):
+        g = torch.Generator().manual_seed(seed_base + i)
+        if name.endswith("num_batches_tracked"):
+            value = torch.tensor(0, dtype=torch.int64)
+        elif name.endswith("running_var"):
+            value = torch.rand(shape, generator=g) * 0.5 + 0.75
+        elif len(shape) >= 2:
+            value = torch.randn(shape, generator=g) * math.sqrt(1.0 / math.prod(shape[1:]))
+        elif name.endswith("weight"):
+            value = 0.5 + torch.rand(shape, generator=g) * 0.5
+        else:
+            value = torch.randn(shape, generator=g) * 0.01
+        state[name] = value
+    return state
+
+
+def parity_input(arch: str) -> torch.Tensor:
+    """The (2, 3, 224, 224) input batch the reference logits were computed for."""
+    seed = load_expected(arch)["input_seed"]
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- loopback HTTP server
+
+@dataclass
+class Route:
+    """What the server answers for one path.
+
+    ``body`` is sent with ``status``; ``truncate_to`` sends only that many bytes while
+    announcing the full ``Content-Length`` and then closes; ``delay`` sleeps before answering
+    (a server that never answers); ``location`` makes a redirect.
+    """
+
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    truncate_to: Optional[int] = None
+    delay: float = 0.0
+    location: Optional[str] = None
+    headers: dict = field(default_factory=dict)
+
+
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 with routes set by the test; counts requests per path."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Union[Route, Callable[[], Route]]] = {}
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                server.hits[path] = server.hits.get(path, 0) + 1
+                route = server.routes.get(path)
+                if callable(route):
+                    route = route()
+                if route is None:
+                    route = Route(b"not found", status=404, content_type="text/plain")
+                if route.delay:
+                    time.sleep(route.delay)
+                try:
+                    self.send_response(route.status)
+                    if route.location is not None:
+                        self.send_header("Location", route.location)
+                    self.send_header("Content-Type", route.content_type)
+                    self.send_header("Content-Length", str(len(route.body)))
+                    for key, value in route.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    body = route.body if route.truncate_to is None else route.body[: route.truncate_to]
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                if route.truncate_to is not None:
+                    self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def __enter__(self) -> "LoopbackServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
