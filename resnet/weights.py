@@ -71,7 +71,7 @@ def download_file(
     destination: Path,
     *,
     progress: bool = True,
-    timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+    timeout: Optional[tuple[float, float]] = None,
 ) -> Path:
     """Download ``url`` to ``destination`` atomically.
 
@@ -81,8 +81,11 @@ def download_file(
 
     Raises:
         WeightsDownloadError: HTTP status other than 200, connection failure, a
-            timeout (``timeout`` = (connect, per-read) seconds), or a short body.
+            timeout (``timeout`` = (connect, per-read) seconds, by default
+            (CONNECT_TIMEOUT, READ_TIMEOUT)), or a short body.
     """
+    if timeout is None:
+        timeout = (CONNECT_TIMEOUT, READ_TIMEOUT)
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
@@ -154,6 +157,11 @@ def _numpy_safe_globals() -> list[Any]:
     return [core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float32, np.float64)}]
 
 
+# How torch.load(weights_only=True) words a refused global ("Unsupported global: GLOBAL x.y",
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked").
+_UNSAFE_DETAIL = re.compile(r"^.*(?:unsupported global|not an allowed global).*$", re.IGNORECASE | re.MULTILINE)
+
+
 def read_checkpoint(path: PathLike) -> Any:
     """Load ``path`` with ``torch.load(weights_only=True)`` on the CPU.
 
@@ -174,18 +182,17 @@ def read_checkpoint(path: PathLike) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
     except pickle.UnpicklingError as error:
-        detail = str(error)
-        if "Unsupported" in detail or "not an allowed global" in detail:
-            found = re.search(r"Unsupported [^.\n]*(?:\.[\w.]+)*", detail)
+        found = _UNSAFE_DETAIL.search(str(error))
+        if found:
             raise UnsafeCheckpointError(
                 f"refusing to load {str(path)!r}: it contains Python objects other than weights "
-                f"({found.group(0) if found else 'see the cause below'}), and unpickling them could run "
+                f"({found.group(0).strip().rstrip('.')}), and unpickling them could run "
                 "arbitrary code. If you trust the file, extract the weights once yourself "
                 "(torch.load(path, weights_only=False)['state_dict']) and save them with "
                 "torch.save(state_dict, new_path), then load new_path."
             ) from error
         raise CorruptCheckpointError(_corrupt_message(path, error)) from error
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+    except Exception as error:  # torch.load raises many kinds on damaged input (EOFError, IndexError, ...)
         raise CorruptCheckpointError(_corrupt_message(path, error)) from error
 
 

@@ -1,0 +1,213 @@
+"""Bad input on the weights path: clear errors, bounded waits, no random weights, no poisoned cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections import OrderedDict
+
+import pytest
+import torch
+
+import resnet.weights
+from resnet import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    WeightsDownloadError,
+)
+from support import REPO_ROOT, Route, load_expected, parity_input, standin_state_dict
+
+FILE = "nvidia_resnet50_200821.pth.tar"
+
+
+def hub_load(entry: str, **kwargs) -> torch.nn.Module:
+    return torch.hub.load(str(REPO_ROOT), entry, source="local", **kwargs)
+
+
+def cache_listing(hub_dir) -> list[str]:
+    folder = hub_dir / "checkpoints"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_missing_file_is_file_not_found_naming_it(tmp_path) -> None:
+    missing = tmp_path / "no-such-weights.pth"
+    with pytest.raises(FileNotFoundError, match="no-such-weights.pth"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=str(missing))
+    with pytest.raises(FileNotFoundError, match="directory"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=str(tmp_path))
+
+
+def test_wrong_architecture_names_file_keys_and_the_right_entrypoint(ngc_file) -> None:
+    path = ngc_file("resnext101-32x4d")
+    with pytest.raises(CheckpointMismatchError) as info:
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "does not fit resnet50" in message
+    assert "wrong shape: layer1.0.conv1.weight: file [128, 64, 1, 1], model [64, 64, 1, 1]" in message
+    assert "unexpected: layer3.6." in message
+    assert "nvidia_resnext101_32x4d" in message
+
+
+def test_se_checkpoint_into_plain_resnext_lists_unexpected_squeeze_keys(ngc_file) -> None:
+    with pytest.raises(CheckpointMismatchError, match=r"unexpected: layer1\.0\.squeeze\.squeeze\.weight") as info:
+        hub_load("nvidia_resnext101_32x4d", pretrained=False, pretrained_from_file=ngc_file("se-resnext101-32x4d"))
+    assert "nvidia_se_resnext101_32x4d" in str(info.value)
+
+
+def test_wrong_head_size_suggests_num_classes(tmp_path) -> None:
+    state = standin_state_dict("resnet50")
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][:7].clone(), state["fc.bias"][:7].clone()
+    path = tmp_path / "seven.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match="num_classes=7"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+
+
+def test_not_a_state_dict_is_refused(tmp_path) -> None:
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(CheckpointMismatchError, match="list.pth.*state dict"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+
+
+def test_pretrained_together_with_file_is_an_error(ngc_file) -> None:
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        hub_load("nvidia_resnet50", pretrained=True, pretrained_from_file=ngc_file("resnet50"))
+
+
+def test_unknown_keyword_is_a_type_error_naming_it() -> None:
+    with pytest.raises(TypeError, match="pretrainedd"):
+        hub_load("nvidia_resnet50", pretrainedd=False)
+
+
+def test_unsafe_pickle_is_refused_without_running_it(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "extra": Payload()}, path)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert str(path) in str(info.value) and "posix.system" in str(info.value)
+    assert not marker.exists()
+
+
+def test_training_checkpoint_with_numpy_scalar_metadata_loads(tmp_path) -> None:
+    import numpy as np
+
+    checkpoint = {"epoch": 250, "best_prec1": np.float64(78.6), "state_dict": standin_state_dict("resnet50")}
+    path = tmp_path / "train.pth"
+    torch.save(checkpoint, path)
+    model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path).eval()
+    with torch.no_grad():
+        assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a checkpoint\n"], ids=["empty", "text"])
+def test_unreadable_local_file_is_reported_and_kept(tmp_path, content) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CorruptCheckpointError, match="bad.pth"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert path.exists()  # a user's own file is never deleted
+
+
+def test_truncated_download_leaves_nothing_and_next_call_succeeds(server, hub_dir, ngc_file) -> None:
+    body = ngc_file("resnet50").read_bytes()
+    server.routes[f"/w/{FILE}"] = Route(body, truncate_to=len(body) // 2)
+    with pytest.raises(WeightsDownloadError, match="cut short|failed") as info:
+        hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
+    assert server.url(f"/w/{FILE}") in str(info.value)
+    assert "pretrained_from_file" in str(info.value)  # says what to do offline
+    assert cache_listing(hub_dir) == []
+    server.routes[f"/w/{FILE}"] = Route(body)
+    hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
+    assert cache_listing(hub_dir) == [FILE]
+
+
+def test_corrupt_download_is_removed_from_cache_and_redownloaded(server, hub_dir, ngc_file) -> None:
+    body = ngc_file("resnet50").read_bytes()
+    # A server that sends half a file with a matching Content-Length: the download "succeeds".
+    server.routes[f"/w/{FILE}"] = Route(body[: len(body) // 2])
+    with pytest.raises(CorruptCheckpointError) as info:
+        hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
+    cached = hub_dir / "checkpoints" / FILE
+    assert str(cached) in str(info.value) and "removed" in str(info.value)
+    assert cache_listing(hub_dir) == []
+    server.routes[f"/w/{FILE}"] = Route(body)
+    model = hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False).eval()
+    with torch.no_grad():
+        assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+
+
+def test_corrupt_file_dropped_into_cache_is_removed(hub_dir, ngc_file) -> None:
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    data = ngc_file("resnet50").read_bytes()
+    (hub_dir / "checkpoints" / FILE).write_bytes(data[:1000])
+    with pytest.raises(CorruptCheckpointError, match="run the same call again"):
+        hub_load("nvidia_resnet50")
+    assert cache_listing(hub_dir) == []
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_http_error_is_clear(server, hub_dir, status) -> None:
+    server.routes[f"/w/{FILE}"] = Route(b"nope", status=status, content_type="text/plain")
+    with pytest.raises(WeightsDownloadError, match=f"HTTP {status}") as info:
+        hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
+    assert f"/w/{FILE}" in str(info.value) and "CONVNETS_WEIGHTS_MIRROR" in str(info.value)
+    assert cache_listing(hub_dir) == []
+
+
+def test_unreachable_mirror_fails_fast(hub_dir) -> None:
+    with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match=f"127.0.0.1:{port}"):
+        hub_load("nvidia_resnet50", mirror=f"http://127.0.0.1:{port}/w", progress=False)
+    assert time.monotonic() - start < 10
+    assert cache_listing(hub_dir) == []
+
+
+def test_server_that_never_answers_times_out(server, hub_dir, monkeypatch) -> None:
+    monkeypatch.setattr(resnet.weights, "READ_TIMEOUT", 0.5)
+    server.routes[f"/w/{FILE}"] = Route(b"late", delay=5)
+    start = time.monotonic()
+    with pytest.raises(WeightsDownloadError, match="timed out"):
+        hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
+    assert time.monotonic() - start < 4
+    assert cache_listing(hub_dir) == []
+
+
+def test_wrong_file_in_cache_is_reported_not_deleted(hub_dir, ngc_file) -> None:
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(ngc_file("resnext101-32x4d"), hub_dir / "checkpoints" / FILE)
+    with pytest.raises(CheckpointMismatchError, match=FILE):
+        hub_load("nvidia_resnet50")
+    assert cache_listing(hub_dir) == [FILE]
+
+
+def test_no_weights_and_no_network_never_returns_random_weights(hub_dir) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(WeightsDownloadError) as info:
+        hub_load("nvidia_resnet50", mirror=f"http://127.0.0.1:{port}", progress=False)
+    message = str(info.value)
+    assert str(hub_dir / "checkpoints" / FILE) in message and "pretrained_from_file" in message
+
+
+def test_partial_entry_ordering_is_irrelevant(tmp_path) -> None:
+    shuffled = OrderedDict(reversed(list(standin_state_dict("resnet50").items())))
+    path = tmp_path / "reversed.pth"
+    torch.save(shuffled, path)
+    model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path).eval()
+    with torch.no_grad():
+        assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
