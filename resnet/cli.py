@@ -1,0 +1,241 @@
+"""``python -m resnet classify``: classify image files, folders and URLs from the command line.
+
+Inputs are expanded in the order given (folders recursively, sorted), decoded in
+background threads while the model runs, and reported one result per image, as text
+or as JSON lines. A bad image is reported and skipped. Exit status: 0 when every
+input was classified, 1 when some failed, 2 when nothing could run (bad arguments,
+no weights).
+
+With ``--distributed`` under ``torchrun``, each rank classifies every WORLD_SIZE-th
+input and rank 0 writes all results in input order, identical to a single process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional, TextIO
+
+import torch
+
+from .checkpoints import CHECKPOINTS
+from .model import ARCHS
+
+#: File suffixes taken from folders (files named explicitly are always tried).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+#: More inputs than this get a progress bar on stderr.
+PROGRESS_THRESHOLD = 8
+#: Images drawn by --plot at most.
+PLOT_LIMIT = 16
+
+
+@dataclass
+class Outcome:
+    """The result for one input: its top-k ``(class index, name, probability)`` or an error."""
+
+    input: str
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+    error: Optional[str] = None
+
+    def as_json(self) -> dict:
+        if self.error is not None:
+            return {"input": self.input, "error": self.error}
+        return {
+            "input": self.input,
+            "top": [{"index": i, "class": name, "probability": round(p, 6)} for i, name, p in self.top],
+        }
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+    """Files stay, folders become their image files (recursive, sorted), URLs stay; order kept.
+
+    A path that does not exist is kept so that it is reported as a failure with the others.
+    """
+    expanded: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if not is_url(item) and path.is_dir():
+            expanded.extend(
+                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m resnet classify``."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or http(s) URLs")
+    parser.add_argument("--arch", default="resnet50", choices=sorted(ARCHS), help="architecture (default resnet50)")
+    parser.add_argument("--weights", metavar="FILE", help="local checkpoint instead of NVIDIA's NGC weights")
+    parser.add_argument("--mirror", metavar="URL", help="base URL serving the NGC checkpoint files by name")
+    parser.add_argument("-k", "--top-k", type=int, default=5, help="classes to report per image (default 5)")
+    parser.add_argument("-b", "--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
+    parser.add_argument("--plot", metavar="PNG", help=f"draw the first {PLOT_LIMIT} images with their top classes")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait on each URL read (default 30)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="shard the inputs over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)",
+    )
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("error: --device cuda was asked for but CUDA is not available here; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def classify(
+    uris: list[str],
+    model: torch.nn.Module,
+    classes: list[str],
+    *,
+    top_k: int,
+    batch_size: int,
+    device: torch.device,
+    workers: Optional[int] = None,
+    timeout: float = 30.0,
+    progress: bool = False,
+) -> list[Outcome]:
+    """Classify ``uris`` in input order; decoding runs in threads while the model computes."""
+    from processing_utils import iter_batches
+
+    outcomes: dict[str, list[Outcome]] = {}
+    bar = torch.hub.tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr)
+    with torch.inference_mode():
+        for batch in iter_batches(uris, batch_size, num_workers=workers, timeout=timeout):
+            for uri, message in batch.failures:
+                outcomes.setdefault(uri, []).append(Outcome(uri, error=message))
+            if len(batch.uris):
+                probs = torch.softmax(model(batch.tensor.to(device)).float(), dim=1)
+                values, indices = probs.topk(top_k, dim=1)
+                for uri, vs, ix in zip(batch.uris, values.tolist(), indices.tolist()):
+                    top = [(i, classes[i], v) for v, i in zip(vs, ix)]
+                    outcomes.setdefault(uri, []).append(Outcome(uri, top=top))
+            bar.update(len(batch.uris) + len(batch.failures))
+    bar.close()
+    # The same input may be given twice; hand results back in input order.
+    return [outcomes[uri].pop(0) for uri in uris]
+
+
+def write_outcomes(outcomes: list[Outcome], *, as_json: bool, out: TextIO, err: TextIO) -> None:
+    """Text (a block per image) or JSON lines on ``out``; in text mode failures go to ``err``."""
+    for outcome in outcomes:
+        if as_json:
+            print(json.dumps(outcome.as_json()), file=out)
+        elif outcome.error is not None:
+            print(f"error: {outcome.error}", file=err)
+        else:
+            print(outcome.input, file=out)
+            for _, name, p in outcome.top:
+                print(f"  {100 * p:5.1f}%  {name}", file=out)
+
+
+def _gather_in_order(local: list[Outcome], rank: int, world: int, total: int) -> Optional[list[Outcome]]:
+    """Collect every rank's outcomes on rank 0, in input order (rank r holds inputs r, r+world, ...)."""
+    import torch.distributed as dist
+
+    gathered: Optional[list] = [None] * world if rank == 0 else None
+    dist.gather_object(local, gathered, dst=0)
+    if rank != 0:
+        return None
+    ordered: list[Outcome] = []
+    for i in range(total):
+        ordered.append(gathered[i % world][i // world])
+    return ordered
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the ``classify`` subcommand; returns the exit status."""
+    from processing_utils import nvidia_convnets_processing_utils, show_predictions
+
+    from .builder import create_model
+    from .weights import WeightsError
+
+    if args.top_k < 1 or args.top_k > 1000:
+        print(f"error: --top-k must be between 1 and 1000, not {args.top_k}", file=sys.stderr)
+        return 2
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be at least 1, not {args.batch_size}", file=sys.stderr)
+        return 2
+
+    rank, world, local_rank = 0, 1, 0
+    if args.distributed:
+        import torch.distributed as dist
+
+        if "RANK" not in os.environ:
+            print("error: --distributed needs torchrun (e.g. torchrun --nproc-per-node 2 -m resnet classify ...)",
+                  file=sys.stderr)
+            return 2
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        device = _pick_device(args.device, local_rank)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    else:
+        device = _pick_device(args.device, 0)
+
+    try:
+        uris = expand_inputs(args.inputs)
+        if not uris:
+            print("error: no images found in " + " ".join(args.inputs), file=sys.stderr)
+            return 2
+        try:
+            model = create_model(
+                args.arch,
+                pretrained=args.weights is None,
+                pretrained_from_file=args.weights,
+                mirror=args.mirror,
+                progress=not args.quiet,
+            )
+        except (WeightsError, FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            if args.weights is None:
+                print(f"(the {args.arch} weights are {CHECKPOINTS[args.arch].url})", file=sys.stderr)
+            return 2
+        model = model.eval().to(device)
+        classes = list(nvidia_convnets_processing_utils().get_imgnet_classes())
+        mine = uris[rank::world]
+        outcomes = classify(
+            mine, model, classes, top_k=args.top_k, batch_size=args.batch_size, device=device,
+            workers=args.workers, timeout=args.timeout,
+            progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD,
+        )
+        if world > 1:
+            outcomes = _gather_in_order(outcomes, rank, world, len(uris))
+            if outcomes is None:
+                return 0
+    finally:
+        if args.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    write_outcomes(outcomes, as_json=args.json, out=sys.stdout, err=sys.stderr)
+    if args.plot:
+        good = [o for o in outcomes if o.error is None][:PLOT_LIMIT]
+        if good:
+            results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
+            show_predictions([o.input for o in good], results, output=args.plot)
+    failed = sum(o.error is not None for o in outcomes)
+    if failed and not args.json:
+        print(f"{failed} of {len(outcomes)} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
