@@ -208,7 +208,11 @@ def run(args: argparse.Namespace) -> int:
         except (WeightsError, FileNotFoundError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             if args.weights is None:
-                print(f"(the {args.arch} weights are {CHECKPOINTS[args.arch].url})", file=sys.stderr)
+                print(
+                    f"On the command line: --weights FILE loads a local copy of {CHECKPOINTS[args.arch].file_name}"
+                    f" (from {CHECKPOINTS[args.arch].url}); --mirror URL downloads it from a mirror.",
+                    file=sys.stderr,
+                )
             return 2
         model = model.eval().to(device)
         classes = list(nvidia_convnets_processing_utils().get_imgnet_classes())
