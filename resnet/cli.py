@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             return 2
         model = model.eval().to(device)
-        classes = list(nvidia_convnets_processing_utils().get_imgnet_classes())
+        classes = nvidia_convnets_processing_utils().get_imgnet_classes().tolist()
         mine = uris[rank::world]
         outcomes = classify(
             mine, model, classes, top_k=args.top_k, batch_size=args.batch_size, device=device,

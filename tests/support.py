@@ -19,7 +19,9 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ngc"
-IMAGES = Path(__file__).resolve().parent / "data" / "images"
+IMAGES = REPO_ROOT / "examples" / "images"
+#: The sample photos that ship with the repository, in name order.
+PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".png", ".jpg"})
 ARCH_NAMES = ("resnet50", "resnext101-32x4d", "se-resnext101-32x4d")
 
 

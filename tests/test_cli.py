@@ -14,10 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from support import IMAGES, REPO_ROOT, Route, standin_state_dict
+from support import PHOTOS, REPO_ROOT, Route, standin_state_dict
 
 FILE = "nvidia_resnet50_200821.pth.tar"
-PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".png", ".jpg"})
 
 
 @pytest.fixture

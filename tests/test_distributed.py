@@ -8,9 +8,9 @@ import socket
 import subprocess
 import sys
 
-from support import IMAGES, REPO_ROOT
+from support import PHOTOS as PHOTO_PATHS, REPO_ROOT
 
-PHOTOS = sorted(str(p) for p in IMAGES.iterdir() if p.suffix in {".png", ".jpg"})
+PHOTOS = [str(p) for p in PHOTO_PATHS]
 
 
 def free_port() -> int:

@@ -22,9 +22,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from support import IMAGES, REPO_ROOT, Route, standin_state_dict
+from support import PHOTOS, REPO_ROOT, Route, standin_state_dict
 
-PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".png", ".jpg"})
 CHECKPOINT = "nvidia_resnet50_200821.pth.tar"
 GITHUB_NAME = "NVIDIA/DeepLearningExamples:torchhub"
 

@@ -7,7 +7,7 @@ import shutil
 import nbformat
 from nbclient import NotebookClient
 
-from support import IMAGES, REPO_ROOT, Route
+from support import PHOTOS, REPO_ROOT, Route
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "resnet50_classification.ipynb"
 
@@ -27,7 +27,7 @@ def test_notebook_is_small_and_runs_the_documented_example() -> None:
 def test_notebook_executes_offline(server, hub_dir, ngc_file, monkeypatch) -> None:
     (hub_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
-    photos = sorted(p for p in IMAGES.iterdir() if p.suffix in {".png", ".jpg"})
+    photos = PHOTOS
     for photo in photos:
         server.routes[f"/{photo.name}"] = Route(photo.read_bytes(), content_type="image/png")
     monkeypatch.setenv("CONVNETS_HUB_REPO", str(REPO_ROOT))

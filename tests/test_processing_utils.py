@@ -22,9 +22,8 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from support import IMAGES, REPO_ROOT, Route
+from support import IMAGES, PHOTOS, REPO_ROOT, Route
 
-PHOTOS = sorted(p for p in IMAGES.iterdir() if p.suffix in {".png", ".jpg"})
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
 LABELS_SHA256 = "1b152e31463c5116205bff54e19de56657fa787fa8eccea59738aba060d03a63"  # spec §4
 LABELS_FILE = REPO_ROOT / "processing_utils" / "imagenet_classes.json"
