@@ -22,8 +22,12 @@ from typing import Iterable, Optional, TextIO
 
 import torch
 
+from processing_utils import is_url, iter_batches, nvidia_convnets_processing_utils, show_predictions
+
+from .builder import create_model
 from .checkpoints import CHECKPOINTS
 from .model import ARCHS
+from .weights import WeightsError
 
 #: File suffixes taken from folders (files named explicitly are always tried).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -48,10 +52,6 @@ class Outcome:
             "input": self.input,
             "top": [{"index": i, "class": name, "probability": round(p, 6)} for i, name, p in self.top],
         }
-
-
-def is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
@@ -116,8 +116,6 @@ def classify(
     progress: bool = False,
 ) -> list[Outcome]:
     """Classify ``uris`` in input order; decoding runs in threads while the model computes."""
-    from processing_utils import iter_batches
-
     outcomes: dict[str, list[Outcome]] = {}
     bar = torch.hub.tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr)
     with torch.inference_mode():
@@ -165,11 +163,6 @@ def _gather_in_order(local: list[Outcome], rank: int, world: int, total: int) ->
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
-    from processing_utils import nvidia_convnets_processing_utils, show_predictions
-
-    from .builder import create_model
-    from .weights import WeightsError
-
     if args.top_k < 1 or args.top_k > 1000:
         print(f"error: --top-k must be between 1 and 1000, not {args.top_k}", file=sys.stderr)
         return 2
