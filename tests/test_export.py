@@ -1,0 +1,616 @@
+"""``python -m resnet export``: TorchScript / ONNX parity with the reference, Triton repositories, bad input.
+
+Parity: the exported files are run (TorchScript with torch.jit, ONNX with onnxruntime's CPU provider)
+on the parity fixtures and compared with the reference's logits for the stand-in NGC weights.
+Triton: config.pbtxt is parsed with Triton's own ModelConfig schema (model_config.proto as shipped in
+the tritonclient wheel) and checked against the exported model files; the example client is run
+against a loopback server that speaks Triton's HTTP protocol and executes the repository's models.
+Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import http.server
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from support import PHOTOS, REPO_ROOT, load_expected, parity_input
+from resnet import export as exporter
+from resnet.export import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    atomic_directory,
+    export_metadata,
+    export_onnx,
+    export_torchscript,
+    load_model,
+    prepare_for_export,
+    triton_config,
+)
+from resnet.preprocessing import INPUT_SHAPE, MEAN, build_transform
+
+# Loading TorchScript is what these tests are about; torch 2.14 flags torch.jit as deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TOLERANCE = 1e-4  # max abs diff on fp32 logits
+HAS_ONNXSCRIPT = exporter._has_onnxscript()
+
+
+def run_export(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "resnet", "export", *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *fragments: str) -> str:
+    assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
+    stderr = result.stderr.strip()
+    assert "Traceback" not in stderr, stderr
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("error: "), stderr
+    for fragment in fragments:
+        assert fragment in stderr, (fragment, stderr)
+    return stderr
+
+
+def entries(folder: Path) -> list[str]:
+    """Names in ``folder``, less the isolated torch hub home of conftest."""
+    return sorted(p.name for p in folder.iterdir() if p.name != "torch_home")
+
+
+def max_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+def ort_session(path: Path) -> "ort.InferenceSession":
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- shared exports
+
+
+@pytest.fixture(scope="module")
+def resnet50(ngc_file) -> torch.nn.Module:
+    return load_model("resnet50", weights=ngc_file("resnet50"))
+
+
+@pytest.fixture(scope="module")
+def eager_extra(resnet50) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Batch size -> (input, eager logits), for the dynamic batch axis checks."""
+    batches = {}
+    for batch in (1, 3):
+        x = torch.randn(batch, *INPUT_SHAPE, generator=torch.Generator().manual_seed(100 + batch))
+        with torch.no_grad():
+            batches[batch] = (x, resnet50(x))
+    return batches
+
+
+@pytest.fixture(scope="module")
+def exports(resnet50, tmp_path_factory) -> dict[str, Path]:
+    """The resnet50 files, made once: TorchScript and ONNX, with and without BN folding."""
+    root = tmp_path_factory.mktemp("exports")
+    made: dict[str, Path] = {}
+    for variant, fold_bn in (("plain", False), ("fold_bn", True)):
+        model = prepare_for_export(resnet50, fold_bn=fold_bn)
+        meta = export_metadata("resnet50", weights="stand-in", fold_bn=fold_bn)
+        made[f"torchscript-{variant}"] = export_torchscript(model, root / f"{variant}.pt", metadata=meta)
+        made[f"onnx-torchscript-{variant}"] = export_onnx(
+            model, root / f"{variant}.onnx", exporter="torchscript", metadata=meta
+        )
+    return made
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("variant", ["plain", "fold_bn"])
+def test_torchscript_matches_reference_logits(exports, eager_extra, variant: str) -> None:
+    module = torch.jit.load(str(exports[f"torchscript-{variant}"]), map_location="cpu")
+    with torch.no_grad():
+        logits = module(parity_input("resnet50"))
+    diff = max_diff(logits, load_expected("resnet50")["logits"])
+    print(f"torchscript {variant}: max abs diff {diff:.3g}")
+    assert diff <= TOLERANCE
+    for batch, (x, expected) in eager_extra.items():  # the batch axis is not baked in by tracing
+        with torch.no_grad():
+            out = module(x)
+        assert out.shape == (batch, 1000) and out.dtype == torch.float32
+        assert max_diff(out, expected) <= TOLERANCE
+    assert [a.name for a in module.forward.schema.arguments[1:]] == [INPUT_NAME]
+    extra = {"metadata.json": ""}
+    torch.jit.load(str(exports[f"torchscript-{variant}"]), map_location="cpu", _extra_files=extra)
+    meta = json.loads(extra["metadata.json"])
+    assert meta["arch"] == "resnet50" and meta["fold_bn"] == (variant == "fold_bn")
+
+
+def check_onnx_file(path: Path, eager_extra, *, fp16: bool = False) -> float:
+    """Check the ONNX interface; return the max abs diff to the reference logits."""
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert {o.domain: o.version for o in proto.opset_import}.get("", None) == DEFAULT_OPSET
+    (graph_input,), (graph_output,) = proto.graph.input, proto.graph.output
+    assert (graph_input.name, graph_output.name) == (INPUT_NAME, OUTPUT_NAME)
+    for value, rest in ((graph_input, list(INPUT_SHAPE)), (graph_output, [1000])):
+        tensor_type = value.type.tensor_type
+        assert tensor_type.elem_type == onnx.TensorProto.FLOAT  # float32 in and out, fp16 or not
+        dims = tensor_type.shape.dim
+        assert dims[0].dim_param == "batch" and not dims[0].HasField("dim_value")
+        assert [d.dim_value for d in dims[1:]] == rest
+    weight_types = {init.data_type for init in proto.graph.initializer if len(init.dims) == 4}
+    assert weight_types == {onnx.TensorProto.FLOAT16 if fp16 else onnx.TensorProto.FLOAT}
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["arch"] == "resnet50" and json.loads(props["input"])["name"] == INPUT_NAME
+    assert json.loads(props["preprocessing"])["mean"] == list(MEAN)  # the model says how to feed it
+
+    session = ort_session(path)
+    (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: parity_input("resnet50").numpy()})
+    diff = max_diff(logits, load_expected("resnet50")["logits"])
+    if not fp16:
+        for batch, (x, expected) in eager_extra.items():
+            (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+            assert out.shape == (batch, 1000) and out.dtype == np.float32
+            assert max_diff(out, expected) <= TOLERANCE
+    return diff
+
+
+@pytest.mark.parametrize("variant", ["plain", "fold_bn"])
+def test_onnx_matches_reference_logits(exports, eager_extra, variant: str) -> None:
+    diff = check_onnx_file(exports[f"onnx-torchscript-{variant}"], eager_extra)
+    print(f"onnx (torchscript exporter) {variant}: max abs diff {diff:.3g}")
+    assert diff <= TOLERANCE
+
+
+@pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript")
+def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tmp_path: Path) -> None:
+    path = export_onnx(
+        prepare_for_export(resnet50), tmp_path / "dynamo.onnx", exporter="dynamo",
+        metadata=export_metadata("resnet50", weights="stand-in"),
+    )
+    diff = check_onnx_file(path, eager_extra)
+    print(f"onnx (dynamo exporter) plain: max abs diff {diff:.3g}")
+    assert diff <= TOLERANCE
+
+
+def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
+    """--fold-bn --fp16: half-precision weights, float32 interface; both files run on the CPU here."""
+    model = prepare_for_export(resnet50, fold_bn=True, fp16=True)
+    meta = export_metadata("resnet50", weights="stand-in", fold_bn=True, fp16=True)
+    expected = load_expected("resnet50")["logits"]
+    # fp16 keeps ~3 significant digits: allow 0.5% of the largest logit (about 2.4e-3 here).
+    bound = 5e-3 * float(expected.abs().max())
+
+    onnx_path = export_onnx(model, tmp_path / "fp16.onnx", exporter="torchscript", metadata=meta)
+    onnx_diff = check_onnx_file(onnx_path, eager_extra, fp16=True)
+    module = torch.jit.load(str(export_torchscript(model, tmp_path / "fp16.pt", metadata=meta)))
+    with torch.no_grad():
+        ts_logits = module(parity_input("resnet50"))
+    assert ts_logits.dtype == torch.float32
+    ts_diff = max_diff(ts_logits, expected)
+    print(f"fp16 (folded): onnx max abs diff {onnx_diff:.3g}, torchscript {ts_diff:.3g}, bound {bound:.3g}")
+    assert onnx_diff <= bound and ts_diff <= bound
+    assert torch.equal(ts_logits.argmax(1), expected.argmax(1))
+
+
+def test_cli_exports_another_arch(ngc_file, tmp_path: Path) -> None:
+    """se-resnext101-32x4d (grouped convs + squeeze-excitation) through the command line, both formats."""
+    arch = "se-resnext101-32x4d"
+    out = tmp_path / "exports" / arch
+    result = run_export("--arch", arch, "--weights", str(ngc_file(arch)), "--output", str(out),
+                        "--onnx-exporter", "torchscript", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{arch}.onnx", f"{arch}.pt", "export.json"])
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700)  # not the private mode of a temp folder
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["arch"] == arch and meta["input"]["name"] == INPUT_NAME and meta["output"]["name"] == OUTPUT_NAME
+    assert meta["onnx_exporter"] == "torchscript" and meta["onnx_opset"] == DEFAULT_OPSET
+
+    x, expected = parity_input(arch), load_expected(arch)["logits"]
+    (onnx_logits,) = ort_session(out / f"{arch}.onnx").run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+    with torch.no_grad():
+        ts_logits = torch.jit.load(str(out / f"{arch}.pt"))(x)
+    print(f"{arch}: onnx max abs diff {max_diff(onnx_logits, expected):.3g}, "
+          f"torchscript {max_diff(ts_logits, expected):.3g}")
+    assert max_diff(onnx_logits, expected) <= TOLERANCE
+    assert max_diff(ts_logits, expected) <= TOLERANCE
+    assert [p.name for p in out.parent.iterdir()] == [arch]  # no temporary folder left beside it
+
+
+# --------------------------------------------------------------------------- Triton
+
+
+def triton_model_config_class():
+    """Triton's ``inference.ModelConfig`` message, built from the schema in the tritonclient wheel.
+
+    ``tritonclient/grpc/model_config_pb2.py`` is generated from Triton's model_config.proto. Importing it
+    as ``tritonclient.grpc.model_config_pb2`` needs grpcio (the package's __init__), and its generated
+    code insists on a protobuf runtime of its own generation; the serialized file descriptor inside it
+    needs neither, so the message class is built from that.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    tritonclient = pytest.importorskip("tritonclient")
+    source = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
+    if not source.is_file():
+        pytest.skip("this tritonclient wheel has no model_config_pb2.py")
+    serialized = next(
+        node.args[0].value
+        for node in ast.walk(ast.parse(source.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "AddSerializedFile"
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(serialized))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
+
+
+def parse_config(path: Path):
+    from google.protobuf import text_format
+
+    config = triton_model_config_class()()
+    text_format.Parse(path.read_text(), config)  # unknown fields or enum values raise ParseError
+    return config
+
+
+@pytest.fixture(scope="module")
+def triton_repo(ngc_file, tmp_path_factory) -> Path:
+    """A repository for both backends from the command line, with BN folded and a max batch of 64."""
+    repo = tmp_path_factory.mktemp("triton") / "models"
+    result = run_export("--weights", str(ngc_file("resnet50")), "--triton", str(repo), "--fold-bn",
+                        "--max-batch-size", "64", "--onnx-exporter", "torchscript", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return repo
+
+
+def test_triton_repository_layout_and_configs_match_models(triton_repo: Path) -> None:
+    assert sorted(p.name for p in triton_repo.iterdir()) == ["resnet50_libtorch", "resnet50_onnx"]
+    expected = load_expected("resnet50")["logits"]
+    x = parity_input("resnet50")
+    for folder, backend, platform, filename in (
+        ("resnet50_onnx", "onnxruntime", "onnxruntime_onnx", "model.onnx"),
+        ("resnet50_libtorch", "pytorch", "pytorch_libtorch", "model.pt"),
+    ):
+        model_dir = triton_repo / folder
+        assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+        assert [p.name for p in (model_dir / "1").iterdir()] == [filename]
+        config = parse_config(model_dir / "config.pbtxt")
+        assert (config.name, config.backend, config.platform) == (folder, backend, platform)
+        assert config.default_model_filename == filename
+        assert config.max_batch_size == 64
+        assert config.HasField("dynamic_batching")
+        (config_in,), (config_out,) = config.input, config.output
+        TYPE_FP32 = type(config).DESCRIPTOR.fields_by_name["input"].message_type.fields_by_name[
+            "data_type"].enum_type.values_by_name["TYPE_FP32"].number
+        assert config_in.data_type == TYPE_FP32 and config_out.data_type == TYPE_FP32
+        labels = (model_dir / config_out.label_filename).read_text().splitlines()
+        assert len(labels) == 1000 and labels[0] == "tench, Tinca tinca"
+
+        # The model file agrees with the config: names, per-sample dims, float32, dynamic batch.
+        model_file = model_dir / "1" / filename
+        if backend == "onnxruntime":
+            proto = onnx.load(str(model_file))
+            (graph_in,), (graph_out,) = proto.graph.input, proto.graph.output
+            assert (config_in.name, config_out.name) == (graph_in.name, graph_out.name)
+            for config_io, graph_io in ((config_in, graph_in), (config_out, graph_out)):
+                dims = graph_io.type.tensor_type.shape.dim
+                assert dims[0].dim_param  # Triton's batch axis must be dynamic in the model
+                assert list(config_io.dims) == [d.dim_value for d in dims[1:]]
+                assert graph_io.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+            (logits,) = ort_session(model_file).run([config_out.name], {config_in.name: x.numpy()})
+        else:
+            module = torch.jit.load(str(model_file))
+            # Triton's PyTorch backend maps config input names to forward()'s argument names.
+            assert [a.name for a in module.forward.schema.arguments[1:]] == [config_in.name]
+            with torch.no_grad():
+                logits = module(x.contiguous())
+            assert logits.dtype == torch.float32
+            assert list(logits.shape[1:]) == list(config_out.dims)
+            assert list(x.shape[1:]) == list(config_in.dims)
+        diff = max_diff(logits, expected)
+        print(f"triton {folder} (BN folded): max abs diff {diff:.3g}")
+        assert diff <= TOLERANCE
+
+
+def test_triton_config_text_is_strict_model_config() -> None:
+    """Every field written is one of Triton's; bad values are refused before anything is written."""
+    ModelConfig = triton_model_config_class()
+    from google.protobuf import text_format
+
+    for backend in ("onnxruntime", "pytorch"):
+        text = triton_config(f"m_{backend}", backend, max_batch_size=8, num_classes=10)
+        config = text_format.Parse(text, ModelConfig())
+        assert list(config.output[0].dims) == [10] and config.max_batch_size == 8
+        assert config.dynamic_batching.max_queue_delay_microseconds > 0
+    with pytest.raises(ExportError, match="max-batch-size"):
+        triton_config("m", "onnxruntime", max_batch_size=0)
+    with pytest.raises(ExportError, match="tensorrt"):
+        triton_config("m", "tensorrt", max_batch_size=8)
+
+
+class LoopbackTriton:
+    """Answers Triton's HTTP/REST inference requests (KServe v2) on 127.0.0.1 for a model repository.
+
+    Each request is checked against the model's config.pbtxt as Triton checks it (input and output
+    names, FP32, per-sample dims, batch size up to max_batch_size), then run on the repository's
+    model file: ONNX with onnxruntime, TorchScript with torch.jit.
+    """
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.requests: list[dict] = []
+        self._models: dict[str, tuple] = {}
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                body = self.rfile.read(length)
+                status, reply = outer.infer(self.path, body, self.headers.get("Inference-Header-Content-Length"))
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return "%s:%d" % self.httpd.server_address[:2]
+
+    def model(self, name: str):
+        if name not in self._models:
+            config = parse_config(self.repo / name / "config.pbtxt")
+            path = self.repo / name / "1" / config.default_model_filename
+            if config.backend == "onnxruntime":
+                session = ort_session(path)
+                run = lambda x: session.run([config.output[0].name], {config.input[0].name: x})[0]  # noqa: E731
+            else:
+                module = torch.jit.load(str(path))
+
+                def run(x):
+                    with torch.no_grad():
+                        return module(torch.from_numpy(x)).numpy()
+            self._models[name] = (config, run)
+        return self._models[name]
+
+    def infer(self, path: str, body: bytes, header_length) -> tuple[int, dict]:
+        match = re.fullmatch(r"/v2/models/([^/]+)(?:/versions/\d+)?/infer", path)
+        if not match or not (self.repo / match.group(1) / "config.pbtxt").is_file():
+            return 404, {"error": f"unknown model or path {path}"}
+        config, run = self.model(match.group(1))
+        split = int(header_length) if header_length is not None else len(body)
+        request = json.loads(body[:split])
+        self.requests.append(request)
+        (inp,) = request["inputs"]
+        (config_in,), (config_out,) = config.input, config.output
+        if inp["name"] != config_in.name or inp["datatype"] != "FP32":
+            return 400, {"error": f"unexpected input {inp['name']} {inp['datatype']}"}
+        shape = inp["shape"]
+        if shape[1:] != list(config_in.dims) or not 1 <= shape[0] <= config.max_batch_size:
+            return 400, {"error": f"unexpected shape {shape}"}
+        if [o["name"] for o in request.get("outputs", [])] not in ([], [config_out.name]):
+            return 400, {"error": f"unknown outputs {request['outputs']}"}
+        size = inp.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            x = np.frombuffer(body[split:split + size], dtype=np.float32).reshape(shape).copy()
+        else:
+            x = np.asarray(inp["data"], dtype=np.float32).reshape(shape)
+        logits = run(np.ascontiguousarray(x))
+        output = {"name": config_out.name, "datatype": "FP32", "shape": list(logits.shape),
+                  "data": logits.ravel().tolist()}
+        return 200, {"model_name": config.name, "model_version": "1", "outputs": [output]}
+
+    def __enter__(self) -> "LoopbackTriton":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def load_client():
+    import importlib.util
+
+    pytest.importorskip("tritonclient.http", exc_type=ImportError)
+    spec = importlib.util.spec_from_file_location("triton_client_example", REPO_ROOT / "examples" / "triton_client.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_client_preprocessing_equals_build_transform() -> None:
+    """The example client's numpy preprocessing gives exactly the tensor of resnet.preprocessing's pipeline."""
+    from PIL import Image, ImageOps
+
+    client = load_client()
+    transform = build_transform()
+    for photo in PHOTOS:
+        ours = client.preprocess(str(photo))
+        reference = transform(ImageOps.exif_transpose(Image.open(photo)).convert("RGB")).numpy()
+        assert ours.shape == INPUT_SHAPE and ours.dtype == np.float32
+        assert max_diff(ours, reference) <= 1e-6, photo.name
+
+
+@pytest.mark.parametrize("model_name", ["resnet50_onnx", "resnet50_libtorch"])
+def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, model_name: str) -> None:
+    """examples/triton_client.py sends the photos to each exported model and prints the eager model's top 5."""
+    load_client()
+    photos = [str(p) for p in PHOTOS]
+    model = load_model("resnet50", weights=ngc_file("resnet50"))
+    transform = build_transform()
+    from processing_utils import load_image
+
+    batch = torch.stack([transform(load_image(p)) for p in photos])
+    with torch.no_grad():
+        expected_top5 = model(batch).topk(5, dim=1).indices.tolist()
+
+    with LoopbackTriton(triton_repo) as server:
+        result = subprocess.run(
+            [sys.executable, "examples/triton_client.py", "--url", server.url, "--model", model_name, *photos],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+        )
+    assert result.returncode == 0, result.stderr
+    (request,) = server.requests
+    assert request["inputs"][0]["shape"] == [len(photos), *INPUT_SHAPE]
+    blocks = re.split(r"^(?=\S)", result.stdout, flags=re.MULTILINE)
+    blocks = [b for b in blocks if b.strip()]
+    assert [b.splitlines()[0] for b in blocks] == photos
+    for block, top5 in zip(blocks, expected_top5):
+        printed = [int(line.split()[1]) for line in block.splitlines()[1:]]
+        assert printed == top5
+
+
+# --------------------------------------------------------------------------- bad input, atomic output
+
+
+def test_cli_refuses_non_empty_output_without_force(ngc_file, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = run_export("--weights", str(ngc_file("resnet50")), "--output", str(out))
+    assert_one_line_error(result, 2, str(out), "not empty", "--force")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert entries(tmp_path) == ["out"]
+
+
+def test_cli_unknown_arch(ngc_file, tmp_path: Path) -> None:
+    result = run_export("--arch", "resnet51", "--weights", str(ngc_file("resnet50")), "--output",
+                        str(tmp_path / "out"))
+    assert_one_line_error(result, 2, "'resnet51'", "resnet50", "se-resnext101-32x4d")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_weights_that_do_not_fit_the_arch(ngc_file, tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "out"
+    result = run_export("--arch", "resnet50", "--weights", str(ngc_file("se-resnext101-32x4d")),
+                        "--triton", str(out))
+    assert_one_line_error(result, 2, str(ngc_file("se-resnext101-32x4d")), "se-resnext101-32x4d")
+    assert not (tmp_path / "deep").exists()
+
+
+def test_cli_missing_weights_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.pth.tar"
+    result = run_export("--weights", str(missing), "--output", str(tmp_path / "out"))
+    assert_one_line_error(result, 2, str(missing), "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_option_mix_ups_fail_before_the_model_is_built(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Through the real dispatcher (in-process, to stay fast); the model loader must not even be reached."""
+    from resnet.__main__ import main
+
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built despite bad options"))
+    weights = str(ngc_file("resnet50"))
+    for argv, fragments in (
+        (["--triton", str(tmp_path / "t"), "--format", "onnx"], ("--format", "--backend")),
+        (["--output", str(tmp_path / "o"), "--backend", "pytorch"], ("--backend", "--triton")),
+        (["--output", str(tmp_path / "o"), "--opset", "99"], ("--opset 99",)),
+        (["--triton", str(tmp_path / "t"), "--max-batch-size", "0"], ("--max-batch-size",)),
+    ):
+        assert main(["export", "--weights", weights, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+        assert all(f in err for f in fragments), (fragments, err)
+    assert entries(tmp_path) == []
+
+
+def test_pretrained_weights_come_through_the_hub_cache(server, hub_dir: Path, ngc_file, tmp_path: Path) -> None:
+    """--pretrained fetches the NGC file (here from a loopback mirror) into the torch hub cache."""
+    from resnet.__main__ import main
+    from resnet.checkpoints import CHECKPOINTS
+    from support import Route
+
+    file_name = CHECKPOINTS["resnet50"].file_name
+    server.routes[f"/{file_name}"] = Route(ngc_file("resnet50").read_bytes())
+    out = tmp_path / "out"
+    status = main(["export", "--pretrained", "--mirror", server.base_url, "--output", str(out),
+                   "--format", "torchscript", "--quiet"])
+    assert status == 0
+    assert (hub_dir / "checkpoints" / file_name).is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "resnet50.pt"]
+    assert json.loads((out / "export.json").read_text())["weights"].startswith("NGC")
+    with torch.no_grad():
+        logits = torch.jit.load(str(out / "resnet50.pt"))(parity_input("resnet50"))
+    assert max_diff(logits, load_expected("resnet50")["logits"]) <= TOLERANCE
+
+
+def _args(**overrides) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    exporter.add_arguments(parser)
+    args = parser.parse_args(["--weights", "unused", "--output", "unused"])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_export_leaves_nothing_behind(resnet50, monkeypatch, tmp_path: Path, capsys, existing: bool) -> None:
+    """An exporter failing half-way through: no partial output, and a previous export stays as it was."""
+    out = tmp_path / "parent" / "out"
+    if existing:
+        out.mkdir(parents=True)
+        (out / "old.txt").write_text("previous export")
+
+    def half_written(model, path, **kwargs):
+        Path(path).write_bytes(b"half an onnx file")
+        raise RuntimeError("simulated exporter crash\nwith a second line")
+
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: resnet50)
+    monkeypatch.setattr(exporter, "export_onnx", half_written)
+    status = exporter.run(_args(output=str(out), force=existing, onnx_exporter="torchscript", quiet=True))
+    assert status == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "simulated exporter crash" in err and str(out) in err
+    if existing:
+        assert [p.name for p in out.parent.iterdir()] == ["out"]
+        assert [p.name for p in out.iterdir()] == ["old.txt"]
+    else:
+        assert not (tmp_path / "parent").exists()
+
+
+def test_force_replaces_an_existing_export(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(ExportError, match="--force"):
+        with atomic_directory(out):
+            pass
+    with atomic_directory(out, force=True) as staging:
+        assert staging.parent == tmp_path and staging != out
+        (staging / "new.txt").write_text("new")
+        assert (out / "old.txt").exists()  # replaced only at the end
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert entries(tmp_path) == ["out"]
+
+
+def test_interrupted_export_leaves_nothing_behind(tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(out) as staging:
+            (staging / "model.onnx").write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert entries(tmp_path) == []
