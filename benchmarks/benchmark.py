@@ -1,0 +1,499 @@
+"""Speed of this repository's ResNet-50 against its peers, measured side by side in one process.
+
+    python benchmarks/benchmark.py            # CPU, full (about 10-15 minutes on 2 cores)
+    python benchmarks/benchmark.py --quick    # CPU, few repeats, no compile (about 3 minutes)
+    python benchmarks/benchmark.py --device cuda [--quick]
+
+Every figure is the median of repeats in which the variants take turns (interleaved), so load from
+other processes on the machine hits all of them alike; ratios are to the peer baseline in the same
+run: torchvision's ``resnet50()`` in eval mode, NCHW float32, holding the same weights.
+
+Nothing is downloaded: a stand-in for NVIDIA's NGC checkpoint (tests/support.standin_state_dict, the
+recipe of the parity fixtures; same shapes and file layout as the real file) is written into a
+temporary TORCH_HOME cache, and the hub model is loaded from it with ``torch.hub.load(...,
+source="local")`` exactly as the documented example does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+import torch  # noqa: E402
+
+from resnet.checkpoints import CHECKPOINTS  # noqa: E402
+from resnet.fastpath import cpu_supports_bf16, optimize_for_inference  # noqa: E402
+from support import IMAGES, standin_state_dict  # noqa: E402
+
+#: Multiply-accumulates of one 224x224 ResNet-50 forward pass (NVIDIA's figure); 2 FLOP each.
+GMAC_PER_IMAGE = 4.09
+GFLOP_PER_IMAGE = 2 * GMAC_PER_IMAGE
+#: NVIDIA's published ResNet-50 v1.5 inference throughput, V100 16GB, AMP, batch 256.
+NVIDIA_V100_AMP_B256 = 3382.0
+#: Dense FP16 tensor-core peaks (TFLOP/s) of GPUs we know, for the share-of-peak column.
+GPU_FP16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "V100": 125.0, "L4": 121.0, "A10": 125.0}
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+@dataclass
+class Variant:
+    name: str
+    fn: Callable[[], object]
+    max_repeats: Optional[int] = None  # slow variants stop taking turns after this many
+    times: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def interleaved(variants: list[Variant], repeats: int, sync: Callable[[], None] = lambda: None,
+                inner: int = 1) -> None:
+    """One untimed warm-up call each, then ``repeats`` rounds in which every variant runs once in turn.
+
+    ``inner`` calls are timed together per sample (for fast GPU calls); the sample is their mean.
+    """
+    for v in variants:
+        v.fn()
+        sync()
+    for _ in range(repeats):
+        for v in variants:
+            if v.max_repeats is not None and len(v.times) >= v.max_repeats:
+                continue
+            sync()
+            start = time.perf_counter()
+            for _ in range(inner):
+                v.fn()
+            sync()
+            v.times.append((time.perf_counter() - start) / inner)
+
+
+def cpu_peak_gflops(threads: int) -> tuple[float, str]:
+    """Nominal fp32 peak of the cores torch uses: threads x MHz x 2 FMA pipes x 2 FLOP x vector lanes."""
+    flags, mhz = set(), 0.0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("cpu MHz") and not mhz:
+                mhz = float(line.split(":", 1)[1])
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    isa = "AVX-512" if lanes == 16 else "AVX2" if lanes == 8 else "SSE"
+    peak = threads * mhz / 1000 * 2 * 2 * lanes
+    return peak, f"{threads} cores x {mhz / 1000:.2f} GHz x 2 FMA x {lanes} fp32 lanes ({isa}) x 2"
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def make_cache(home: Path) -> Path:
+    """Write the stand-in resnet50 checkpoint where torch.hub's cache keeps the NGC file."""
+    os.environ["TORCH_HOME"] = str(home)
+    torch.hub._hub_dir = None  # re-read TORCH_HOME
+    path = Path(torch.hub.get_dir()) / "checkpoints" / CHECKPOINTS["resnet50"].file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(standin_state_dict("resnet50"), path)
+    return path
+
+
+def hub_model() -> torch.nn.Module:
+    """The model exactly as the documented example gets it."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return torch.hub.load(str(REPO), "nvidia_resnet50", pretrained=True, source="local")
+
+
+def torchvision_model(checkpoint: Path) -> torch.nn.Module:
+    """The peer: torchvision's construct-then-load of the same file (same parameter names)."""
+    import torchvision
+
+    model = torchvision.models.resnet50()
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model
+
+
+def sample_batch(n: int) -> torch.Tensor:
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    sys.stdout.flush()
+
+
+def agreement(logits: torch.Tensor, reference: torch.Tensor) -> str:
+    """max|diff| to the float32 reference, and how many rows keep top-1 and the top-5 set."""
+    logits, reference = logits.float().cpu(), reference.float().cpu()
+    diff = (logits - reference).abs().max().item()
+    top1 = (logits.argmax(1) == reference.argmax(1)).sum().item()
+    top5 = sum(set(a) == set(b) for a, b in zip(logits.topk(5).indices.tolist(), reference.topk(5).indices.tolist()))
+    return f"{diff:.1e} {top1}/{len(logits)} {top5}/{len(logits)}"
+
+
+# --------------------------------------------------------------------------- CPU sections
+
+
+def cpu_models(checkpoint: Path, quick: bool) -> list[tuple[str, torch.nn.Module, str]]:
+    """(name, model, note) for every CPU variant."""
+    baseline = torchvision_model(checkpoint).eval()
+    documented = hub_model().eval()
+    native_bf16 = cpu_supports_bf16()
+    models = [
+        ("(a) torchvision resnet50, NCHW fp32 [baseline]", baseline, ""),
+        ("(b) hub model, documented use (channels_last)", documented, ""),
+        ("(c1) fast path fp32: fold BN + CL + fused ReLU/add",
+         optimize_for_inference(documented, dtype="float32"), ""),
+        ("(c2) fast path fp32: fold BN + CL, unfused",
+         optimize_for_inference(documented, dtype="float32", fuse=False), ""),
+    ]
+    if not quick:
+        models.append(("(c3) fast path fp32 + torch.compile",
+                       optimize_for_inference(documented, dtype="float32", compile=True), "compile"))
+    if native_bf16 or not quick:
+        note = "" if native_bf16 else "emulated: no native BF16 on this CPU"
+        bf16 = optimize_for_inference(documented, dtype="bfloat16")
+        models.append((f"(c4) fast path bf16: fold BN + CL{' + fused' if bf16.fused else ''}", bf16, note))
+    if native_bf16 and not quick:
+        models.append(("(c5) fast path bf16 + torch.compile",
+                       optimize_for_inference(documented, dtype="bfloat16", compile=True), "compile"))
+    auto = optimize_for_inference(documented)  # what dtype="auto" picks here
+    print(f"optimize_for_inference(model) here: {auto.extra_repr()} (native BF16: {native_bf16})")
+    return models
+
+
+def cpu_throughput(models, batch: int, repeats: int, peak: float, slow_cap: int, title: str) -> dict[str, float]:
+    x = sample_batch(batch)
+    variants: list[Variant] = []
+    outputs: dict[str, torch.Tensor] = {}
+    compile_times: dict[str, float] = {}
+    for name, model, note in models:
+        if note == "compile":
+            start = time.perf_counter()
+            with torch.no_grad():
+                model(x)  # compiles for this shape
+            compile_times[name] = time.perf_counter() - start
+
+        def call(model=model, name=name):
+            with torch.no_grad():
+                outputs[name] = model(x)
+
+        cap = slow_cap if note.startswith("emulated") else None
+        variants.append(Variant(name, call, max_repeats=cap, note=note))
+    interleaved(variants, repeats)
+    base = variants[0]
+    reference = outputs[base.name]
+    rows = []
+    result = {}
+    for v in variants:
+        ips = batch / v.median
+        gflops = ips * GFLOP_PER_IMAGE
+        result[v.name] = v.median
+        rows.append([
+            v.name + (f"  [{v.note}]" if v.note and v.note != "compile" else ""),
+            f"{ips:.2f}", f"{base.median / v.median:.2f}x", f"{v.median * 1000:.0f}",
+            f"{gflops:.0f}", f"{100 * gflops / peak:.0f}%" if peak else "n/a",
+            agreement(outputs[v.name], reference), str(len(v.times)),
+        ])
+    print_table(title, ["variant", "img/s", "vs (a)", "ms/batch", "GFLOP/s", "% peak",
+                        "max|diff| top1 top5", "n"], rows)
+    for name, seconds in compile_times.items():
+        print(f"  compile time (first call, batch {batch}) of {name}: {seconds:.1f} s")
+    return result
+
+
+def cpu_latency(models, repeats: int, slow_cap: int) -> None:
+    x = sample_batch(1)
+    variants = []
+    for name, model, note in models:
+        def call(model=model):
+            with torch.no_grad():
+                model(x)
+
+        variants.append(Variant(name, call, max_repeats=slow_cap if note.startswith("emulated") else None,
+                                note=note))
+    interleaved(variants, repeats)
+    base = variants[0]
+    rows = [[v.name + (f"  [{v.note}]" if v.note and v.note != "compile" else ""),
+             f"{v.median * 1000:.1f}", f"{v.median / base.median:.2f}x", str(len(v.times))] for v in variants]
+    print_table("CPU batch 1 latency (median)", ["variant", "ms", "latency vs (a)", "n"], rows)
+
+
+def load_times(checkpoint: Path, repeats: int) -> None:
+    import torchvision
+
+    from resnet.builder import create_model
+
+    def tv_construct():
+        torchvision.models.resnet50()
+
+    variants = [
+        Variant("torchvision: resnet50() + load_state_dict(torch.load(file)) [peer]",
+                lambda: torchvision_model(checkpoint)),
+        Variant("ours: torch.hub.load(repo, 'nvidia_resnet50', pretrained=True)", hub_model),
+        Variant("ours: create_model('resnet50', pretrained=True)",
+                lambda: create_model("resnet50", pretrained=True, progress=False)),
+        Variant("  for scale: torchvision resnet50() alone (random init)", tv_construct),
+        Variant("  for scale: torch.load(file) alone", lambda: torch.load(checkpoint, weights_only=True)),
+    ]
+    interleaved(variants, repeats)
+    base = variants[0]
+    rows = [[v.name, f"{v.median * 1000:.0f}", f"{v.median / base.median:.2f}x"] for v in variants]
+    print_table(f"Model load from a warm cache (median of {repeats})", ["path", "ms", "time vs peer"], rows)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+EXAMPLE_BATCHED = """
+import sys, torch
+repo, folder = sys.argv[1], sys.argv[2]
+uris = [str(p) for p in sorted(__import__('pathlib').Path(folder).iterdir())]
+resnet50 = torch.hub.load(repo, 'nvidia_resnet50', pretrained=True, source='local')
+utils = torch.hub.load(repo, 'nvidia_convnets_processing_utils', source='local')
+resnet50.eval()
+batch = torch.cat([utils.prepare_input_from_uri(uri) for uri in uris])
+with torch.no_grad():
+    output = torch.nn.functional.softmax(resnet50(batch), dim=1)
+results = utils.pick_n_best(predictions=output, n=5)
+"""
+
+EXAMPLE_PER_IMAGE = """
+import sys, torch
+repo, folder = sys.argv[1], sys.argv[2]
+uris = [str(p) for p in sorted(__import__('pathlib').Path(folder).iterdir())]
+resnet50 = torch.hub.load(repo, 'nvidia_resnet50', pretrained=True, source='local')
+utils = torch.hub.load(repo, 'nvidia_convnets_processing_utils', source='local')
+resnet50.eval()
+for uri in uris:
+    batch = utils.prepare_input_from_uri(uri)
+    with torch.no_grad():
+        output = torch.nn.functional.softmax(resnet50(batch), dim=1)
+    results = utils.pick_n_best(predictions=output, n=5)
+"""
+
+
+def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documented: torch.nn.Module) -> None:
+    try:
+        import processing_utils  # noqa: F401
+        from processing_utils import iter_batches, prepare_input_from_uri  # noqa: F401
+        from resnet import cli  # noqa: F401
+    except ImportError as error:
+        print(f"\nEnd to end: skipped, the CLI / processing_utils are not available yet ({error})")
+        return
+    photos = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    folder = Path(tempfile.mkdtemp(prefix="bench_photos_"))
+    try:
+        for i in range(n_images):
+            source = photos[i % len(photos)]
+            shutil.copy(source, folder / f"{i:03d}{source.suffix}")
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+
+        def run(args: list[str]) -> Callable[[], None]:
+            def call():
+                subprocess.run(args, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+            return call
+
+        py = sys.executable
+        variants = [
+            Variant("documented example, batched (cat of per-image prepare, one forward)",
+                    run([py, "-c", EXAMPLE_BATCHED, str(REPO), str(folder)])),
+            Variant("documented example, per-image loop (prepare + forward each)",
+                    run([py, "-c", EXAMPLE_PER_IMAGE, str(REPO), str(folder)])),
+            Variant("CLI: python -m resnet classify FOLDER --quiet",
+                    run([py, "-m", "resnet", "classify", str(folder), "--quiet"])),
+        ]
+        interleaved(variants, repeats)
+        base = variants[0]
+        rows = [[v.name, f"{v.median:.1f}", f"{n_images / v.median:.2f}", f"{base.median / v.median:.2f}x"]
+                for v in variants]
+        loop = variants[1]
+        rows[2].append(f"{loop.median / variants[2].median:.2f}x")
+        rows[0].append("")
+        rows[1].append("1.00x")
+        print_table(f"End to end on {n_images} photos, fresh process each (start-up, model load, decode, "
+                    f"inference; median of {repeats})",
+                    ["pipeline", "s", "img/s", "vs batched", "vs per-image"], rows)
+
+        # In-process: does decoding overlap inference?
+        from processing_utils import iter_batches
+        from resnet.cli import classify
+
+        uris = [str(p) for p in sorted(folder.iterdir())]
+        classes = [str(i) for i in range(1000)]
+        batch = torch.cat([prepare_input_from_uri(u) for u in uris])
+
+        def decode_only():
+            for _ in iter_batches(uris, 32):
+                pass
+
+        def infer(model):
+            def call():
+                with torch.no_grad():
+                    for chunk in batch.split(32):
+                        model(chunk)
+            return call
+
+        def cli_classify(model):
+            return lambda: classify(uris, model, classes, top_k=5, batch_size=32, device=torch.device("cpu"))
+
+        inproc = [
+            Variant("decode only (iter_batches, threads)", decode_only),
+            Variant("inference only, hub model, batches of 32", infer(documented)),
+            Variant("cli.classify(), hub model (decode overlapped)", cli_classify(documented)),
+            Variant("inference only, fast path fp32", infer(fast_model)),
+            Variant("cli.classify(), fast path fp32 model", cli_classify(fast_model)),
+        ]
+        interleaved(inproc, repeats)
+        d, m, c, fm, fc = (v.median for v in inproc)
+        rows = [[v.name, f"{v.median:.2f}", f"{n_images / v.median:.2f}"] for v in inproc]
+        print_table(f"In process, {n_images} photos (median of {repeats})", ["stage", "s", "img/s"], rows)
+        for label, model_s, total in (("hub model", m, c), ("fast path", fm, fc)):
+            hidden = (d + model_s - total) / d if d else 0.0
+            print(f"  decode/inference overlap ({label}): decode {d:.2f} s + model {model_s:.2f} s = "
+                  f"{d + model_s:.2f} s sequential vs {total:.2f} s together -> {100 * hidden:.0f}% of decode hidden")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+def cuda_section(checkpoint: Path, quick: bool, batches: list[int]) -> None:
+    if not torch.cuda.is_available():
+        print("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
+        return
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    name = torch.cuda.get_device_name(device)
+    peak = next((v for k, v in GPU_FP16_PEAK_TFLOPS.items() if k in name), None)
+    print(f"GPU: {name}; fp16 tensor peak {peak or 'unknown'} TFLOP/s")
+    baseline = torchvision_model(checkpoint).eval().to(device)
+    documented = hub_model().eval().to(device)
+
+    def amp(model):
+        def call(x):
+            with torch.autocast("cuda", dtype=torch.float16):
+                return model(x)
+        return call
+
+    models: list[tuple[str, Callable]] = [
+        ("(a) torchvision resnet50 NCHW fp32 [baseline]", baseline),
+        ("(a') torchvision + AMP autocast (NVIDIA's AMP)", amp(baseline)),
+        ("(b) hub model, documented use (fp32, channels_last)", documented),
+        ("(b') hub model + AMP autocast", amp(documented)),
+        ("(c1) fast path fp16 (fold BN, channels_last)", optimize_for_inference(documented, device=device)),
+        ("(c2) fast path fp16 + CUDA graphs",
+         optimize_for_inference(documented, device=device, cuda_graphs=True)),
+    ]
+    if not quick:
+        models.append(("(c3) fast path fp16 + torch.compile (reduce-overhead)",
+                       optimize_for_inference(documented, device=device, compile=True, cuda_graphs=True)))
+    sync = torch.cuda.synchronize
+    best: dict[int, tuple[str, float]] = {}
+    for batch in batches:
+        x = sample_batch(batch).to(device)
+        variants = []
+        outputs = {}
+        for vname, model in models:
+            def call(model=model, vname=vname):
+                with torch.no_grad():
+                    outputs[vname] = model(x)
+            variants.append(Variant(vname, call))
+        # The first call of each variant (warm-up) captures graphs / compiles for this shape.
+        inner = max(1, min(50, 2048 // batch))
+        interleaved(variants, 3 if quick else 7, sync=sync, inner=inner)
+        base = variants[0]
+        reference = outputs[base.name]
+        rows = []
+        for v in variants:
+            ips = batch / v.median
+            tflops = ips * GFLOP_PER_IMAGE / 1000
+            rows.append([v.name, f"{ips:.0f}", f"{base.median / v.median:.2f}x", f"{v.median * 1000:.2f}",
+                         f"{100 * tflops / peak:.1f}%" if peak else "n/a",
+                         f"{ips / NVIDIA_V100_AMP_B256:.2f}x", agreement(outputs[v.name], reference)])
+            if batch not in best or ips > best[batch][1]:
+                best[batch] = (v.name, ips)
+        print_table(f"CUDA batch {batch} (median of {len(base.times)} samples of {inner} calls)",
+                    ["variant", "img/s", "vs (a)", "ms/batch", "% fp16 peak", "vs V100 AMP b256",
+                     "max|diff| top1 top5"], rows)
+    print(f"\nNVIDIA's published ResNet-50 v1.5 inference: {NVIDIA_V100_AMP_B256:.0f} img/s (V100 16GB, AMP, "
+          "batch 256). Best here per batch:")
+    for batch, (vname, ips) in best.items():
+        print(f"  batch {batch:3d}: {ips:8.0f} img/s  ({ips / NVIDIA_V100_AMP_B256:.2f}x NVIDIA V100)  {vname}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--quick", action="store_true", help="few repeats, no torch.compile (about 3 min on CPU)")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds for batch-32 throughput")
+    parser.add_argument("--batch", type=int, default=32, help="CPU throughput batch size (default 32)")
+    parser.add_argument("--images", type=int, default=64, help="photos for the end-to-end comparison")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the CLI / documented-example comparison")
+    parser.add_argument("--peak-gflops", type=float, help="override the CPU's nominal fp32 peak")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native BF16 {cpu_supports_bf16()}")
+    print("command: python " + " ".join([os.path.relpath(__file__, REPO), *(argv if argv is not None else sys.argv[1:])]))
+    wall = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_torch_home_") as home:
+        checkpoint = make_cache(Path(home))
+        if args.device == "cuda":
+            batches = [1, 32, 256] if args.quick else [1, 8, 32, 64, 128, 256]
+            cuda_section(checkpoint, args.quick, batches)
+        else:
+            threads = torch.get_num_threads()
+            peak, how = cpu_peak_gflops(threads)
+            if args.peak_gflops:
+                peak, how = args.peak_gflops, "given with --peak-gflops"
+            print(f"nominal CPU fp32 peak: {peak:.0f} GFLOP/s = {how}; {GFLOP_PER_IMAGE:.2f} GFLOP per image")
+            repeats = args.repeats or (2 if args.quick else 5)
+            models = cpu_models(checkpoint, args.quick)
+            cpu_throughput(models, args.batch, repeats, peak, slow_cap=2 if args.quick else 3,
+                           title=f"CPU batch {args.batch} throughput (median of {repeats} interleaved rounds)")
+            cpu_latency(models, 5 if args.quick else 15, slow_cap=3 if args.quick else 5)
+            load_times(checkpoint, 5 if args.quick else 11)
+            if not args.no_e2e:
+                documented = next(m for n, m, _ in models if n.startswith("(b)"))
+                fast = next(m for n, m, _ in models if n.startswith("(c1)"))
+                end_to_end(args.images, 1 if args.quick else 3, fast, documented)
+    print(f"\ntotal benchmark time {time.perf_counter() - wall:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
