@@ -68,12 +68,12 @@ class Variant:
 
 
 def interleaved(variants: list[Variant], repeats: int, sync: Callable[[], None] = lambda: None,
-                inner: int = 1) -> None:
+                inner: int = 1, warmup: bool = True) -> None:
     """One untimed warm-up call each, then ``repeats`` rounds in which every variant runs once in turn.
 
     ``inner`` calls are timed together per sample (for fast GPU calls); the sample is their mean.
     """
-    for v in variants:
+    for v in variants if warmup else []:
         v.fn()
         sync()
     for _ in range(repeats):
@@ -161,7 +161,7 @@ def agreement(logits: torch.Tensor, reference: torch.Tensor) -> str:
 # --------------------------------------------------------------------------- CPU sections
 
 
-def cpu_models(checkpoint: Path, quick: bool) -> list[tuple[str, torch.nn.Module, str]]:
+def cpu_models(checkpoint: Path, quick: bool, compile_variants: bool) -> list[tuple[str, torch.nn.Module, str]]:
     """(name, model, note) for every CPU variant."""
     baseline = torchvision_model(checkpoint).eval()
     documented = hub_model().eval()
@@ -169,19 +169,21 @@ def cpu_models(checkpoint: Path, quick: bool) -> list[tuple[str, torch.nn.Module
     models = [
         ("(a) torchvision resnet50, NCHW fp32 [baseline]", baseline, ""),
         ("(b) hub model, documented use (channels_last)", documented, ""),
-        ("(c1) fast path fp32: fold BN + CL + fused ReLU/add",
+        ("(c1) fast path fp32 (default: fold+CL+fused, slices of 8)",
          optimize_for_inference(documented, dtype="float32"), ""),
-        ("(c2) fast path fp32: fold BN + CL, unfused",
-         optimize_for_inference(documented, dtype="float32", fuse=False), ""),
+        ("(c2) fast path fp32: fold+CL+fused, whole batch",
+         optimize_for_inference(documented, dtype="float32", micro_batch=None), ""),
+        ("(c2') fast path fp32: fold+CL only, whole batch",
+         optimize_for_inference(documented, dtype="float32", fuse=False, micro_batch=None), ""),
     ]
-    if not quick:
+    if compile_variants:
         models.append(("(c3) fast path fp32 + torch.compile",
                        optimize_for_inference(documented, dtype="float32", compile=True), "compile"))
     if native_bf16 or not quick:
         note = "" if native_bf16 else "emulated: no native BF16 on this CPU"
         bf16 = optimize_for_inference(documented, dtype="bfloat16")
         models.append((f"(c4) fast path bf16: fold BN + CL{' + fused' if bf16.fused else ''}", bf16, note))
-    if native_bf16 and not quick:
+    if native_bf16 and compile_variants:
         models.append(("(c5) fast path bf16 + torch.compile",
                        optimize_for_inference(documented, dtype="bfloat16", compile=True), "compile"))
     auto = optimize_for_inference(documented)  # what dtype="auto" picks here
@@ -300,7 +302,8 @@ for uri in uris:
 """
 
 
-def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documented: torch.nn.Module) -> None:
+def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documented: torch.nn.Module,
+               quick: bool) -> None:
     try:
         import processing_utils  # noqa: F401
         from processing_utils import iter_batches, prepare_input_from_uri  # noqa: F401
@@ -331,7 +334,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
             Variant("CLI: python -m resnet classify FOLDER --quiet",
                     run([py, "-m", "resnet", "classify", str(folder), "--quiet"])),
         ]
-        interleaved(variants, repeats)
+        interleaved(variants, repeats, warmup=not quick)
         base = variants[0]
         rows = [[v.name, f"{v.median:.1f}", f"{n_images / v.median:.2f}", f"{base.median / v.median:.2f}x"]
                 for v in variants]
@@ -372,7 +375,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
             Variant("inference only, fast path fp32", infer(fast_model)),
             Variant("cli.classify(), fast path fp32 model", cli_classify(fast_model)),
         ]
-        interleaved(inproc, repeats)
+        interleaved(inproc, repeats, warmup=not quick)
         d, m, c, fm, fc = (v.median for v in inproc)
         rows = [[v.name, f"{v.median:.2f}", f"{n_images / v.median:.2f}"] for v in inproc]
         print_table(f"In process, {n_images} photos (median of {repeats})", ["stage", "s", "img/s"], rows)
@@ -387,7 +390,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
 # --------------------------------------------------------------------------- CUDA
 
 
-def cuda_section(checkpoint: Path, quick: bool, batches: list[int]) -> None:
+def cuda_section(checkpoint: Path, quick: bool, batches: list[int], compile_variants: bool) -> None:
     if not torch.cuda.is_available():
         print("--device cuda: CUDA is not available here (torch.cuda.is_available() is False)")
         return
@@ -414,7 +417,7 @@ def cuda_section(checkpoint: Path, quick: bool, batches: list[int]) -> None:
         ("(c2) fast path fp16 + CUDA graphs",
          optimize_for_inference(documented, device=device, cuda_graphs=True)),
     ]
-    if not quick:
+    if compile_variants:
         models.append(("(c3) fast path fp16 + torch.compile (reduce-overhead)",
                        optimize_for_inference(documented, device=device, compile=True, cuda_graphs=True)))
     sync = torch.cuda.synchronize
@@ -462,6 +465,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="CPU throughput batch size (default 32)")
     parser.add_argument("--images", type=int, default=64, help="photos for the end-to-end comparison")
     parser.add_argument("--no-e2e", action="store_true", help="skip the CLI / documented-example comparison")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--peak-gflops", type=float, help="override the CPU's nominal fp32 peak")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -474,7 +478,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         checkpoint = make_cache(Path(home))
         if args.device == "cuda":
             batches = [1, 32, 256] if args.quick else [1, 8, 32, 64, 128, 256]
-            cuda_section(checkpoint, args.quick, batches)
+            cuda_section(checkpoint, args.quick, batches, not (args.quick or args.no_compile))
         else:
             threads = torch.get_num_threads()
             peak, how = cpu_peak_gflops(threads)
@@ -482,7 +486,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 peak, how = args.peak_gflops, "given with --peak-gflops"
             print(f"nominal CPU fp32 peak: {peak:.0f} GFLOP/s = {how}; {GFLOP_PER_IMAGE:.2f} GFLOP per image")
             repeats = args.repeats or (2 if args.quick else 5)
-            models = cpu_models(checkpoint, args.quick)
+            models = cpu_models(checkpoint, args.quick, not (args.quick or args.no_compile))
             cpu_throughput(models, args.batch, repeats, peak, slow_cap=2 if args.quick else 3,
                            title=f"CPU batch {args.batch} throughput (median of {repeats} interleaved rounds)")
             cpu_latency(models, 5 if args.quick else 15, slow_cap=3 if args.quick else 5)
@@ -490,7 +494,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if not args.no_e2e:
                 documented = next(m for n, m, _ in models if n.startswith("(b)"))
                 fast = next(m for n, m, _ in models if n.startswith("(c1)"))
-                end_to_end(args.images, 1 if args.quick else 3, fast, documented)
+                end_to_end(args.images, 1 if args.quick else 3, fast, documented, args.quick)
     print(f"\ntotal benchmark time {time.perf_counter() - wall:.0f} s")
     return 0
 

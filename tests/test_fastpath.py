@@ -153,12 +153,15 @@ def test_pretrained_load_does_no_random_init(ngc_file, monkeypatch: pytest.Monke
         ({"channels_last": False}, True, "contiguous"),
         ({"channels_last": False, "fuse": False}, False, "contiguous"),
         ({"fold_bn": False}, False, "channels_last"),
+        ({"micro_batch": 1}, True, "channels_last"),
+        ({"micro_batch": None}, True, "channels_last"),
     ],
-    ids=["default", "unfused", "nchw-fused", "nchw", "no-fold"],
+    ids=["default", "unfused", "nchw-fused", "nchw", "no-fold", "micro-batch-1", "whole-batch"],
 )
 def test_float32_variants_match_reference(resnet50, options: dict, fused: bool, layout: str) -> None:
     fast = optimize_for_inference(resnet50, dtype="float32", **options)
     assert (fast.dtype, fast.layout, fast.fused, fast.compiled) == (torch.float32, layout, fused, False)
+    assert fast.micro_batch == options.get("micro_batch", fastpath.CPU_MICRO_BATCH)
     assert max_diff_to_reference(fast) <= TOLERANCE
 
 
@@ -242,6 +245,8 @@ def test_bad_options_are_named(resnet50) -> None:
         optimize_for_inference(resnet50, dtype="int8")
     with pytest.raises(ValueError, match="cuda_graphs=True needs a CUDA device"):
         optimize_for_inference(resnet50, device="cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match="micro_batch must be"):
+        optimize_for_inference(resnet50, micro_batch=0)
     with pytest.raises(ValueError, match="fuse=True needs"):
         optimize_for_inference(resnet50, fuse=True, fold_bn=False)
     if not torch.cuda.is_available():
@@ -255,5 +260,5 @@ def test_bad_options_are_named(resnet50) -> None:
 @skip_compile
 def test_compiled_float32_matches_reference(resnet50) -> None:
     fast = optimize_for_inference(resnet50, dtype="float32", compile=True)
-    assert fast.compiled and not fast.fused
+    assert fast.compiled and not fast.fused and fast.micro_batch is None
     assert max_diff_to_reference(fast) <= TOLERANCE
