@@ -26,6 +26,7 @@ from processing_utils import is_url, iter_batches, nvidia_convnets_processing_ut
 
 from .builder import create_model
 from .checkpoints import CHECKPOINTS
+from .fastpath import optimize_for_inference
 from .model import ARCHS
 from .weights import WeightsError
 
@@ -81,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument(
+        "--dtype", default="float32", choices=("float32", "auto", "bfloat16", "float16"),
+        help="compute precision of the inference fast path: float32 (default, same logits as the plain model "
+        "within 1e-4), or auto (bfloat16 on CPUs with native BF16, float16 on CUDA)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     parser.add_argument("--plot", metavar="PNG", help=f"draw the first {PLOT_LIMIT} images with their top classes")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait on each URL read (default 30)")
@@ -207,7 +213,8 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             return 2
-        model = model.eval().to(device)
+        # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
+        model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
         classes = nvidia_convnets_processing_utils().get_imgnet_classes().tolist()
         mine = uris[rank::world]
         outcomes = classify(
