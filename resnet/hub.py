@@ -10,11 +10,12 @@ current facts.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import inspect
+from typing import Any, Callable, Optional
 
 from .builder import create_model
 from .checkpoints import CHECKPOINTS, MIRROR_ENV
-from .model import ARCHS, ConvInit, ResNet
+from .model import ARCHS, ResNet
 from .weights import KeyMapFn, PathLike
 
 _DOC = """{title} image classifier ({params:,} parameters), NVIDIA's ConvNets model for ImageNet.
@@ -61,31 +62,30 @@ def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
         pretrained: bool = True,
         pretrained_from_file: Optional[PathLike] = None,
         state_dict_key_map_fn: Optional[KeyMapFn] = None,
-        *,
-        num_classes: int = 1000,
-        last_bn_0_init: bool = False,
-        conv_init: ConvInit = "fan_in",
-        trt: bool = False,
-        fused_se: bool = True,
-        progress: bool = True,
-        mirror: Optional[str] = None,
-        channels_last: bool = True,
+        **options: Any,
     ) -> ResNet:
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise TypeError(
+                f"{name}() got an unexpected keyword argument {unknown[0]!r}; it accepts {', '.join(sorted(accepted))}"
+            )
         return create_model(
             arch,
             pretrained=pretrained,
             pretrained_from_file=pretrained_from_file,
             state_dict_key_map_fn=state_dict_key_map_fn,
-            num_classes=num_classes,
-            last_bn_0_init=last_bn_0_init,
-            conv_init=conv_init,
-            trt=trt,
-            fused_se=fused_se,
-            progress=progress,
-            mirror=mirror,
-            channels_last=channels_last,
+            **options,
         )
 
+    # Show NVIDIA's three positional parameters followed by create_model's keyword-only options;
+    # an unknown keyword is a TypeError from create_model that names it.
+    own = list(inspect.signature(entrypoint).parameters.values())[:3]
+    options = [
+        p for p in inspect.signature(create_model).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in {q.name for q in own}
+    ]
+    entrypoint.__signature__ = inspect.Signature(own + options, return_annotation=ResNet)  # type: ignore[attr-defined]
+    accepted = {p.name for p in options}
     checkpoint = CHECKPOINTS[arch]
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
