@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import os
 import shutil
@@ -165,10 +166,13 @@ def cpu_models(checkpoint: Path, quick: bool, compile_variants: bool) -> list[tu
     """(name, model, note) for every CPU variant."""
     baseline = torchvision_model(checkpoint).eval()
     documented = hub_model().eval()
+    layered = copy.deepcopy(documented)
+    layered.fast_inference = False
     native_bf16 = cpu_supports_bf16()
     models = [
         ("(a) torchvision resnet50, NCHW fp32 [baseline]", baseline, ""),
-        ("(b) hub model, documented use (channels_last)", documented, ""),
+        ("(b) hub model, documented use (eval + no_grad: folded, fused)", documented, ""),
+        ("(b') same model, fast_inference=False (layer by layer, channels_last)", layered, ""),
         ("(c1) fast path fp32 (default: fold+CL+fused, slices of 8)",
          optimize_for_inference(documented, dtype="float32"), ""),
         ("(c2) fast path fp32: fold+CL+fused, whole batch",

@@ -40,6 +40,7 @@ def create_model(
     progress: bool = True,
     mirror: Optional[str] = None,
     channels_last: bool = True,
+    fast_inference: bool = True,
 ) -> ResNet:
     """Build ``arch`` (a name in :data:`resnet.model.ARCHS`), with weights when asked.
 
@@ -47,7 +48,9 @@ def create_model(
     downloading it first if needed (from ``mirror`` or ``$CONVNETS_WEIGHTS_MIRROR`` when set);
     ``pretrained_from_file`` loads a local checkpoint instead. The two are exclusive.
     The model is returned on the CPU, float32, in training mode, like NVIDIA's entrypoints;
-    with ``channels_last`` its 4-D weights use the channels-last memory format.
+    with ``channels_last`` its 4-D weights use the channels-last memory format; with
+    ``fast_inference`` its eval-mode, no-grad CPU batches run BN-folded and fused
+    (:attr:`resnet.model.ResNet.fast_inference`).
     See :mod:`resnet.hub` for the meaning of every argument.
     """
     get_arch(arch)
@@ -58,7 +61,8 @@ def create_model(
             "pretrained_from_file to use NVIDIA's NGC weights"
         )
     arch_kwargs = dict(
-        num_classes=num_classes, last_bn_0_init=last_bn_0_init, conv_init=conv_init, trt=trt, fused_se=fused_se
+        num_classes=num_classes, last_bn_0_init=last_bn_0_init, conv_init=conv_init, trt=trt, fused_se=fused_se,
+        fast_inference=fast_inference,
     )
     if pretrained:
         model = _load_pretrained(arch, fetch_checkpoint(arch, mirror=mirror, progress=progress), True,

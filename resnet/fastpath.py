@@ -11,6 +11,9 @@ The model's arithmetic is unchanged; only where and in what number format it hap
   and precision the device offers: channels-last everywhere; on CPU, ReLU and residual adds fused into
   the oneDNN convolutions, and bfloat16 on CPUs with native BF16 instructions; float16 on CUDA;
   optionally compiled with ``torch.compile`` and/or replayed as CUDA graphs.
+* :func:`eval_features` is the same folding and fusion applied to the model itself, call by call:
+  :class:`resnet.model.ResNet` uses it in eval mode under ``no_grad`` for float32 CPU batches, so the
+  model runs fast exactly as the documented example uses it, with nothing cached that could go stale.
 
 Accuracy of each variant (measured on the parity fixtures and the sample photos, see
 ``tests/test_fastpath.py`` and ``benchmarks/README.md``): every float32 variant stays within 1e-4 of
@@ -20,19 +23,25 @@ on those inputs, with a logit error bounded by :data:`REDUCED_PRECISION_TOLERANC
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
-from typing import Callable, Literal, Optional, Union
+import threading
+import weakref
+from typing import Callable, Iterator, Literal, Optional, Union
 
 import torch
 from torch import nn
 
 __all__ = [
     "CPU_MICRO_BATCH",
+    "EVAL_MIN_BATCH",
     "REDUCED_PRECISION_TOLERANCE",
     "InferenceModel",
     "cpu_supports_bf16",
+    "eval_features",
     "fold_batchnorm",
+    "fused_kernels_work",
     "optimize_for_inference",
     "resolve_dtype",
 ]
@@ -50,6 +59,21 @@ REDUCED_PRECISION_TOLERANCE: dict[torch.dtype, float] = {torch.bfloat16: 0.02, t
 CPU_MICRO_BATCH = 8
 
 
+def _bn_scale_bias(conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype: torch.dtype) -> "tuple[torch.Tensor, torch.Tensor]":
+    """Per-output-channel ``scale`` and ``bias`` with ``bn(conv(x)) == conv(x; w * scale, bias)``, in ``dtype``.
+
+    ``scale = g / sqrt(v + eps)`` and ``bias = (b - m) * scale + beta`` from the running statistics.
+    """
+    scale = bn.running_var.to(dtype).add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(dtype)
+    mean = bn.running_mean.to(dtype)
+    bias = (-mean if conv.bias is None else conv.bias.to(dtype) - mean) * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias.to(dtype)
+    return scale, bias
+
+
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     """Fold ``bn`` (with its running statistics) into ``conv`` in place; ``conv`` gains a bias.
@@ -64,13 +88,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         raise ValueError(f"cannot fold {bn} into {conv}: {conv.out_channels} outputs vs {bn.num_features} features")
     weight = conv.weight
     dtype = weight.dtype
-    scale = bn.running_var.double().add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight.double()
-    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-    bias = (bias - bn.running_mean.double()) * scale
-    if bn.bias is not None:
-        bias = bias + bn.bias.double()
+    scale, bias = _bn_scale_bias(conv, bn, torch.float64)
     folded = (weight.double() * scale.reshape(-1, *([1] * (weight.dim() - 1)))).to(dtype)
     if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
         folded = folded.contiguous(memory_format=torch.channels_last)
@@ -179,64 +197,65 @@ def resolve_dtype(dtype: Union[DtypeName, torch.dtype], device: Union[str, torch
 # --------------------------------------------------------------------------- the optimised module
 
 
-class _FusedConv2d(nn.Module):
-    """A BN-folded convolution run by oneDNN with its ReLU (and residual add) fused as post-ops.
+ConvParams = Callable[[nn.Conv2d], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
 
-    ``conv(x)`` then ``relu`` (and ``+ residual`` then ``relu``) are one pass over memory instead of
-    two or three; the arithmetic per element is the same. CPU only (the ``mkldnn`` operators that
-    ``torch.compile`` emits for CPU), float32, or bfloat16 on CPUs that support it.
+
+def _conv(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+    """``conv(x)`` (then ReLU) with ``weight``/``bias`` in one oneDNN pass: ReLU is a fused post-op.
+
+    These are the ``mkldnn`` operators that ``torch.compile`` emits for CPU convolutions; the
+    arithmetic per element is the same as ``F.conv2d`` followed by ``relu``.
     """
-
-    def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
-        super().__init__()
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"{conv}: only explicit zero padding can be fused")
-        self.padding = list(conv.padding)
-        self.stride = list(conv.stride)
-        self.dilation = list(conv.dilation)
-        self.groups = conv.groups
-        self.attr = "relu" if relu else "none"
-        self.register_buffer("weight", conv.weight.detach())
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups, self.attr, [], ""
-        )
-
-    def add_relu(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """``relu(conv(x) + residual)`` in one pass."""
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-            "add", 1.0, "relu", [], "",
-        )
+    return torch.ops.mkldnn._convolution_pointwise(
+        x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        "relu" if relu else "none", [], "",
+    )
 
 
-class _FusedBottleneck(nn.Module):
-    """A BN-folded :class:`~resnet.model.Bottleneck` (or torchvision's) with fused conv epilogues."""
+def _conv_add_relu(
+    x: torch.Tensor, residual: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """``relu(conv(x) + residual)`` in one pass."""
+    return torch.ops.mkldnn._convolution_pointwise.binary(
+        x, residual, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+        "add", 1.0, "relu", [], "",
+    )
 
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.conv1 = _FusedConv2d(block.conv1, relu=True)
-        self.conv2 = _FusedConv2d(block.conv2, relu=True)
-        self.squeeze: Optional[nn.Module] = getattr(block, "squeeze", None)
-        self.conv3 = _FusedConv2d(block.conv3, relu=False)
-        self.fused_se = bool(getattr(block, "fused_se", True))
-        self.downsample: Optional[nn.Module] = None
-        if block.downsample is not None:
-            self.downsample = _FusedConv2d(block.downsample[0], relu=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.conv2(self.conv1(x))
-        if self.squeeze is None:
-            return self.conv3.add_relu(out, residual)
-        out = self.conv3(out)
-        if self.fused_se:
-            out = torch.addcmul(residual, out, self.squeeze(out))
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    return [block for name in ("layer1", "layer2", "layer3", "layer4") for block in getattr(model, name)]
+
+
+def _fused_trunk(model: nn.Module, x: torch.Tensor, params: ConvParams) -> torch.Tensor:
+    """Stem and the four stages of a ResNet laid out like ours / torchvision's, before pooling.
+
+    Every convolution runs with ``params(conv)`` (its BN-folded weight and bias) and its ReLU or
+    residual add + ReLU fused in (CPU, oneDNN). ``maxpool`` and squeeze-excitation modules are called
+    as they are.
+    """
+    x = model.maxpool(_conv(x, model.conv1, *params(model.conv1), relu=True))
+    for block in _blocks(model):
+        if block.downsample is None:
+            residual = x
         else:
-            out = out * self.squeeze(out) + residual
-        return torch.relu(out)
+            residual = _conv(x, block.downsample[0], *params(block.downsample[0]), relu=False)
+        out = _conv(x, block.conv1, *params(block.conv1), relu=True)
+        out = _conv(out, block.conv2, *params(block.conv2), relu=True)
+        squeeze = getattr(block, "squeeze", None)
+        if squeeze is None:
+            x = _conv_add_relu(out, residual, block.conv3, *params(block.conv3))
+            continue
+        out = _conv(out, block.conv3, *params(block.conv3), relu=False)
+        if getattr(block, "fused_se", True):
+            out = torch.addcmul(residual, out, squeeze(out))
+        else:
+            out = out * squeeze(out) + residual
+        x = torch.relu(out)
+    return x
+
+
+def _own_params(conv: nn.Conv2d) -> "tuple[torch.Tensor, Optional[torch.Tensor]]":
+    return conv.weight, conv.bias
 
 
 class _FusedFeatures(nn.Module):
@@ -244,33 +263,232 @@ class _FusedFeatures(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.stem = _FusedConv2d(model.conv1, relu=True)
-        self.maxpool = model.maxpool
-        self.blocks = nn.Sequential(
-            *[_FusedBottleneck(block) for name in ("layer1", "layer2", "layer3", "layer4")
-              for block in getattr(model, name)]
-        )
+        self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.maxpool(self.stem(x)))
-        return torch.flatten(x.mean(dim=(2, 3)), 1)
+        return torch.flatten(self.model.avgpool(_fused_trunk(self.model, x, _own_params)), 1)
+
+
+def _fusable_conv(conv: object) -> bool:
+    return (
+        type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    )
 
 
 def _is_folded_resnet(model: nn.Module) -> bool:
     """A ResNet laid out like ours / torchvision's whose BatchNorms are all folded (nn.Identity)."""
-    needed = ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "fc")
+    needed = ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
     if not all(hasattr(model, n) for n in needed) or not isinstance(model.bn1, nn.Identity):
         return False
-    for name in ("layer1", "layer2", "layer3", "layer4"):
-        for block in getattr(model, name):
-            if not all(isinstance(getattr(block, f"bn{i}", None), nn.Identity) for i in (1, 2, 3)):
-                return False
-            if not all(isinstance(getattr(block, f"conv{i}", None), nn.Conv2d) for i in (1, 2, 3)):
-                return False
-            down = getattr(block, "downsample", None)
-            if down is not None and not (len(down) == 2 and isinstance(down[1], nn.Identity)):
-                return False
+    if not _fusable_conv(model.conv1):
+        return False
+    for block in _blocks(model):
+        if not all(isinstance(getattr(block, f"bn{i}", None), nn.Identity) for i in (1, 2, 3)):
+            return False
+        if not all(_fusable_conv(getattr(block, f"conv{i}", None)) for i in (1, 2, 3)):
+            return False
+        down = getattr(block, "downsample", None)
+        if down is not None and not (len(down) == 2 and _fusable_conv(down[0]) and isinstance(down[1], nn.Identity)):
+            return False
     return True
+
+
+# --------------------------------------------------------------------------- eval-mode fast forward
+
+
+#: Smallest batch for which :func:`eval_features` runs: below it the per-call folding (about 13 ms for
+#: ResNet-50 on 2 cores) costs more than the fused convolutions save, so small batches run unchanged.
+EVAL_MIN_BATCH = 2
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def _plain_float32_cpu(*tensors: Optional[torch.Tensor]) -> bool:
+    return all(
+        t is None or (t.dtype is torch.float32 and t.device.type == "cpu" and t.layout is torch.strided)
+        for t in tensors
+    )
+
+
+def _bn_pair(conv: object, bn: object) -> bool:
+    """``conv -> bn`` foldable in float32 on the CPU, neither carrying hooks."""
+    return (
+        _fusable_conv(conv)
+        and type(bn) is nn.BatchNorm2d
+        and bn.running_mean is not None
+        and bn.running_var is not None
+        and conv.out_channels == bn.num_features
+        and not _has_hooks(conv)
+        and not _has_hooks(bn)
+        and _plain_float32_cpu(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    )
+
+
+def _unfolded_pairs(model: nn.Module, block_type: type) -> Optional[list[tuple[nn.Conv2d, nn.BatchNorm2d]]]:
+    """Every conv -> BN pair of ``model`` when its trunk can run fused exactly as written, else ``None``.
+
+    The trunk's own modules (stem conv/BN/ReLU, stages, blocks and their convs, BNs and ReLUs, the
+    ``downsample`` shortcut) must be the exact types the fused trunk reproduces and carry no hooks,
+    since their ``forward`` is not called. ``maxpool``, ``avgpool``, squeeze-excitation and ``fc``
+    are called as they are, so those may be anything.
+    """
+    if type(model.relu) is not nn.ReLU or _has_hooks(model.relu) or not _bn_pair(model.conv1, model.bn1):
+        return None
+    pairs = [(model.conv1, model.bn1)]
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        layer = getattr(model, name)
+        if type(layer) is not nn.Sequential or _has_hooks(layer):
+            return None
+        for block in layer:
+            if type(block) is not block_type or _has_hooks(block) or _has_hooks(block.relu):
+                return None
+            for i in (1, 2, 3):
+                conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
+                if not _bn_pair(conv, bn):
+                    return None
+                pairs.append((conv, bn))
+            down = block.downsample
+            if down is not None:
+                if type(down) is not nn.Sequential or len(down) != 2 or _has_hooks(down) or not _bn_pair(*down):
+                    return None
+                pairs.append((down[0], down[1]))
+    return pairs
+
+
+class _FoldBuffers:
+    """Reusable storage for one model's folded weights, one set per concurrent call.
+
+    Folding into fresh tensors on every call costs about 8x more than folding into reused ones
+    (page faults of 100 MB of new memory); a set is borrowed for the duration of a call, so
+    threads calling the same model concurrently never share one.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: Optional[tuple] = None
+        self.free: list[list[torch.Tensor]] = []
+
+    @contextlib.contextmanager
+    def borrow(self, pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]]) -> Iterator[list[torch.Tensor]]:
+        key = tuple((id(conv), tuple(conv.weight.shape)) for conv, _ in pairs)
+        with self.lock:
+            if key != self.key:
+                self.key, self.free = key, []
+            buffers = self.free.pop() if self.free else None
+        if buffers is None:
+            with torch.inference_mode(False):  # normal tensors: writable in and out of inference mode
+                buffers = [
+                    torch.empty(conv.weight.shape, dtype=torch.float32, memory_format=torch.channels_last)
+                    for conv, _ in pairs
+                ]
+        try:
+            yield buffers
+        finally:
+            with self.lock:
+                if key == self.key:
+                    self.free.append(buffers)
+
+
+_FOLD_BUFFERS: "weakref.WeakKeyDictionary[nn.Module, _FoldBuffers]" = weakref.WeakKeyDictionary()
+_FOLD_BUFFERS_LOCK = threading.Lock()
+
+
+def _fold_into(
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]], buffers: list[torch.Tensor]
+) -> dict[nn.Conv2d, "tuple[torch.Tensor, torch.Tensor]"]:
+    """BN-folded (weight, bias) of every pair, the weights written into ``buffers`` (float32)."""
+    folded = {}
+    for (conv, bn), buffer in zip(pairs, buffers):
+        scale, bias = _bn_scale_bias(conv, bn, torch.float32)
+        torch.mul(conv.weight, scale.reshape(-1, 1, 1, 1), out=buffer)
+        folded[conv] = (buffer, bias)
+    return folded
+
+
+def _autocast_enabled() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
+def _being_transformed() -> bool:
+    """Tracing, scripting, compiling, exporting, or a torch function / dispatch mode is active."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return True
+    if torch.compiler.is_compiling():
+        return True
+    if torch._C._len_torch_function_stack() > 0:
+        return True
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is not None
+
+
+@functools.lru_cache(maxsize=None)
+def fused_kernels_work() -> bool:
+    """Whether this torch's oneDNN fused convolutions exist and agree with ``F.conv2d`` (checked once)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 32, 9, 9, generator=generator).contiguous(memory_format=torch.channels_last)
+    conv = nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=4)
+    weight = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+    bias = conv.bias.detach()
+    try:
+        with torch.no_grad():
+            expected = nn.functional.conv2d(x, weight, bias, 2, 1, 1, 4)
+            got = _conv(x, conv, weight, bias, relu=True)
+            added = _conv_add_relu(x, expected, conv, weight, bias)
+        return torch.allclose(got, expected.relu(), atol=1e-5) and torch.allclose(
+            added, (2 * expected).relu(), atol=1e-5
+        )
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+
+
+def eval_features(model: nn.Module, x: torch.Tensor, block_type: type) -> Optional[torch.Tensor]:
+    """``model.forward_features(x)`` computed BN-folded and fused, or ``None`` when that does not apply.
+
+    This is what makes the plain model fast when used for inference: in eval mode, with autograd
+    off (``torch.no_grad()`` / ``torch.inference_mode()``), for a float32 CPU batch of at least
+    :data:`EVAL_MIN_BATCH` images, the BatchNorms are folded into the convolution weights on every
+    call (into reused buffers, so there is no cache that could go stale: changed weights or
+    statistics are always used) and the trunk runs channels-last with ReLU and residual adds fused
+    into oneDNN convolutions, in slices of :data:`CPU_MICRO_BATCH` images. The pooled features equal
+    the layer-by-layer computation within float32 rounding (logits within 1e-4).
+
+    Returns ``None`` (the caller runs its layers one by one) in training mode, with autograd on,
+    under tracing / scripting / ``torch.compile`` / ONNX export / torch function or dispatch modes /
+    CPU autocast, for other devices, dtypes or batch shapes, when a trunk module has hooks or is not
+    the exact type the fused trunk reproduces, and when this torch has no working fused kernels.
+    """
+    if model.training or torch.is_grad_enabled() or type(x) is not torch.Tensor or _being_transformed():
+        return None
+    if x.dim() != 4 or x.shape[0] < EVAL_MIN_BATCH or not _plain_float32_cpu(x):
+        return None
+    if _autocast_enabled() or not fused_kernels_work():
+        return None
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return None
+    pairs = _unfolded_pairs(model, block_type)
+    if pairs is None or x.shape[1] != model.conv1.in_channels:
+        return None
+    with _FOLD_BUFFERS_LOCK:
+        pool = _FOLD_BUFFERS.get(model)
+        if pool is None:
+            pool = _FOLD_BUFFERS[model] = _FoldBuffers()
+    x = x.contiguous(memory_format=torch.channels_last)
+    with pool.borrow(pairs) as buffers:
+        folded = _fold_into(pairs, buffers)
+        parts = [
+            torch.flatten(model.avgpool(_fused_trunk(model, part, folded.__getitem__)), 1)
+            for part in x.split(CPU_MICRO_BATCH)
+        ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class _Features(nn.Module):

@@ -15,6 +15,8 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
+from .fastpath import eval_features
+
 ConvInit = Literal["fan_in", "fan_out"]
 
 
@@ -175,6 +177,11 @@ class ResNet(nn.Module):
         conv_init: ``"fan_in"`` or ``"fan_out"``, the Kaiming-normal mode for convolutions.
         trt: build squeeze-excitation projections as 1x1 convolutions (4-D weights).
         fused_se: apply SE and the residual add as one ``addcmul``.
+        fast_inference: in eval mode with autograd off, run a float32 CPU batch (2 or more images)
+            with BatchNorm folded into the convolutions and ReLU / residual adds fused into them
+            (:func:`resnet.fastpath.eval_features`): the same logits within 1e-4, about 1.5x faster
+            on CPU. ``False`` always runs the layers one by one. Also an attribute, so it can be
+            switched on an existing model.
 
     The forward pass returns raw logits (no softmax).
     """
@@ -187,6 +194,7 @@ class ResNet(nn.Module):
         conv_init: ConvInit = "fan_in",
         trt: bool = False,
         fused_se: bool = True,
+        fast_inference: bool = True,
     ) -> None:
         super().__init__()
         config = get_arch(arch) if isinstance(arch, str) else arch
@@ -196,6 +204,7 @@ class ResNet(nn.Module):
             raise ValueError(f"num_classes must be a positive integer, not {num_classes!r}")
         self.arch = config
         self.num_classes = num_classes
+        self.fast_inference = fast_inference
         self.conv1 = nn.Conv2d(3, config.stem_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(config.stem_width)
         self.relu = nn.ReLU(inplace=True)
@@ -228,9 +237,17 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Globally pooled features (N, 2048) that feed ``fc``."""
+        if self.fast_inference and not torch.jit.is_scripting():
+            fast = self._fast_features(x)
+            if fast is not None:
+                return fast
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
+
+    @torch.jit.unused
+    def _fast_features(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        return eval_features(self, x, Bottleneck)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x))

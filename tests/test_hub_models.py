@@ -290,6 +290,8 @@ def test_hub_help_describes_each_model_entrypoint(arch) -> None:
     assert signature.parameters["pretrained"].default is True
     extra = [p for p in list(signature.parameters.values())[3:]]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
+    undocumented = [p.name for p in signature.parameters.values() if f"    {p.name}: " not in doc]
+    assert undocumented == [], "every argument of the entrypoint is described in torch.hub.help"
 
 
 def test_hub_help_for_processing_utils_is_useful() -> None:
