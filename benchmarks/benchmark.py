@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -476,7 +475,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native BF16 {cpu_supports_bf16()}")
-    print("command: python " + " ".join([os.path.relpath(__file__, REPO), *(argv if argv is not None else sys.argv[1:])]))
+    args_given = argv if argv is not None else sys.argv[1:]
+    print("command: python " + " ".join([os.path.relpath(__file__, REPO), *args_given]))
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_torch_home_") as home:
         checkpoint = make_cache(Path(home))

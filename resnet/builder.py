@@ -119,7 +119,8 @@ def _load_pretrained(
 def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:
     """Name the architecture (or class count) the checkpoint does fit, when there is one."""
     if "fc.weight" in state and state["fc.weight"].shape[0] != num_classes:
-        return f"\nThe file has a {state['fc.weight'].shape[0]}-class head: pass num_classes={state['fc.weight'].shape[0]}."
+        classes = state["fc.weight"].shape[0]
+        return f"\nThe file has a {classes}-class head: pass num_classes={classes}."
     for other in ARCHS:
         if other == arch:
             continue

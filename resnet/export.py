@@ -546,7 +546,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions")
     parser.add_argument("--fp16", action="store_true",
                         help="half-precision weights and compute (input and output stay float32)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N", help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                        help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default="auto",
                         help="torch's ONNX exporter: dynamo (needs onnxscript), torchscript, or auto "
                              "(dynamo when onnxscript is installed; default)")

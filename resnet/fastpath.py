@@ -200,7 +200,9 @@ def resolve_dtype(dtype: Union[DtypeName, torch.dtype], device: Union[str, torch
 ConvParams = Callable[[nn.Conv2d], "tuple[torch.Tensor, Optional[torch.Tensor]]"]
 
 
-def _conv(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool) -> torch.Tensor:
+def _conv(
+    x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: Optional[torch.Tensor], relu: bool
+) -> torch.Tensor:
     """``conv(x)`` (then ReLU) with ``weight``/``bias`` in one oneDNN pass: ReLU is a fused post-op.
 
     These are the ``mkldnn`` operators that ``torch.compile`` emits for CPU convolutions; the

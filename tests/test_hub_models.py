@@ -10,7 +10,6 @@ import importlib.util
 import inspect
 import shutil
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 import torch
@@ -164,7 +163,8 @@ def test_pretrained_from_file_accepts_every_layout(arch, tmp_path) -> None:
 
 
 def test_pretrained_from_file_accepts_pathlib_and_trt_gets_4d_se(tmp_path, ngc_file) -> None:
-    model = hub_load("nvidia_se_resnext101_32x4d", pretrained=False, pretrained_from_file=ngc_file("se-resnext101-32x4d"), trt=True)
+    model = hub_load("nvidia_se_resnext101_32x4d", pretrained=False,
+                     pretrained_from_file=ngc_file("se-resnext101-32x4d"), trt=True)
     assert model.layer1[0].squeeze.expand.weight.dim() == 4
     assert_reference_logits(model, "se-resnext101-32x4d")
 
@@ -190,7 +190,8 @@ def test_legacy_alias_is_resnext(ngc_file) -> None:
 
 
 def test_channels_last_off_gives_the_same_logits(ngc_file) -> None:
-    model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50"), channels_last=False)
+    model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50"),
+                     channels_last=False)
     assert model.conv1.weight.is_contiguous()
     assert_reference_logits(model, "resnet50")
 
