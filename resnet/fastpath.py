@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import sys
 import threading
 import weakref
 from typing import Callable, Iterator, Literal, Optional, Union
@@ -419,7 +420,10 @@ def _autocast_enabled() -> bool:
 
 def _being_transformed() -> bool:
     """Tracing, scripting, compiling, exporting, or a torch function / dispatch mode is active."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return True
+    onnx = sys.modules.get("torch.onnx")  # not imported: no export can be running (and importing it costs)
+    if onnx is not None and onnx.is_in_onnx_export():
         return True
     if torch.compiler.is_compiling():
         return True

@@ -224,7 +224,10 @@ class ResNet(nn.Module):
             self.add_module(f"layer{stage + 1}", nn.Sequential(*layer))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(config.num_features, num_classes)
-        self.reset_parameters(conv_init=conv_init, last_bn_0_init=last_bn_0_init)
+        if self.fc.weight.device.type != "meta":
+            # Built on the meta device (to receive loaded weights) there are no values to initialise;
+            # skipping it also avoids the costly meta-tensor path of the nn.init functions.
+            self.reset_parameters(conv_init=conv_init, last_bn_0_init=last_bn_0_init)
 
     def reset_parameters(self, conv_init: ConvInit = "fan_in", last_bn_0_init: bool = False) -> None:
         """Initialise every layer as NVIDIA's training recipe does."""

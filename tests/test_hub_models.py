@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import shutil
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
@@ -224,8 +226,25 @@ def test_pretrained_load_skips_random_initialisation(ngc_file, monkeypatch) -> N
 
     monkeypatch.setattr(torch.nn.init, "kaiming_normal_", spy)
     model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50"))
-    assert calls and all(calls), "pretrained weights were preceded by a real random initialisation"
+    assert all(calls), "pretrained weights were preceded by a real random initialisation"
     assert not any(t.is_meta for t in model.state_dict().values())
+    hub_load("nvidia_resnet50", pretrained=False)  # the spy works: a model without weights initialises
+    assert calls and not calls[-1]
+
+
+def test_loading_in_a_fresh_process_stays_light(ngc_file) -> None:
+    """Loading weights pulls in no compiler machinery (torch._dynamo alone takes seconds to import)."""
+    code = (
+        "import sys, torch\n"
+        f"m = torch.hub.load({str(REPO_ROOT)!r}, 'nvidia_resnet50', pretrained=False, "
+        f"pretrained_from_file={str(ngc_file('resnet50'))!r}, source='local')\n"
+        "with torch.no_grad():\n"
+        "    m.eval()(torch.zeros(2, 3, 64, 64))\n"
+        "print(sorted(n for n in ('torch._dynamo', 'torchvision', 'torch.onnx') if n in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_fine_tuning_head_keeps_backbone_and_warns(ngc_file) -> None:
