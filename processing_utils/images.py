@@ -14,7 +14,6 @@ import os
 from typing import Callable, Optional, Union
 
 import numpy as np
-import requests
 import torch
 import validators
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -281,6 +280,8 @@ def _is_not_image_type(content_type: str) -> bool:
 def _download(url: str, timeout: Timeout) -> bytes:
     """The body of ``url``, or an ImageLoadError naming the URL and what went wrong."""
     hint = "check the URL in a browser, or download the image and pass its path"
+    import requests  # imported on first use: it adds about 0.1 s to every start-up
+
     try:
         with requests.get(
             url, stream=True, timeout=timeout, headers={"User-Agent": _USER_AGENT, "Accept": "image/*,*/*;q=0.5"}

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import requests
 import torch
 
 from .checkpoints import CHECKPOINTS, MIRROR_ENV, Checkpoint
@@ -86,6 +85,8 @@ def download_file(
     """
     if timeout is None:
         timeout = (CONNECT_TIMEOUT, READ_TIMEOUT)
+    import requests  # imported on first use: it adds about 0.1 s to every start-up
+
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
