@@ -81,7 +81,34 @@ class Route:
     headers: dict = field(default_factory=dict)
 
 
-class LoopbackServer:
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+
+class LoopbackHTTP:
+    """Serves ``handler`` on 127.0.0.1 (a free port) from a daemon thread while used as a context manager."""
+
+    def __init__(self, handler: type) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return "%s:%d" % self.httpd.server_address[:2]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class LoopbackServer(LoopbackHTTP):
     """A threaded HTTP server on 127.0.0.1 with routes set by the test; counts requests per path."""
 
     def __init__(self) -> None:
@@ -89,10 +116,7 @@ class LoopbackServer:
         self.hits: dict[str, int] = {}
         server = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # keep test output clean
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]
                 server.hits[path] = server.hits.get(path, 0) + 1
@@ -120,22 +144,11 @@ class LoopbackServer:
                 if route.truncate_to is not None:
                     self.close_connection = True
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def base_url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.address}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
-
-    def __enter__(self) -> "LoopbackServer":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import argparse
 import ast
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from support import PHOTOS, REPO_ROOT, load_expected, parity_input
+from support import PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, load_expected, parity_input
 from resnet import export as exporter
 from resnet.export import (
     DEFAULT_OPSET,
@@ -344,7 +342,7 @@ def test_triton_config_text_is_strict_model_config() -> None:
         triton_config("m", "tensorrt", max_batch_size=8)
 
 
-class LoopbackTriton:
+class LoopbackTriton(LoopbackHTTP):
     """Answers Triton's HTTP/REST inference requests (KServe v2) on 127.0.0.1 for a model repository.
 
     Each request is checked against the model's config.pbtxt as Triton checks it (input and output
@@ -358,10 +356,7 @@ class LoopbackTriton:
         self._models: dict[str, tuple] = {}
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers["Content-Length"])
                 body = self.rfile.read(length)
@@ -373,12 +368,11 @@ class LoopbackTriton:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return "%s:%d" % self.httpd.server_address[:2]
+        return self.address
 
     def model(self, name: str):
         if name not in self._models:
@@ -422,14 +416,6 @@ class LoopbackTriton:
         output = {"name": config_out.name, "datatype": "FP32", "shape": list(logits.shape),
                   "data": logits.ravel().tolist()}
         return 200, {"model_name": config.name, "model_version": "1", "outputs": [output]}
-
-    def __enter__(self) -> "LoopbackTriton":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def load_client():
