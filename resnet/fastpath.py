@@ -466,6 +466,8 @@ def eval_features(model: nn.Module, x: torch.Tensor, block_type: type) -> Option
     statistics are always used) and the trunk runs channels-last with ReLU and residual adds fused
     into oneDNN convolutions, in slices of :data:`CPU_MICRO_BATCH` images. The pooled features equal
     the layer-by-layer computation within float32 rounding (logits within 1e-4).
+    Memory: one float32 copy of the convolution weights per concurrent call (94 MB for ResNet-50),
+    kept for reuse while the model exists.
 
     Returns ``None`` (the caller runs its layers one by one) in training mode, with autograd on,
     under tracing / scripting / ``torch.compile`` / ONNX export / torch function or dispatch modes /

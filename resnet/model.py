@@ -180,8 +180,8 @@ class ResNet(nn.Module):
         fast_inference: in eval mode with autograd off, run a float32 CPU batch (2 or more images)
             with BatchNorm folded into the convolutions and ReLU / residual adds fused into them
             (:func:`resnet.fastpath.eval_features`): the same logits within 1e-4, about 1.5x faster
-            on CPU. ``False`` always runs the layers one by one. Also an attribute, so it can be
-            switched on an existing model.
+            than layer by layer on a 2-core CPU at batch 32. ``False`` always runs the layers one
+            by one. Also an attribute, so it can be switched on an existing model.
 
     The forward pass returns raw logits (no softmax).
     """
