@@ -685,6 +685,8 @@ def optimize_for_inference(
         raise ValueError(f"micro_batch must be 'auto', None or a positive integer, not {micro_batch!r}")
 
     model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+    if hasattr(model, "fast_inference"):
+        model.fast_inference = False  # this copy runs as the options below say, not by its own eval path
     model.requires_grad_(False)
     model.to(device=device, dtype=compute_dtype)
     if channels_last:

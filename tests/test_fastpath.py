@@ -158,11 +158,17 @@ def test_pretrained_load_does_no_random_init(ngc_file, monkeypatch: pytest.Monke
     ],
     ids=["default", "unfused", "nchw-fused", "nchw", "no-fold", "micro-batch-1", "whole-batch"],
 )
-def test_float32_variants_match_reference(resnet50, options: dict, fused: bool, layout: str) -> None:
+def test_float32_variants_match_reference(
+    resnet50, options: dict, fused: bool, layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fast = optimize_for_inference(resnet50, dtype="float32", **options)
     assert (fast.dtype, fast.layout, fast.fused, fast.compiled) == (torch.float32, layout, fused, False)
     assert fast.micro_batch == options.get("micro_batch", fastpath.CPU_MICRO_BATCH)
+    trunks = []
+    original = fastpath._fused_trunk
+    monkeypatch.setattr(fastpath, "_fused_trunk", lambda *args: trunks.append(1) or original(*args))
     assert max_diff_to_reference(fast) <= TOLERANCE
+    assert bool(trunks) is fused, "the options decide how the copy runs, not the model's own eval path"
 
 
 @pytest.mark.parametrize("arch", ["resnext101-32x4d", "se-resnext101-32x4d"])
