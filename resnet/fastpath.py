@@ -278,22 +278,32 @@ def _fusable_conv(conv: object) -> bool:
     )
 
 
+def _trunk_pairs(model: nn.Module) -> Optional[list[tuple[nn.Module, nn.Module]]]:
+    """``(conv, norm)`` of every convolution :func:`_fused_trunk` runs, in its order: the stem, then per
+    block ``convN``/``bnN`` and the ``downsample`` shortcut. ``None`` when ``model`` is not a ResNet
+    laid out like ours / torchvision's."""
+    needed = ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+    if not all(hasattr(model, n) for n in needed):
+        return None
+    pairs = [(model.conv1, model.bn1)]
+    for block in _blocks(model):
+        for i in (1, 2, 3):
+            conv, norm = getattr(block, f"conv{i}", None), getattr(block, f"bn{i}", None)
+            if conv is None or norm is None:
+                return None
+            pairs.append((conv, norm))
+        down = getattr(block, "downsample", None)
+        if down is not None:
+            if len(down) != 2:
+                return None
+            pairs.append((down[0], down[1]))
+    return pairs
+
+
 def _is_folded_resnet(model: nn.Module) -> bool:
     """A ResNet laid out like ours / torchvision's whose BatchNorms are all folded (nn.Identity)."""
-    needed = ("conv1", "bn1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
-    if not all(hasattr(model, n) for n in needed) or not isinstance(model.bn1, nn.Identity):
-        return False
-    if not _fusable_conv(model.conv1):
-        return False
-    for block in _blocks(model):
-        if not all(isinstance(getattr(block, f"bn{i}", None), nn.Identity) for i in (1, 2, 3)):
-            return False
-        if not all(_fusable_conv(getattr(block, f"conv{i}", None)) for i in (1, 2, 3)):
-            return False
-        down = getattr(block, "downsample", None)
-        if down is not None and not (len(down) == 2 and _fusable_conv(down[0]) and isinstance(down[1], nn.Identity)):
-            return False
-    return True
+    pairs = _trunk_pairs(model)
+    return pairs is not None and all(_fusable_conv(conv) and isinstance(norm, nn.Identity) for conv, norm in pairs)
 
 
 # --------------------------------------------------------------------------- eval-mode fast forward
@@ -338,9 +348,8 @@ def _unfolded_pairs(model: nn.Module, block_type: type) -> Optional[list[tuple[n
     since their ``forward`` is not called. ``maxpool``, ``avgpool``, squeeze-excitation and ``fc``
     are called as they are, so those may be anything.
     """
-    if type(model.relu) is not nn.ReLU or _has_hooks(model.relu) or not _bn_pair(model.conv1, model.bn1):
+    if type(model.relu) is not nn.ReLU or _has_hooks(model.relu):
         return None
-    pairs = [(model.conv1, model.bn1)]
     for name in ("layer1", "layer2", "layer3", "layer4"):
         layer = getattr(model, name)
         if type(layer) is not nn.Sequential or _has_hooks(layer):
@@ -348,16 +357,12 @@ def _unfolded_pairs(model: nn.Module, block_type: type) -> Optional[list[tuple[n
         for block in layer:
             if type(block) is not block_type or _has_hooks(block) or _has_hooks(block.relu):
                 return None
-            for i in (1, 2, 3):
-                conv, bn = getattr(block, f"conv{i}"), getattr(block, f"bn{i}")
-                if not _bn_pair(conv, bn):
-                    return None
-                pairs.append((conv, bn))
             down = block.downsample
-            if down is not None:
-                if type(down) is not nn.Sequential or len(down) != 2 or _has_hooks(down) or not _bn_pair(*down):
-                    return None
-                pairs.append((down[0], down[1]))
+            if down is not None and (type(down) is not nn.Sequential or _has_hooks(down)):
+                return None
+    pairs = _trunk_pairs(model)
+    if pairs is None or not all(_bn_pair(conv, norm) for conv, norm in pairs):
+        return None
     return pairs
 
 
