@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import torch  # noqa: E402
 
 from resnet.checkpoints import CHECKPOINTS  # noqa: E402
+from resnet import fastpath  # noqa: E402
 from resnet.fastpath import cpu_supports_bf16, optimize_for_inference  # noqa: E402
 from support import IMAGES, standin_state_dict  # noqa: E402
 
@@ -249,6 +250,24 @@ def cpu_latency(models, repeats: int, slow_cap: int) -> None:
     rows = [[v.name + (f"  [{v.note}]" if v.note and v.note != "compile" else ""),
              f"{v.median * 1000:.1f}", f"{v.median / base.median:.2f}x", str(len(v.times))] for v in variants]
     print_table("CPU batch 1 latency (median)", ["variant", "ms", "latency vs (a)", "n"], rows)
+    documented = next(model for name, model, _ in models if name.startswith("(b)"))
+    print(f"  (b) folds BatchNorm into its weights on every eval call: {eval_fold_ms(documented, repeats):.1f} ms "
+          f"per call (median of {repeats}); below {fastpath.EVAL_MIN_BATCH} images it runs layer by layer")
+
+
+def eval_fold_ms(model: torch.nn.Module, repeats: int) -> float:
+    """Milliseconds the model's own eval path spends folding BN into the conv weights, once per call."""
+    from resnet.model import Bottleneck
+
+    pairs = fastpath._unfolded_pairs(model, Bottleneck)
+    times = []
+    with torch.no_grad(), fastpath._FoldBuffers().borrow(pairs) as buffers:
+        fastpath._fold_into(pairs, buffers)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fastpath._fold_into(pairs, buffers)
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
 
 
 def load_times(checkpoint: Path, repeats: int) -> None:
@@ -289,6 +308,28 @@ FRESH_LOAD = {
         "print(time.perf_counter() - t)\n"
     ),
 }
+
+
+STARTUP_IMPORTS = {
+    "import torch": ("", "torch"),
+    "import torchvision (torch already imported)": ("torch", "torchvision"),
+    "  of which: import torch._dynamo (torch already imported)": ("torch", "torch._dynamo"),
+}
+
+
+def startup_times(repeats: int) -> None:
+    """What every new Python process pays before it classifies anything: the imports, timed inside it."""
+    times: dict[str, list[float]] = {name: [] for name in STARTUP_IMPORTS}
+    code = ("import importlib, sys, time\n"
+            "if sys.argv[1]: importlib.import_module(sys.argv[1])\n"
+            "t = time.perf_counter(); importlib.import_module(sys.argv[2]); print(time.perf_counter() - t)\n")
+    for _ in range(repeats):
+        for name, (before, module) in STARTUP_IMPORTS.items():
+            done = subprocess.run([sys.executable, "-c", code, before, module], capture_output=True, text=True,
+                                  check=True)
+            times[name].append(float(done.stdout.strip().splitlines()[-1]))
+    rows = [[name, f"{statistics.median(t):.2f}"] for name, t in times.items()]
+    print_table(f"Start-up imports in a fresh process (median of {repeats})", ["import", "s"], rows)
 
 
 def fresh_process_load_times(checkpoint: Path, repeats: int) -> None:
@@ -383,6 +424,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
         print_table(f"End to end on {n_images} photos, fresh process each (start-up, model load, decode, "
                     f"inference; median of {repeats})",
                     ["pipeline", "s", "img/s", "vs batched", "vs per-image"], rows)
+        startup_times(max(3, repeats))
 
         # In-process: does decoding overlap inference?
         from processing_utils import iter_batches

@@ -64,8 +64,10 @@ def test_documented_use_runs_fused_and_matches_reference(ngc_file, arch: str, tr
         logits = model(x)
     assert trunk_calls == [2], "eval + no_grad on a CPU float32 batch takes the fused path"
     expected = load_expected(arch)["logits"]
-    assert (logits - expected).abs().max().item() <= TOLERANCE
-    assert (plain_logits(model, x) - expected).abs().max().item() <= TOLERANCE
+    fast_diff = (logits - expected).abs().max().item()
+    plain_diff = (plain_logits(model, x) - expected).abs().max().item()
+    print(f"{arch}: max abs diff to NVIDIA's logits, eval fast path {fast_diff:.2g}, layer by layer {plain_diff:.2g}")
+    assert fast_diff <= TOLERANCE and plain_diff <= TOLERANCE
     assert trunk_calls == [2], "fast_inference=False runs the layers one by one"
 
 
