@@ -1,7 +1,8 @@
-"""Shared fixtures: an isolated torch hub directory, stand-in checkpoints, a loopback server."""
+"""Shared fixtures: isolated torch hub directory, no network beyond 127.0.0.1, stand-in weights, loopback server."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -24,6 +25,27 @@ def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CONVNETS_WEIGHTS_MIRROR", raising=False)
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     return home / "hub"
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test fails if anything in its process connects anywhere but 127.0.0.1 / ::1."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def check(sock: socket.socket, address) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"test tried to reach {address!r}; tests stay on 127.0.0.1")
+
+    def connect(self, address):
+        check(self, address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        check(self, address)
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
 
 
 @pytest.fixture(scope="session")

