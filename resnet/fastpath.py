@@ -637,7 +637,7 @@ def optimize_for_inference(
     model: nn.Module,
     *,
     device: Union[str, torch.device, None] = None,
-    dtype: Union[DtypeName, torch.dtype] = "auto",
+    dtype: Union[DtypeName, torch.dtype] = "float32",
     compile: bool = False,  # noqa: A002 - the natural name, as in torch.compile
     cuda_graphs: bool = False,
     fold_bn: bool = True,
@@ -655,9 +655,10 @@ def optimize_for_inference(
     * on CPU, ReLU and the residual add fused into the convolutions as oneDNN post-ops (``fuse``;
       ``None`` = whenever possible: CPU, ``fold_bn``, no ``compile``, a ResNet of this family or
       torchvision's, and the fused kernels exist for the dtype on this CPU);
-    * the compute ``dtype``: ``"auto"`` = float16 on CUDA, bfloat16 on CPUs with native BF16
-      instructions (:func:`cpu_supports_bf16`), float32 otherwise; or ``"float32"``, ``"bfloat16"``,
-      ``"float16"`` explicitly. Weights and activations are converted once (no per-call autocast
+    * the compute ``dtype``: ``"float32"`` by default, so the same call gives the same numbers on every
+      machine; reduced precision is asked for: ``"auto"`` = float16 on CUDA, bfloat16 on CPUs with native
+      BF16 instructions (:func:`cpu_supports_bf16`), float32 otherwise; or ``"bfloat16"``, ``"float16"``
+      explicitly. Weights and activations are converted once (no per-call autocast
       casts); the classifier ``fc`` and the returned logits stay float32;
     * ``compile=True``: ``torch.compile`` of the folded model (CPU: inductor with weight freezing, which
       does its own fusions; CUDA: default mode, or ``reduce-overhead`` with ``cuda_graphs``). The first

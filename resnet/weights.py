@@ -8,9 +8,11 @@ result fits the model before anything is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
+import struct
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping
@@ -150,17 +152,44 @@ def fetch_checkpoint(
 
 def _numpy_safe_globals() -> list[Any]:
     """numpy scalars and dtypes, which NVIDIA's training script may store as ``best_prec1``."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return []
+    import numpy as np
+
     core = getattr(np, "_core", None) or np.core
     return [core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float32, np.float64)}]
+
+
+def _allow_numpy_scalars() -> contextlib.AbstractContextManager:
+    """A context in which ``torch.load(weights_only=True)`` also accepts numpy scalars.
+
+    ``torch.serialization.safe_globals`` exists from torch 2.5; on older torch the allowlist is not
+    extended (plain tensor files load as before; a file holding numpy scalars is refused as unsafe,
+    never mistaken for a damaged one).
+    """
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:
+        return contextlib.nullcontext()
+    return safe_globals(_numpy_safe_globals())
 
 
 # How torch.load(weights_only=True) words a refused global ("Unsupported global: GLOBAL x.y",
 # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked").
 _UNSAFE_DETAIL = re.compile(r"^.*(?:unsupported global|not an allowed global).*$", re.IGNORECASE | re.MULTILINE)
+
+#: What ``torch.load`` raises on a damaged, truncated or foreign file. Anything else (an ``AttributeError``
+#: or ``ImportError`` of this environment, ``MemoryError``, an ``OSError`` of the disk) is not evidence
+#: that the file is bad, so it propagates unchanged and the file is never deleted because of it.
+DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (
+    pickle.UnpicklingError,  # also what weights_only raises for a refused global
+    EOFError,
+    RuntimeError,  # "PytorchStreamReader failed reading zip archive", "Invalid magic number", ...
+    ValueError,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+    OverflowError,
+    struct.error,
+    zipfile.BadZipFile,
+)
 
 
 def read_checkpoint(path: PathLike) -> Any:
@@ -169,7 +198,8 @@ def read_checkpoint(path: PathLike) -> Any:
     Raises:
         FileNotFoundError: ``path`` does not exist (or is not a file).
         UnsafeCheckpointError: the file contains objects other than tensors and plain containers.
-        CorruptCheckpointError: the file is not a readable PyTorch checkpoint.
+        CorruptCheckpointError: the file is not a readable PyTorch checkpoint (one of
+            :data:`DAMAGED_FILE_ERRORS` came out of ``torch.load``). Other errors propagate as they are.
     """
     path = Path(path)
     if not path.is_file():
@@ -179,22 +209,22 @@ def read_checkpoint(path: PathLike) -> Any:
             + "; check the path given as pretrained_from_file / --weights"
         )
     use_mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format of torch.save
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+    with _allow_numpy_scalars():
+        try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as error:
-        found = _UNSAFE_DETAIL.search(str(error))
-        if found:
-            raise UnsafeCheckpointError(
-                f"refusing to load {str(path)!r}: it contains Python objects other than weights "
-                f"({found.group(0).strip().rstrip('.')}), and unpickling them could run "
-                "arbitrary code. If you trust the file, extract the weights once yourself "
-                "(torch.load(path, weights_only=False)['state_dict']) and save them with "
-                "torch.save(state_dict, new_path), then load new_path."
-            ) from error
-        raise CorruptCheckpointError(_corrupt_message(path, error)) from error
-    except Exception as error:  # torch.load raises many kinds on damaged input (EOFError, IndexError, ...)
-        raise CorruptCheckpointError(_corrupt_message(path, error)) from error
+        except pickle.UnpicklingError as error:
+            found = _UNSAFE_DETAIL.search(str(error))
+            if found:
+                raise UnsafeCheckpointError(
+                    f"refusing to load {str(path)!r}: it contains Python objects other than weights "
+                    f"({found.group(0).strip().rstrip('.')}), and unpickling them could run "
+                    "arbitrary code. If you trust the file, extract the weights once yourself "
+                    "(torch.load(path, weights_only=False)['state_dict']) and save them with "
+                    "torch.save(state_dict, new_path), then load new_path."
+                ) from error
+            raise CorruptCheckpointError(_corrupt_message(path, error)) from error
+        except DAMAGED_FILE_ERRORS as error:
+            raise CorruptCheckpointError(_corrupt_message(path, error)) from error
 
 
 def _corrupt_message(path: Path, error: BaseException) -> str:

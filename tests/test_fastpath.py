@@ -226,7 +226,7 @@ def test_bfloat16_agrees_with_float32_on_fixtures_and_photos(resnet50, photos) -
 @needs_cuda
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_cuda_float16_agrees_with_float32(resnet50, photos, cuda_graphs: bool) -> None:
-    fast = optimize_for_inference(resnet50, device="cuda", cuda_graphs=cuda_graphs)
+    fast = optimize_for_inference(resnet50, device="cuda", cuda_graphs=cuda_graphs, dtype="auto")
     assert fast.dtype == torch.float16
     for _ in range(2):  # the second call replays the captured graph
         assert_agreement(logits_of(fast, parity_input("resnet50")).cpu(), load_expected("resnet50")["logits"],
@@ -237,15 +237,30 @@ def test_cuda_float16_agrees_with_float32(resnet50, photos, cuda_graphs: bool) -
 # --------------------------------------------------------------------------- dtype choice and errors
 
 
-def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mkldnn", [True, False])
+def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, mkldnn: bool) -> None:
+    """Both kinds of CPU are faked, whatever this one is: the answer comes from the flags alone."""
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
     for flags, native in [({"avx2", "fma"}, False), ({"avx512f", "avx512_bf16"}, True), ({"amx_bf16"}, True),
-                          ({"avx512f", "avx512bw"}, False)]:
+                          ({"avx512f", "avx512bw", "avx512_vnni"}, False), (set(), False)]:
         monkeypatch.setattr(fastpath, "_cpu_flags", lambda flags=flags: frozenset(flags))
-        assert fastpath.cpu_supports_bf16() is (native and torch.backends.mkldnn.is_available())
-        assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if fastpath.cpu_supports_bf16() else torch.float32)
+        expected_native = native and mkldnn
+        assert fastpath.cpu_supports_bf16() is expected_native, flags
+        assert resolve_dtype("auto", "cpu") is (torch.bfloat16 if expected_native else torch.float32), flags
+        assert resolve_dtype("float32", "cpu") is torch.float32
     assert resolve_dtype("auto", "cuda") is torch.float16
     assert resolve_dtype("float32", "cuda") is torch.float32
     assert resolve_dtype(torch.bfloat16, "cpu") is torch.bfloat16
+
+
+@pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx512f", "avx512_bf16", "amx_bf16"}])
+def test_default_dtype_is_float32_on_every_cpu(monkeypatch: pytest.MonkeyPatch, resnet50, flags: set) -> None:
+    """optimize_for_inference(model) gives the same numbers on an AVX2 CPU and on one with native BF16."""
+    monkeypatch.setattr(fastpath, "_cpu_flags", lambda: frozenset(flags))
+    assert optimize_for_inference(resnet50).dtype == torch.float32
+    native = optimize_for_inference(resnet50, dtype="auto").dtype
+    assert native is (torch.bfloat16 if "avx512_bf16" in flags and torch.backends.mkldnn.is_available()
+                      else torch.float32)
 
 
 def test_bad_options_are_named(resnet50) -> None:

@@ -156,6 +156,57 @@ def test_corrupt_file_dropped_into_cache_is_removed(hub_dir, ngc_file) -> None:
     assert cache_listing(hub_dir) == []
 
 
+def seed_cache(hub_dir, ngc_file):
+    """The stand-in NGC file in the torch hub cache, as a finished download leaves it."""
+    (hub_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cached = hub_dir / "checkpoints" / FILE
+    shutil.copyfile(ngc_file("resnet50"), cached)
+    return cached
+
+
+@pytest.mark.parametrize(
+    "error",
+    [AttributeError("module 'torch.serialization' has no attribute 'x'"), ImportError("no module named x"),
+     MemoryError(), PermissionError(13, "Permission denied"), TypeError("load() got an unexpected keyword")],
+    ids=lambda e: type(e).__name__,
+)
+def test_environment_errors_never_delete_the_cached_download(hub_dir, ngc_file, monkeypatch, error) -> None:
+    """Only a damaged file counts as corruption: an error of this torch / machine keeps the 98 MB download."""
+    cached = seed_cache(hub_dir, ngc_file)
+    before = cached.read_bytes()
+
+    def failing_load(*args, **kwargs):
+        raise error
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "load", failing_load)
+        with pytest.raises(type(error)):
+            hub_load("nvidia_resnet50")
+    assert cached.read_bytes() == before
+    # The same file loads once the environment is fixed.
+    model = hub_load("nvidia_resnet50").eval()
+    with torch.no_grad():
+        assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+
+
+def test_torch_without_safe_globals_loads_the_cache_and_keeps_it(hub_dir, ngc_file, tmp_path, monkeypatch) -> None:
+    """torch 2.1-2.4 have no torch.serialization.safe_globals: the NGC file loads, nothing is deleted."""
+    import numpy as np
+
+    monkeypatch.delattr(torch.serialization, "safe_globals")
+    cached = seed_cache(hub_dir, ngc_file)
+    model = hub_load("nvidia_resnet50").eval()
+    with torch.no_grad():
+        assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+    assert cached.exists()
+    # Without the allowlist, numpy scalars in a user's training checkpoint are refused, never "corrupt".
+    path = tmp_path / "train.pth"
+    torch.save({"epoch": 1, "best_prec1": np.float64(78.6), "state_dict": standin_state_dict("resnet50")}, path)
+    with pytest.raises(UnsafeCheckpointError, match="train.pth"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert path.exists()
+
+
 @pytest.mark.parametrize("status", [404, 500])
 def test_http_error_is_clear(server, hub_dir, status) -> None:
     server.routes[f"/w/{FILE}"] = Route(b"nope", status=status, content_type="text/plain")
