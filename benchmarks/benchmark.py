@@ -493,13 +493,15 @@ def cuda_section(checkpoint: Path, quick: bool, batches: list[int], compile_vari
         ("(a') torchvision + AMP autocast (NVIDIA's AMP)", amp(baseline)),
         ("(b) hub model, documented use (fp32, channels_last)", documented),
         ("(b') hub model + AMP autocast", amp(documented)),
-        ("(c1) fast path fp16 (fold BN, channels_last)", optimize_for_inference(documented, device=device, dtype="float16")),
+        ("(c1) fast path fp16 (fold BN, channels_last)",
+         optimize_for_inference(documented, device=device, dtype="float16")),
         ("(c2) fast path fp16 + CUDA graphs",
          optimize_for_inference(documented, device=device, dtype="float16", cuda_graphs=True)),
     ]
     if compile_variants:
         models.append(("(c3) fast path fp16 + torch.compile (reduce-overhead)",
-                       optimize_for_inference(documented, device=device, dtype="float16", compile=True, cuda_graphs=True)))
+                       optimize_for_inference(documented, device=device, dtype="float16", compile=True,
+                                              cuda_graphs=True)))
     sync = torch.cuda.synchronize
     best: dict[int, tuple[str, float]] = {}
     for batch in batches:
