@@ -386,7 +386,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
     try:
         import processing_utils  # noqa: F401
         from processing_utils import iter_batches, prepare_input_from_uri  # noqa: F401
-        from resnet import cli  # noqa: F401
+        from resnet import classify  # noqa: F401
     except ImportError as error:
         print(f"\nEnd to end: skipped, the CLI / processing_utils are not available yet ({error})")
         return
@@ -428,7 +428,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
 
         # In-process: does decoding overlap inference?
         from processing_utils import iter_batches
-        from resnet.cli import classify
+        from resnet.classify import classify
 
         uris = [str(p) for p in sorted(folder.iterdir())]
         classes = [str(i) for i in range(1000)]
@@ -451,9 +451,9 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
         inproc = [
             Variant("decode only (iter_batches, threads)", decode_only),
             Variant("inference only, hub model, batches of 32", infer(documented)),
-            Variant("cli.classify(), hub model (decode overlapped)", cli_classify(documented)),
+            Variant("classify.classify(), hub model (decode overlapped)", cli_classify(documented)),
             Variant("inference only, fast path fp32", infer(fast_model)),
-            Variant("cli.classify(), fast path fp32 model", cli_classify(fast_model)),
+            Variant("classify.classify(), fast path fp32 model", cli_classify(fast_model)),
         ]
         interleaved(inproc, repeats, warmup=not quick)
         d, m, c, fm, fc = (v.median for v in inproc)

@@ -1,36 +1,39 @@
-"""``python -m resnet <command>``: classify images, export models.
+"""``python -m resnet COMMAND``: the command-line front end of the model family.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
+from .options import ArgumentParser, run_command
+
 #: command -> (module, one-line help)
 COMMANDS = {
-    "classify": ("resnet.cli", "classify image files, folders and URLs"),
+    "classify": ("resnet.classify", "classify image files, folders and URLs"),
     "export": ("resnet.export", "export TorchScript / ONNX models and Triton model repositories"),
 }
 
 
+DESCRIPTION = (
+    "Classify images and export models of NVIDIA's ResNet-50 v1.5 family. "
+    "'python -m resnet COMMAND --help' lists the options of a command. "
+    "Exit status: 0 done, 1 some inputs failed, 2 nothing could run (bad arguments, no weights)."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m resnet", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m resnet", description=DESCRIPTION)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
+        module = importlib.import_module(module_name)
         modules[name] = module
         module.add_arguments(subparsers.add_parser(name, help=help_text, description=module.__doc__))
     args = parser.parse_args(argv)
-    return modules[args.command].run(args)
+    return run_command(modules[args.command].run, args)
 
 
 if __name__ == "__main__":

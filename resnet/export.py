@@ -20,7 +20,6 @@ import copy
 import json
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ from torch import nn
 
 from .checkpoints import CHECKPOINTS
 from .model import ARCHS
+from .options import arch_name, load_model, report_error
 from .preprocessing import CROP_SIZE, INPUT_SHAPE, MEAN, RESIZE_SIZE, STD
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "export_metadata",
     "export_onnx",
     "export_torchscript",
-    "load_model",
     "prepare_for_export",
     "triton_config",
     "write_exports",
@@ -103,29 +102,6 @@ class ExportModule(nn.Module):
         if self.fp16:
             return self.model(input.half()).float()
         return self.model(input)
-
-
-def load_model(
-    arch: str,
-    *,
-    weights: Optional[os.PathLike | str] = None,
-    pretrained: bool = False,
-    mirror: Optional[str] = None,
-    progress: bool = True,
-) -> nn.Module:
-    """Build ``arch`` with weights from the file ``weights`` or, with ``pretrained``, NVIDIA's NGC file.
-
-    The model is returned in eval mode, float32, with the default (contiguous) memory format.
-    Raises ``ValueError`` for an unknown arch and the errors of :func:`resnet.builder.create_model`
-    (``FileNotFoundError``, :class:`resnet.weights.CheckpointMismatchError`, ...) for bad weights.
-    """
-    from .builder import create_model
-
-    model = create_model(
-        arch, pretrained=pretrained, pretrained_from_file=weights, mirror=mirror, progress=progress,
-        channels_last=False,
-    )
-    return model.eval()
 
 
 def prepare_for_export(model: nn.Module, *, fold_bn: bool = False, fp16: bool = False) -> ExportModule:
@@ -525,8 +501,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  python -m resnet export --weights my.pth.tar --arch se-resnext101-32x4d --format onnx --output out/\n"
         "  python -m resnet export --pretrained --fold-bn --fp16 --triton model_repository/"
     )
-    parser.add_argument("--arch", default="resnet50", metavar="ARCH",
-                        help=f"architecture: {', '.join(ARCHS)} (default resnet50)")
+    parser.add_argument("--arch", type=arch_name, default="resnet50", metavar="ARCH",
+                        help=f"architecture: {', '.join(ARCHS)} (underscores accepted; default resnet50)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", metavar="FILE", help="local checkpoint (NGC file or training checkpoint)")
     source.add_argument("--pretrained", action="store_true",
@@ -557,18 +533,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``export`` subcommand; returns the exit status (0 done, 2 bad input, 1 failure)."""
-    from .weights import WeightsError
-
     try:
         plan = _check_arguments(args)
     except ExportError as error:
         return _fail(error)
     target = Path(args.triton or args.output)
-    try:
-        model = load_model(args.arch, weights=args.weights, pretrained=args.pretrained, mirror=args.mirror,
-                           progress=not args.quiet)
-    except (ValueError, FileNotFoundError, WeightsError) as error:
-        return _fail(error)
+    model = load_model(args, pretrained_default=args.pretrained).eval()  # a CommandError says what is wrong
     num_classes = model.fc.out_features
     meta = export_metadata(
         args.arch, weights=str(args.weights) if args.weights else f"NGC {CHECKPOINTS[args.arch].file_name}",
@@ -602,8 +572,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """Everything that can be checked before the model is built, so bad input fails fast."""
-    if args.arch not in ARCHS:
-        raise ExportError(f"unknown architecture {args.arch!r}; choose one of {', '.join(ARCHS)}")
     if args.triton and args.format is not None:
         raise ExportError("--format applies to --output; with --triton choose the backends with --backend")
     if args.output and (args.backend is not None or args.model_name is not None):
@@ -648,6 +616,5 @@ def _imagenet_names() -> Optional[list[str]]:
 
 def _fail(error: object, status: int = 2) -> int:
     """Print ``error`` as one line on stderr and return ``status``."""
-    text = " ".join(str(error).split())
-    print(f"error: {text}", file=sys.stderr)
+    report_error(error)
     return status

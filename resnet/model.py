@@ -81,12 +81,23 @@ ARCHS: dict[str, ArchConfig] = {
 }
 
 
+def canonical_arch(name: str) -> str:
+    """The name in :data:`ARCHS` for ``name``, which may use the underscore spelling of the hub entrypoints
+    and timm (``resnext101_32x4d``, ``se_resnext101_32x4d``) or other letter case.
+
+    Raises:
+        ValueError: ``name`` is no architecture of the family; the message lists the known ones.
+    """
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else name
+    if key in ARCHS:
+        return key
+    raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHS)}")
+
+
 def get_arch(name: str) -> ArchConfig:
-    """Return the configuration of architecture ``name``; ``ValueError`` lists the known ones."""
-    try:
-        return ARCHS[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHS)}") from None
+    """Return the configuration of architecture ``name`` (see :func:`canonical_arch` for the spellings
+    accepted); ``ValueError`` lists the known ones."""
+    return ARCHS[canonical_arch(name)]
 
 
 class SqueezeExcitation(nn.Module):

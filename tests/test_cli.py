@@ -142,3 +142,52 @@ def test_bad_arguments_exit_2(seeded_cache, tmp_path) -> None:
     result = run_cli(str(empty))
     assert result.returncode == 2 and "no images" in result.stderr
     assert run_cli(str(PHOTOS[0]), "--arch", "resnet18").returncode == 2
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--workers", "0"], "--workers"),
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout", "-1"], "--timeout"),
+        (["--timeout", "nan"], "--timeout"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--top-k", "1001"], "--top-k"),
+        (["--device", "gpu"], "--device"),
+        (["--device", "mps"], "--device"),
+        (["--device", "cuda:x"], "--device"),
+        (["--arch", "resnet18"], "resnet18"),
+    ],
+)
+def test_bad_options_are_one_line_errors_before_any_work(argv, fragment, capsys, monkeypatch) -> None:
+    """Refused at parse time, in-process through the real dispatcher: exit 2, one line, no model built."""
+    from resnet import classify
+    from resnet.__main__ import main
+
+    monkeypatch.setattr(classify, "load_model", lambda *a, **k: pytest.fail("model built despite a bad option"))
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(PHOTOS[0]), *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_without_cuda_is_exit_2_with_a_message(capsys) -> None:
+    from resnet.__main__ import main
+
+    assert main(["classify", str(PHOTOS[0]), "--device", "cuda", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--device cpu" in err and len(err.splitlines()) == 1
+
+
+def test_underscore_arch_spellings_are_accepted(tmp_path, ngc_file) -> None:
+    """The spelling of the hub entrypoints and timm (resnext101_32x4d) names the same architecture."""
+    from resnet import classify
+    from resnet.options import ArgumentParser
+
+    parser = ArgumentParser(prog="classify")
+    classify.add_arguments(parser)
+    for spelling in ("resnext101_32x4d", "ResNeXt101-32x4d", "resnext101-32x4d"):
+        assert parser.parse_args(["x.jpg", "--arch", spelling]).arch == "resnext101-32x4d"
+    assert parser.parse_args(["x.jpg", "--arch", "se_resnext101_32x4d"]).arch == "se-resnext101-32x4d"

@@ -34,10 +34,10 @@ from resnet.export import (
     export_metadata,
     export_onnx,
     export_torchscript,
-    load_model,
     prepare_for_export,
     triton_config,
 )
+from resnet.builder import create_model
 from resnet.preprocessing import INPUT_SHAPE, MEAN, build_transform
 
 # Loading TorchScript is what these tests are about; torch 2.14 flags torch.jit as deprecated.
@@ -88,7 +88,12 @@ def ort_session(path: Path) -> "ort.InferenceSession":
 
 @pytest.fixture(scope="module")
 def resnet50(ngc_file) -> torch.nn.Module:
-    return load_model("resnet50", weights=ngc_file("resnet50"))
+    return load_resnet50(ngc_file)
+
+
+def load_resnet50(ngc_file) -> torch.nn.Module:
+    """The stand-in weights in an eval-mode, NCHW float32 ResNet-50."""
+    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +451,7 @@ def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, mod
     """examples/triton_client.py sends the photos to each exported model and prints the eager model's top 5."""
     load_client()
     photos = [str(p) for p in PHOTOS]
-    model = load_model("resnet50", weights=ngc_file("resnet50"))
+    model = load_resnet50(ngc_file)
     transform = build_transform()
     from processing_utils import load_image
 

@@ -24,11 +24,16 @@ import torch
 
 from processing_utils import is_url, iter_batches, nvidia_convnets_processing_utils, show_predictions
 
-from .builder import create_model
-from .checkpoints import CHECKPOINTS
 from .fastpath import optimize_for_inference
-from .model import ARCHS
-from .weights import WeightsError
+from .options import (
+    CommandError,
+    add_device_option,
+    add_model_options,
+    load_model,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
 
 #: File suffixes taken from folders (files named explicitly are always tried).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -75,13 +80,12 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m resnet classify``."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or http(s) URLs")
-    parser.add_argument("--arch", default="resnet50", choices=sorted(ARCHS), help="architecture (default resnet50)")
-    parser.add_argument("--weights", metavar="FILE", help="local checkpoint instead of NVIDIA's NGC weights")
-    parser.add_argument("--mirror", metavar="URL", help="base URL serving the NGC checkpoint files by name")
-    parser.add_argument("-k", "--top-k", type=int, default=5, help="classes to report per image (default 5)")
-    parser.add_argument("-b", "--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
-    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'")
+    add_model_options(parser)
+    parser.add_argument("-k", "--top-k", type=top_k, default=5, help="classes to report per image (default 5)")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
+                        help="images per forward pass (default 32)")
+    parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
+    add_device_option(parser)
     parser.add_argument(
         "--dtype", default="float32", choices=("float32", "auto", "bfloat16", "float16"),
         help="compute precision of the inference fast path: float32 (default, same logits as the plain model "
@@ -89,24 +93,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     parser.add_argument("--plot", metavar="PNG", help=f"draw the first {PLOT_LIMIT} images with their top classes")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait on each URL read (default 30)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--timeout", type=positive_float, default=30.0,
+                        help="seconds to wait on each URL read (default 30)")
     parser.add_argument(
         "--distributed", action="store_true",
         help="shard the inputs over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)",
     )
 
 
-def _pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("error: --device cuda was asked for but CUDA is not available here; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    return device
+def top_k(text: str) -> int:
+    """argparse type of ``--top-k``: 1 to the number of classes."""
+    value = positive_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000, not {value}")
+    return value
 
 
 def classify(
@@ -169,50 +169,24 @@ def _gather_in_order(local: list[Outcome], rank: int, world: int, total: int) ->
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
-    if args.top_k < 1 or args.top_k > 1000:
-        print(f"error: --top-k must be between 1 and 1000, not {args.top_k}", file=sys.stderr)
-        return 2
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be at least 1, not {args.batch_size}", file=sys.stderr)
-        return 2
-
     rank, world, local_rank = 0, 1, 0
     if args.distributed:
         import torch.distributed as dist
 
         if "RANK" not in os.environ:
-            print("error: --distributed needs torchrun (e.g. torchrun --nproc-per-node 2 -m resnet classify ...)",
-                  file=sys.stderr)
-            return 2
+            raise CommandError("--distributed needs torchrun (e.g. torchrun --nproc-per-node 2 -m resnet classify ...)")
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        device = _pick_device(args.device, local_rank)
+        device = resolve_device(args.device, local_rank)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
-        device = _pick_device(args.device, 0)
+        device = resolve_device(args.device)
 
     try:
         uris = expand_inputs(args.inputs)
         if not uris:
-            print("error: no images found in " + " ".join(args.inputs), file=sys.stderr)
-            return 2
-        try:
-            model = create_model(
-                args.arch,
-                pretrained=args.weights is None,
-                pretrained_from_file=args.weights,
-                mirror=args.mirror,
-                progress=not args.quiet,
-            )
-        except (WeightsError, FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            if args.weights is None:
-                print(
-                    f"On the command line: --weights FILE loads a local copy of {CHECKPOINTS[args.arch].file_name}"
-                    f" (from {CHECKPOINTS[args.arch].url}); --mirror URL downloads it from a mirror.",
-                    file=sys.stderr,
-                )
-            return 2
+            raise CommandError("no images found in " + " ".join(args.inputs))
+        model = load_model(args)
         # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
         model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
         classes = nvidia_convnets_processing_utils().get_imgnet_classes().tolist()

@@ -1,0 +1,176 @@
+"""What every ``python -m resnet`` command shares: model options, argument types, the model loader.
+
+Each command adds the options it needs with :func:`add_model_options` / :func:`add_device_option`
+and builds its model with :func:`load_model`, so ``--arch``, ``--weights``, ``--mirror`` and ``--device``
+are spelled, checked and reported the same way everywhere. Anything a user can get wrong on the command
+line is refused at parse time by argparse (one ``error:`` line, exit status 2); what can only be found
+later (a checkpoint that does not load) is a :class:`CommandError`, which ``python -m resnet`` prints as
+one ``error:`` line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import Callable, Optional
+
+import torch
+
+from .model import ARCHS, ResNet, canonical_arch
+
+
+class CommandError(Exception):
+    """A command cannot go on; ``python -m resnet`` prints ``error: <message>`` and exits with ``status``."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with errors as one line: ``error: <what is wrong> (<prog> --help lists the options)``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} ('{self.prog} --help' lists the options)\n")
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def arch_name(text: str) -> str:
+    """argparse type: an architecture name, also in the underscore spelling of the hub entrypoints."""
+    try:
+        return canonical_arch(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
+
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def device_name(text: str) -> str:
+    """argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    name = text.strip().lower()
+    if not _DEVICE.match(name):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N (N a GPU number), not {text!r}")
+    return name
+
+
+# --------------------------------------------------------------------------- option groups
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, weights_help: Optional[str] = None) -> None:
+    """``--arch``, ``--weights``, ``--mirror`` and ``--quiet``, as every command spells them."""
+    parser.add_argument(
+        "--arch", type=arch_name, default="resnet50", metavar="ARCH",
+        help=f"architecture: {', '.join(ARCHS)} (underscores accepted; default resnet50)",
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE",
+        help=weights_help or "local checkpoint instead of NVIDIA's NGC weights (NGC file, training checkpoint, "
+        "or a model.pth written by 'python -m resnet train')",
+    )
+    parser.add_argument("--mirror", metavar="URL", help="base URL serving the NGC checkpoint files by name")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device auto|cpu|cuda|cuda:N``."""
+    parser.add_argument(
+        "--device", type=device_name, default="auto", metavar="DEVICE",
+        help="auto (CUDA when available), cpu, cuda or cuda:N (default auto)",
+    )
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The ``torch.device`` for a ``--device`` value; ``cuda`` without an index picks ``local_rank``'s GPU.
+
+    Raises:
+        CommandError: CUDA was asked for but is not available, or the GPU number does not exist.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise CommandError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
+    count = torch.cuda.device_count()
+    if device.index is None:
+        return torch.device("cuda", local_rank % count)
+    if device.index >= count:
+        raise CommandError(f"--device {name}: this machine has {count} CUDA device(s), numbered 0 to {count - 1}")
+    return device
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **options) -> ResNet:
+    """Build ``args.arch`` with ``--weights FILE``, or NVIDIA's NGC weights through the hub cache.
+
+    ``options`` go to :func:`resnet.builder.create_model` (``channels_last``, ``num_classes`` ...).
+    Every error of the weights (missing or damaged file, no network, a file of another architecture)
+    becomes a :class:`CommandError` whose message names the file and the command-line remedy.
+    """
+    from .builder import create_model
+    from .checkpoints import CHECKPOINTS
+    from .weights import WeightsError
+
+    weights = getattr(args, "weights", None)
+    try:
+        return create_model(
+            args.arch,
+            pretrained=weights is None and pretrained_default,
+            pretrained_from_file=weights,
+            mirror=getattr(args, "mirror", None),
+            progress=not getattr(args, "quiet", False),
+            **options,
+        )
+    except (WeightsError, FileNotFoundError, ValueError) as error:
+        message = str(error)
+        if weights is None:
+            checkpoint = CHECKPOINTS[args.arch]
+            message += (
+                f"\nOn the command line: --weights FILE loads a local copy of {checkpoint.file_name} "
+                f"(from {checkpoint.url}); --mirror URL downloads it from a mirror."
+            )
+        raise CommandError(message) from error
+
+
+def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a command's ``run(args)``; a :class:`CommandError` becomes one ``error:`` line and its status."""
+    try:
+        return run(args)
+    except CommandError as error:
+        report_error(error)
+        return error.status
+
+
+def report_error(error: object) -> None:
+    """Print ``error`` on stderr as one line, ``error: <message>`` (line breaks of the message become spaces)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    print(f"error: {text}", file=sys.stderr)
