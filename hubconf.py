@@ -8,10 +8,53 @@ The builders live in ``resnet/`` and ``processing_utils/``; this file only names
 
 dependencies = ["torch", "torchvision", "PIL", "numpy", "requests", "validators"]
 
-from processing_utils import nvidia_convnets_processing_utils  # noqa: E402,F401
-from resnet.hub import (  # noqa: E402,F401
-    nvidia_resneXt,
-    nvidia_resnet50,
-    nvidia_resnext101_32x4d,
-    nvidia_se_resnext101_32x4d,
+
+def _import_own(names: tuple, attributes: dict) -> dict:
+    """``{attribute: object}`` from this repository's packages, leaving a user's modules of the same names alone.
+
+    A user's own ``resnet`` or ``processing_utils`` module (already imported, or on their path) is set aside
+    while this repository's packages are imported and is what ``import resnet`` gives them afterwards; this
+    repository's submodules stay registered under their full names (``resnet.model``, ...), so its code and
+    pickled models keep working.
+    """
+    import importlib
+    import importlib.machinery
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.abspath(__file__))
+
+    def ours(module) -> bool:
+        return os.path.abspath(getattr(module, "__file__", None) or "").startswith(root + os.sep)
+
+    def family(name: str) -> list:
+        return [key for key in list(sys.modules) if key == name or key.startswith(name + ".")]
+
+    aside = {key: sys.modules.pop(key) for name in names for key in family(name) if not ours(sys.modules[key])}
+    try:
+        return {attribute: getattr(importlib.import_module(module), attribute)
+                for attribute, module in attributes.items()}
+    finally:
+        elsewhere = [p for p in sys.path if os.path.abspath(p or os.curdir) != root]
+        for name in names:
+            if name in aside or importlib.machinery.PathFinder.find_spec(name, elsewhere) is not None:
+                sys.modules.pop(name, None)  # the user's module of this name comes first for them
+        sys.modules.update(aside)
+
+
+_own = _import_own(
+    ("resnet", "processing_utils"),
+    {
+        "nvidia_resnet50": "resnet.hub",
+        "nvidia_resnext101_32x4d": "resnet.hub",
+        "nvidia_se_resnext101_32x4d": "resnet.hub",
+        "nvidia_resneXt": "resnet.hub",
+        "nvidia_convnets_processing_utils": "processing_utils",
+    },
 )
+nvidia_resnet50 = _own["nvidia_resnet50"]
+nvidia_resnext101_32x4d = _own["nvidia_resnext101_32x4d"]
+nvidia_se_resnext101_32x4d = _own["nvidia_se_resnext101_32x4d"]
+#: NVIDIA's legacy name for ResNeXt-101 32x4d.
+nvidia_resneXt = _own["nvidia_resneXt"]
+nvidia_convnets_processing_utils = _own["nvidia_convnets_processing_utils"]

@@ -6,7 +6,7 @@ import functools
 import json
 import numbers
 import warnings
-from importlib import resources
+from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -29,7 +29,8 @@ _ROW_SUM_TOLERANCE = 1e-2
 
 @functools.lru_cache(maxsize=1)
 def _class_names() -> tuple[str, ...]:
-    text = resources.files(__package__).joinpath(CLASSES_FILE).read_text(encoding="utf-8")
+    # Beside this file, not looked up by package name: a user's own module called processing_utils must not matter.
+    text = Path(__file__).with_name(CLASSES_FILE).read_text(encoding="utf-8")
     names = json.loads(text)
     if not (isinstance(names, list) and len(names) == NUM_CLASSES and all(isinstance(n, str) for n in names)):
         raise RuntimeError(
