@@ -580,16 +580,32 @@ def test_a_missing_onnx_package_is_named_before_any_work(
     assert entries(tmp_path) == []
 
 
+#: ``python -m resnet export ARGS`` in a process where onnx and onnxscript cannot be imported.
+WITHOUT_ONNX = (
+    "import runpy, sys; sys.modules.update(dict.fromkeys(['onnx', 'onnxscript'])); "
+    "sys.argv = ['resnet', 'export', *sys.argv[1:]]; runpy.run_module('resnet', run_name='__main__')"
+)
+
+
 def test_torchscript_alone_is_exported_without_onnx(ngc_file, tmp_path: Path, monkeypatch) -> None:
+    """A runtime-only install (no onnx, as requirements.txt leaves it out) exports TorchScript."""
     monkeypatch.setitem(sys.modules, "onnx", None)
     monkeypatch.setitem(sys.modules, "onnxscript", None)
-    weights = str(ngc_file("resnet50"))
     plan = exporter.plan_export(_args(triton=str(tmp_path / "t"), output=None, backend="pytorch"))
     assert plan.formats == ("torchscript",) and plan.backends == ("pytorch",) and plan.onnx_exporter is None
+
     out = tmp_path / "out"
-    assert exit_status(["export", "--weights", weights, "--output", str(out), "--format", "torchscript",
-                        "--quiet"]) == 0
+    weights = str(ngc_file("resnet50"))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-c", WITHOUT_ONNX, "--weights", weights, "--output"]
+    result = subprocess.run([*command, str(out), "--format", "torchscript", "--quiet"],
+                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "resnet50.pt"]
+    refused = subprocess.run([*command, str(tmp_path / "both")], cwd=REPO_ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert_one_line_error(refused, 2, "pip install onnx", "--format torchscript")
+    assert not (tmp_path / "both").exists()
     with torch.no_grad():
         logits = torch.jit.load(str(out / "resnet50.pt"))(parity_input("resnet50"))
     assert max_diff(logits, load_expected("resnet50")["logits"]) <= TOLERANCE
