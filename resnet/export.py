@@ -42,8 +42,20 @@ from .options import CommandError, add_model_options, load_model, positive_int, 
 from .preprocessing import INPUT_SHAPE
 from .triton_repository import BACKENDS, DEFAULT_MAX_BATCH_SIZE, write_triton_repository
 
-__all__ = ["BACKEND_FORMATS", "FORMATS", "FORMAT_SETS", "ExportSettings", "FileFormat", "add_arguments", "run",
-           "write_exports"]
+__all__ = [
+    "BACKEND_FORMATS",
+    "BACKEND_SETS",
+    "FORMATS",
+    "FORMAT_SETS",
+    "ExportSettings",
+    "FileFormat",
+    "Plan",
+    "add_arguments",
+    "model_name",
+    "plan_export",
+    "run",
+    "write_exports",
+]
 
 
 @dataclass
