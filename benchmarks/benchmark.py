@@ -8,8 +8,8 @@ Every figure is the median of repeats in which the variants take turns (interlea
 other processes on the machine hits all of them alike; ratios are to the peer baseline in the same
 run: torchvision's ``resnet50()`` in eval mode, NCHW float32, holding the same weights.
 
-Nothing is downloaded: a stand-in for NVIDIA's NGC checkpoint (tests/support.standin_state_dict, the
-recipe of the parity fixtures; same shapes and file layout as the real file) is written into a
+Nothing is downloaded: a stand-in for NVIDIA's NGC checkpoint (``standin.py`` beside this file: seeded
+random weights with trained-network value ranges, same shapes and file layout as the real file) is written into a
 temporary TORCH_HOME cache, and the hub model is loaded from it with ``torch.hub.load(...,
 source="local")`` exactly as the documented example does.
 """
@@ -34,14 +34,16 @@ from typing import Callable, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
 import torch  # noqa: E402
 
 from resnet.checkpoints import CHECKPOINTS  # noqa: E402
 from resnet import fastpath  # noqa: E402
 from resnet.fastpath import cpu_supports_bf16, optimize_for_inference  # noqa: E402
-from support import IMAGES, standin_state_dict  # noqa: E402
+from standin import standin_checkpoint  # noqa: E402  (benchmarks/, the script's own folder)
+
+#: The sample photos that ship with the repository.
+IMAGES = REPO / "examples" / "images"
 
 #: Multiply-accumulates of one 224x224 ResNet-50 forward pass (NVIDIA's figure); 2 FLOP each.
 GMAC_PER_IMAGE = 4.09
@@ -113,7 +115,7 @@ def make_cache(home: Path) -> Path:
     torch.hub._hub_dir = None  # re-read TORCH_HOME
     path = Path(torch.hub.get_dir()) / "checkpoints" / CHECKPOINTS["resnet50"].file_name
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(standin_state_dict("resnet50"), path)
+    torch.save(standin_checkpoint("resnet50"), path)
     return path
 
 

@@ -2,9 +2,10 @@
 
     python examples/triton_client.py --url localhost:8000 --model resnet50_onnx examples/images/*.png
 
-Preprocessing uses the repository's constants (resnet.preprocessing) in plain numpy + PIL; it gives
-the same tensor as the torchvision pipeline the model was checked with. Needs ``pip install
-tritonclient[http]``.
+Images are loaded and preprocessed by the repository's own code (processing_utils, with the
+constants of resnet.preprocessing), so the client feeds the served model exactly what the model was
+checked with. Run it from a checkout with the repository's requirements installed, plus
+``pip install "tritonclient[http]"``.
 """
 
 from __future__ import annotations
@@ -15,29 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.http as triton
-from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from processing_utils import get_imgnet_classes  # noqa: E402
-from resnet.export import INPUT_NAME, OUTPUT_NAME  # noqa: E402
-from resnet.preprocessing import CROP_SIZE, MEAN, RESIZE_SIZE, STD  # noqa: E402
+from processing_utils import get_imgnet_classes, load_image, preprocess as to_model_input  # noqa: E402
+from resnet.exporters import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 
 
 def preprocess(path: str) -> np.ndarray:
-    """(3, 224, 224) float32: shorter side to RESIZE_SIZE (bilinear), centre crop, scale to 0..1, normalise."""
-    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
-    width, height = image.size  # torchvision's Resize(int) arithmetic, so the pixels match exactly
-    if width <= height:
-        size = (RESIZE_SIZE, int(RESIZE_SIZE * height / width))
-    else:
-        size = (int(RESIZE_SIZE * width / height), RESIZE_SIZE)
-    image = image.resize(size, Image.BILINEAR)
-    left, top = (int(round((side - CROP_SIZE) / 2.0)) for side in size)
-    image = image.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
-    pixels = (pixels - np.array(MEAN, dtype=np.float32)) / np.array(STD, dtype=np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    """(3, 224, 224) float32 model input: resize 256, centre crop 224, scale to 0..1, normalise."""
+    return to_model_input(load_image(path)).numpy()
 
 
 def main(argv: list[str] | None = None) -> int:

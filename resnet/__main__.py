@@ -6,6 +6,7 @@ Each command lives in its own module exposing ``add_arguments(parser)`` and ``ru
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 from .options import ArgumentParser, run_command
@@ -24,14 +25,22 @@ DESCRIPTION = (
 )
 
 
+def plain_text(doc: str | None) -> str | None:
+    """A docstring as ``--help`` shows it: reStructuredText's ``literal`` and :role:`name` marks removed."""
+    if doc is None:
+        return None
+    return re.sub(r"(?::[a-z]+:)?`{1,2}([^`]+)`{1,2}", r"\1", doc)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m resnet`` with ``argv`` (default: the command line); returns the exit status."""
     parser = ArgumentParser(prog="python -m resnet", description=DESCRIPTION)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         modules[name] = module
-        module.add_arguments(subparsers.add_parser(name, help=help_text, description=module.__doc__))
+        module.add_arguments(subparsers.add_parser(name, help=help_text, description=plain_text(module.__doc__)))
     args = parser.parse_args(argv)
     return run_command(modules[args.command].run, args)
 

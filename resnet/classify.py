@@ -8,11 +8,15 @@ no weights).
 
 With ``--distributed`` under ``torchrun``, each rank classifies every WORLD_SIZE-th
 input and rank 0 writes all results in input order, identical to a single process.
+Under ``torchrun`` with more than one process but without ``--distributed``, the
+command refuses to start (exit status 2, the message on rank 0): every process would
+classify and print every input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -21,15 +25,18 @@ from pathlib import Path
 from typing import Iterable, Optional, TextIO
 
 import torch
+from tqdm import tqdm
 
-from processing_utils import is_url, iter_batches, nvidia_convnets_processing_utils, show_predictions
+from processing_utils import get_imgnet_classes, is_url, iter_batches, show_predictions
 
+from .atomic import atomic_file
 from .fastpath import optimize_for_inference
 from .options import (
     CommandError,
     add_device_option,
     add_model_options,
     load_model,
+    output_file,
     positive_float,
     positive_int,
     resolve_device,
@@ -92,12 +99,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "within 1e-4), or auto (bfloat16 on CPUs with native BF16, float16 on CUDA)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
-    parser.add_argument("--plot", metavar="PNG", help=f"draw the first {PLOT_LIMIT} images with their top classes")
+    parser.add_argument("--plot", type=output_file, metavar="PNG",
+                        help=f"draw the first {PLOT_LIMIT} images with their top classes into this PNG file "
+                        "(its folder must exist)")
     parser.add_argument("--timeout", type=positive_float, default=30.0,
                         help="seconds to wait on each URL read (default 30)")
     parser.add_argument(
         "--distributed", action="store_true",
-        help="shard the inputs over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)",
+        help="shard the inputs over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA); required "
+        "under torchrun with more than one process",
     )
 
 
@@ -123,9 +133,10 @@ def classify(
 ) -> list[Outcome]:
     """Classify ``uris`` in input order; decoding runs in threads while the model computes."""
     outcomes: dict[str, list[Outcome]] = {}
-    bar = torch.hub.tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr)
-    with torch.inference_mode():
-        for batch in iter_batches(uris, batch_size, num_workers=workers, timeout=timeout):
+    batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout)
+    with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar, \
+            contextlib.closing(batches), torch.inference_mode():
+        for batch in batches:
             for uri, message in batch.failures:
                 outcomes.setdefault(uri, []).append(Outcome(uri, error=message))
             if len(batch.uris):
@@ -135,7 +146,6 @@ def classify(
                     top = [(i, classes[i], v) for v, i in zip(vs, ix)]
                     outcomes.setdefault(uri, []).append(Outcome(uri, top=top))
             bar.update(len(batch.uris) + len(batch.failures))
-    bar.close()
     # The same input may be given twice; hand results back in input order.
     return [outcomes[uri].pop(0) for uri in uris]
 
@@ -167,9 +177,30 @@ def _gather_in_order(local: list[Outcome], rank: int, world: int, total: int) ->
     return ordered
 
 
+def _refuse_torchrun_without_distributed() -> Optional[int]:
+    """Under torchrun with several processes but without --distributed: the exit status, else None."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return None
+    if world <= 1:
+        return None
+    if rank != 0:
+        return 2  # rank 0 says why; one message, not one per process
+    raise CommandError(
+        f"this is one of {world} processes started by torchrun, but --distributed was not given, so each "
+        "would classify and print every input; add --distributed to share the inputs between them, "
+        "or run 'python -m resnet classify' without torchrun"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
     rank, world, local_rank = 0, 1, 0
+    if not args.distributed:
+        refused = _refuse_torchrun_without_distributed()
+        if refused is not None:
+            return refused
     if args.distributed:
         import torch.distributed as dist
 
@@ -189,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args)
         # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
         model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
-        classes = nvidia_convnets_processing_utils().get_imgnet_classes().tolist()
+        classes = get_imgnet_classes().tolist()
         mine = uris[rank::world]
         outcomes = classify(
             mine, model, classes, top_k=args.top_k, batch_size=args.batch_size, device=device,
@@ -209,11 +240,31 @@ def run(args: argparse.Namespace) -> int:
 
     write_outcomes(outcomes, as_json=args.json, out=sys.stdout, err=sys.stderr)
     if args.plot:
-        good = [o for o in outcomes if o.error is None][:PLOT_LIMIT]
-        if good:
-            results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
-            show_predictions([o.input for o in good], results, output=args.plot)
+        plot(outcomes, args.plot)
     failed = sum(o.error is not None for o in outcomes)
     if failed and not args.json:
         print(f"{failed} of {len(outcomes)} inputs failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def plot(outcomes: list[Outcome], path: str) -> None:
+    """Draw the first :data:`PLOT_LIMIT` classified images into the PNG ``path`` (written atomically).
+
+    Says on stderr when images were left out, or when nothing was drawn because every input failed.
+
+    Raises:
+        CommandError: the file could not be written (exit status 1: the results were printed).
+    """
+    good = [o for o in outcomes if o.error is None]
+    if not good:
+        print(f"--plot: {path} not written: no input was classified", file=sys.stderr)
+        return
+    if len(good) > PLOT_LIMIT:
+        print(f"--plot: {path} shows the first {PLOT_LIMIT} of the {len(good)} classified images", file=sys.stderr)
+    good = good[:PLOT_LIMIT]
+    results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
+    try:
+        with atomic_file(path) as staging:
+            show_predictions([o.input for o in good], results, output=staging)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"--plot: could not write {path}: {error}", status=1) from error

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import urllib.parse
 from typing import Callable, Optional
 
 import torch
 
+from .atomic import OutputPathError, check_file_target
 from .model import ARCHS, ResNet, canonical_arch
 
 
@@ -68,6 +70,24 @@ def positive_float(text: str) -> float:
     return value
 
 
+def base_url(text: str) -> str:
+    """argparse type: an ``http://`` or ``https://`` URL with a host (a mirror's base address)."""
+    parts = urllib.parse.urlsplit(text.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"expected an http:// or https:// URL such as https://mirror.example/models, "
+                                         f"not {text!r}")
+    return text.strip()
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file path that can be written (its folder exists and is writable; not a folder)."""
+    try:
+        check_file_target(text)
+    except OutputPathError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -82,19 +102,35 @@ def device_name(text: str) -> str:
 # --------------------------------------------------------------------------- option groups
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, weights_help: Optional[str] = None) -> None:
-    """``--arch``, ``--weights``, ``--mirror`` and ``--quiet``, as every command spells them."""
+def add_model_options(
+    parser: argparse.ArgumentParser,
+    *,
+    weights_help: Optional[str] = None,
+    pretrained_option: bool = False,
+    quiet_help: str = "no progress bars",
+) -> None:
+    """``--arch``, ``--weights``, ``--mirror`` and ``--quiet``, as every command spells them.
+
+    With ``pretrained_option``, ``--weights FILE`` and ``--pretrained`` (NVIDIA's NGC weights) are
+    alternatives and one of them is required (``args.pretrained`` says which); otherwise the NGC
+    weights are used unless ``--weights`` is given.
+    """
     parser.add_argument(
         "--arch", type=arch_name, default="resnet50", metavar="ARCH",
         help=f"architecture: {', '.join(ARCHS)} (underscores accepted; default resnet50)",
     )
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group(required=True) if pretrained_option else parser
+    source.add_argument(
         "--weights", metavar="FILE",
         help=weights_help or "local checkpoint instead of NVIDIA's NGC weights (NGC file, training checkpoint, "
         "or a model.pth written by 'python -m resnet train')",
     )
-    parser.add_argument("--mirror", metavar="URL", help="base URL serving the NGC checkpoint files by name")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if pretrained_option:
+        source.add_argument("--pretrained", action="store_true",
+                            help="NVIDIA's NGC weights, from the torch hub cache (downloaded when missing)")
+    parser.add_argument("--mirror", type=base_url, metavar="URL",
+                        help="http(s) base URL serving the NGC checkpoint files by name")
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

@@ -152,3 +152,21 @@ class LoopbackServer(LoopbackHTTP):
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+
+def assert_top_k_agrees(indices, logits, tolerance: float) -> None:
+    """Assert that ``indices`` (most likely first), found by another computation, are a top-k of ``logits``.
+
+    Two computations of the same model agree only within ``tolerance`` (max abs logit difference), so
+    classes whose logits are closer than that may swap places. Each class in ``indices`` must reach
+    the k-th largest logit less ``tolerance``, and each must be ranked no higher than the one before it
+    by more than ``tolerance``. Where the margins exceed the tolerance this is exact equality with
+    ``logits``' top-k, in order.
+    """
+    logits = torch.as_tensor(logits, dtype=torch.float64).flatten()
+    indices = [int(i) for i in indices]
+    expected = logits.topk(len(indices)).indices.tolist()
+    chosen = logits[indices]
+    assert len(set(indices)) == len(indices), indices
+    assert bool((chosen >= logits[expected[-1]] - tolerance).all()), (indices, expected)
+    assert bool((chosen[1:] <= chosen[:-1] + tolerance).all()), (indices, expected)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from support import PHOTOS, REPO_ROOT, Route, standin_state_dict
+from support import PHOTOS, REPO_ROOT, Route, assert_top_k_agrees, standin_state_dict
 
 FILE = "nvidia_resnet50_200821.pth.tar"
 
@@ -26,9 +26,13 @@ def seeded_cache(hub_dir: Path, ngc_file) -> Path:
     return hub_dir
 
 
+#: Max abs logit difference between the CLI's fast path and the peer (float32).
+TOLERANCE = 1e-4
+
+
 @pytest.fixture(scope="module")
-def peer_top5() -> dict[str, list[int]]:
-    """Top-5 class indices of each photo from torchvision's resnet50 and transforms (the peer)."""
+def peer_logits() -> dict[str, torch.Tensor]:
+    """Logits of each photo from torchvision's resnet50 and transforms (the peer), by file name."""
     from torchvision import transforms
     from torchvision.models import resnet50
 
@@ -41,8 +45,8 @@ def peer_top5() -> dict[str, list[int]]:
     )
     batch = torch.stack([pipeline(Image.open(p).convert("RGB")) for p in PHOTOS])
     with torch.no_grad():
-        top = peer(batch).softmax(1).topk(5, dim=1).indices.tolist()
-    return {p.name: t for p, t in zip(PHOTOS, top)}
+        logits = peer(batch)
+    return {p.name: row for p, row in zip(PHOTOS, logits)}
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -57,20 +61,27 @@ def parse_json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def test_json_output_for_files_matches_torchvision(seeded_cache, peer_top5) -> None:
+def test_json_output_for_files_matches_torchvision(seeded_cache, peer_logits) -> None:
+    from processing_utils import get_imgnet_classes
+
+    classes = get_imgnet_classes()
     result = run_cli(*map(str, PHOTOS), "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     records = parse_json_lines(result.stdout)
     assert [Path(r["input"]).name for r in records] == [p.name for p in PHOTOS]
     for record in records:
         top = record["top"]
-        assert [t["index"] for t in top] == peer_top5[Path(record["input"]).name]
+        logits = peer_logits[Path(record["input"]).name]
+        assert_top_k_agrees([t["index"] for t in top], logits, TOLERANCE)
         probabilities = [t["probability"] for t in top]
         assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1 + 1e-6
-        assert all(isinstance(t["class"], str) and t["class"] for t in top)
+        # The peer's probabilities, to the 6 decimals printed (logits within TOLERANCE move them far less).
+        peer = logits.softmax(0)[[t["index"] for t in top]].tolist()
+        assert max(abs(a - b) for a, b in zip(probabilities, peer)) <= 1e-6, (probabilities, peer)
+        assert [t["class"] for t in top] == [classes[t["index"]] for t in top]
 
 
-def test_text_output_for_a_folder_recursively(seeded_cache, tmp_path, peer_top5) -> None:
+def test_text_output_for_a_folder_recursively(seeded_cache, tmp_path, peer_logits) -> None:
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
     shutil.copy(PHOTOS[0], folder / PHOTOS[0].name)
@@ -83,9 +94,16 @@ def test_text_output_for_a_folder_recursively(seeded_cache, tmp_path, peer_top5)
     assert len(lines) == 8
     assert lines[0] == str(folder / PHOTOS[0].name) and lines[4] == str(folder / "nested" / PHOTOS[1].name)
     assert all(line.startswith("  ") and "%" in line for i, line in enumerate(lines) if i % 4)
+    # Each block names the peer's top 3 classes, most likely first.
+    from processing_utils import get_imgnet_classes
+
+    index_of = {name: i for i, name in enumerate(get_imgnet_classes())}
+    for block, photo in ((lines[1:4], PHOTOS[0]), (lines[5:8], PHOTOS[1])):
+        names = [line.split("%", 1)[1].strip() for line in block]
+        assert_top_k_agrees([index_of[name] for name in names], peer_logits[photo.name], TOLERANCE)
 
 
-def test_loopback_urls(seeded_cache, server, peer_top5) -> None:
+def test_loopback_urls(seeded_cache, server, peer_logits) -> None:
     for photo in PHOTOS:
         server.routes[f"/img/{photo.name}"] = Route(photo.read_bytes(), content_type="image/png")
     urls = [server.url(f"/img/{p.name}") for p in PHOTOS]
@@ -93,7 +111,8 @@ def test_loopback_urls(seeded_cache, server, peer_top5) -> None:
     assert result.returncode == 0, result.stderr
     records = parse_json_lines(result.stdout)
     assert [r["input"] for r in records] == urls
-    assert [[t["index"] for t in r["top"]] for r in records] == [peer_top5[p.name] for p in PHOTOS]
+    for record, photo in zip(records, PHOTOS):
+        assert_top_k_agrees([t["index"] for t in record["top"]], peer_logits[photo.name], TOLERANCE)
 
 
 def test_corrupt_file_among_good_ones_is_reported_and_skipped(seeded_cache, tmp_path) -> None:
@@ -118,10 +137,11 @@ def test_plot_writes_a_png(seeded_cache, tmp_path) -> None:
         assert image.format == "PNG" and image.width > 200 and image.height > 200
 
 
-def test_local_weights_file(tmp_path, ngc_file, peer_top5) -> None:
+def test_local_weights_file(tmp_path, ngc_file, peer_logits) -> None:
     result = run_cli(str(PHOTOS[0]), "--weights", str(ngc_file("resnet50")), "--json", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert [t["index"] for t in parse_json_lines(result.stdout)[0]["top"]] == peer_top5[PHOTOS[0].name]
+    top = parse_json_lines(result.stdout)[0]["top"]
+    assert_top_k_agrees([t["index"] for t in top], peer_logits[PHOTOS[0].name], TOLERANCE)
 
 
 def test_no_network_and_no_weights_says_how_to_supply_them(hub_dir, monkeypatch) -> None:
@@ -157,6 +177,12 @@ def test_bad_arguments_exit_2(seeded_cache, tmp_path) -> None:
         (["--device", "mps"], "--device"),
         (["--device", "cuda:x"], "--device"),
         (["--arch", "resnet18"], "resnet18"),
+        (["--dtype", "int8"], "--dtype"),
+        (["--mirror", "mirror.example/models"], "--mirror"),
+        (["--mirror", "ftp://mirror.example/models"], "--mirror"),
+        (["--plot", "/nonexistent_dir/x.png"], "/nonexistent_dir' does not exist"),
+        (["--plot", str(PHOTOS[0].parent)], "is a folder"),
+        (["--plot", str(PHOTOS[0] / "x.png")], "is a file, not a folder"),
     ],
 )
 def test_bad_options_are_one_line_errors_before_any_work(argv, fragment, capsys, monkeypatch) -> None:
@@ -191,3 +217,113 @@ def test_underscore_arch_spellings_are_accepted(tmp_path, ngc_file) -> None:
     for spelling in ("resnext101_32x4d", "ResNeXt101-32x4d", "resnext101-32x4d"):
         assert parser.parse_args(["x.jpg", "--arch", spelling]).arch == "resnext101-32x4d"
     assert parser.parse_args(["x.jpg", "--arch", "se_resnext101_32x4d"]).arch == "se-resnext101-32x4d"
+
+
+def test_plot_into_a_folder_this_user_cannot_write_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    from resnet import classify
+    from resnet.__main__ import main
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real_access(path, mode, **kw))
+    monkeypatch.setattr(classify, "load_model", lambda *a, **k: pytest.fail("model built despite a bad --plot"))
+    with pytest.raises(SystemExit) as info:
+        main(["classify", str(PHOTOS[0]), "--plot", str(locked / "x.png")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--plot" in err and "not writable" in err and str(locked) in err, err
+
+
+def test_plot_says_what_it_leaves_out_and_writes_all_or_nothing(tmp_path, capsys, monkeypatch) -> None:
+    from resnet import classify
+    from resnet.classify import PLOT_LIMIT, Outcome, plot
+    from resnet.options import CommandError
+
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    top = [(0, "tench, Tinca tinca", 0.6), (1, "goldfish, Carassius auratus", 0.3)]
+    many = [Outcome(str(PHOTOS[i % len(PHOTOS)]), top=top) for i in range(PLOT_LIMIT + 1)]
+    out = folder / "predictions.png"
+    plot([*many, Outcome("broken.jpg", error="broken.jpg: not an image")], str(out))
+    assert f"first {PLOT_LIMIT} of the {PLOT_LIMIT + 1} classified images" in capsys.readouterr().err
+    with Image.open(out) as image:
+        assert image.format == "PNG"
+
+    nothing = folder / "none.png"
+    plot([Outcome("broken.jpg", error="broken.jpg: not an image")], str(nothing))
+    assert "none.png not written: no input was classified" in capsys.readouterr().err
+    assert not nothing.exists()
+
+    def crash(uris, results, *, output):
+        Path(output).write_bytes(b"half a PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(classify, "show_predictions", crash)
+    with pytest.raises(CommandError, match="No space left") as info:
+        plot(many[:1], str(out))
+    assert info.value.status == 1
+    with Image.open(out) as image:  # the earlier chart is untouched, no partial file beside it
+        assert image.format == "PNG"
+    assert sorted(p.name for p in folder.iterdir()) == ["predictions.png"]
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_torchrun_without_distributed_is_refused_before_any_work(rank, capsys, monkeypatch) -> None:
+    """Several torchrun processes without --distributed would each print every result: exit 2, rank 0 says why."""
+    from resnet import classify
+    from resnet.__main__ import main
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setattr(classify, "load_model", lambda *a, **k: pytest.fail("model built under torchrun"))
+    assert main(["classify", str(PHOTOS[0]), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    if rank == "0":
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and "--distributed" in err, err
+    else:
+        assert err == ""
+
+
+def test_one_torchrun_process_without_distributed_runs(capsys, monkeypatch) -> None:
+    from resnet import classify
+    from resnet.__main__ import main
+    from resnet.options import CommandError
+
+    def reached(*args, **kwargs):
+        raise CommandError("the model loader was reached")
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(classify, "load_model", reached)
+    assert main(["classify", str(PHOTOS[0]), "--quiet"]) == 2
+    assert "the model loader was reached" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_images_and_ends_its_line(capsys) -> None:
+    """The bar (tqdm) shows done/total images and ends with a newline, so the next message starts on its own line."""
+    from resnet.classify import classify
+
+    class Uniform(torch.nn.Module):  # the bar, not the model, is under test here
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(x), 1000)
+
+    uris = [str(PHOTOS[i % len(PHOTOS)]) for i in range(9)] + [str(REPO_ROOT / "missing.png")]
+    outcomes = classify(uris, Uniform(), [str(i) for i in range(1000)], top_k=1, batch_size=4,
+                        device=torch.device("cpu"), workers=2, progress=True)
+    assert [o.error is None for o in outcomes] == [True] * 9 + [False]
+    err = capsys.readouterr().err
+    assert "10/10" in err and "img" in err, err
+    assert err.endswith("\n"), repr(err[-80:])
+
+
+@pytest.mark.parametrize("command", [[], ["classify"], ["export"]])
+def test_help_is_plain_text(command, capsys) -> None:
+    from resnet.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m resnet") and "`" not in out, out
+

@@ -1,0 +1,142 @@
+"""Triton Inference Server model repositories: one model folder per backend, with config.pbtxt and labels.
+
+``write_triton_repository(model, root, model_name="resnet50")`` writes ::
+
+    resnet50_onnx/config.pbtxt       ONNX Runtime backend
+    resnet50_onnx/labels.txt         class names, for Triton's classification extension (1000-class models)
+    resnet50_onnx/1/model.onnx
+    resnet50_libtorch/config.pbtxt   PyTorch (libtorch) backend
+    resnet50_libtorch/labels.txt
+    resnet50_libtorch/1/model.pt
+
+The configs describe the interface of :mod:`resnet.exporters` (input ``input`` FP32 [3, 224, 224],
+output ``logits`` FP32 [classes], Triton's own batch axis) with dynamic batching on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from torch import nn
+
+from .exporters import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx, export_torchscript
+from .preprocessing import INPUT_SHAPE
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_BATCH_SIZE",
+    "LABELS_FILE",
+    "TRITON_VERSION",
+    "triton_config",
+    "write_triton_repository",
+]
+
+#: ``max_batch_size`` of the Triton configs unless told otherwise.
+DEFAULT_MAX_BATCH_SIZE = 256
+#: Triton backend -> (model folder suffix, platform, model file name in the version folder).
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "onnxruntime": ("onnx", "onnxruntime_onnx", "model.onnx"),
+    "pytorch": ("libtorch", "pytorch_libtorch", "model.pt"),
+}
+#: The model version folder written into a Triton repository.
+TRITON_VERSION = "1"
+#: Class-name file written beside config.pbtxt for 1000-class (ImageNet) models.
+LABELS_FILE = "labels.txt"
+
+
+def triton_config(
+    name: str,
+    backend: str,
+    *,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    num_classes: int = 1000,
+    label_filename: Optional[str] = None,
+    max_queue_delay_microseconds: int = 100,
+) -> str:
+    """Text of a Triton ``config.pbtxt`` (ModelConfig in protobuf text format) for an exported model.
+
+    ``backend`` is ``onnxruntime`` or ``pytorch``. The batch axis is Triton's (``max_batch_size``),
+    so ``dims`` leave it out: input ``[3, 224, 224]``, output ``[num_classes]``, both TYPE_FP32.
+    Dynamic batching is on.
+    """
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if max_batch_size < 1:
+        raise ExportError(f"--max-batch-size must be at least 1, not {max_batch_size}")
+    _, platform, filename = BACKENDS[backend]
+    dims_in = ", ".join(str(d) for d in INPUT_SHAPE)
+    label = f'\n    label_filename: "{label_filename}"' if label_filename else ""
+    return f"""\
+name: "{name}"
+backend: "{backend}"
+platform: "{platform}"
+default_model_filename: "{filename}"
+max_batch_size: {max_batch_size}
+input [
+  {{
+    name: "{INPUT_NAME}"
+    data_type: TYPE_FP32
+    format: FORMAT_NCHW
+    dims: [ {dims_in} ]
+  }}
+]
+output [
+  {{
+    name: "{OUTPUT_NAME}"
+    data_type: TYPE_FP32
+    dims: [ {num_classes} ]{label}
+  }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: {max_queue_delay_microseconds}
+}}
+"""
+
+
+def write_triton_repository(
+    model: nn.Module,
+    root: os.PathLike | str,
+    *,
+    model_name: str,
+    backends: Sequence[str] = ("onnxruntime", "pytorch"),
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    num_classes: int = 1000,
+    opset: int = DEFAULT_OPSET,
+    onnx_exporter: str = "auto",
+    metadata: Optional[dict[str, Any]] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> list[Path]:
+    """Write a Triton model repository for ``model`` (prepared by :func:`prepare_for_export`) into ``root``.
+
+    One model folder per backend, ``<model_name>_onnx`` (ONNX Runtime) and ``<model_name>_libtorch``
+    (PyTorch), each with ``config.pbtxt``, ``1/model.onnx`` or ``1/model.pt`` and, when
+    ``class_names`` is given, ``labels.txt`` for Triton's classification extension. ``root`` must
+    exist (the CLI makes it atomically); returns the model folders.
+    """
+    root = Path(root)
+    folders = []
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise ExportError(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        suffix, _, filename = BACKENDS[backend]
+        name = f"{model_name}_{suffix}"
+        folder = root / name
+        (folder / TRITON_VERSION).mkdir(parents=True)
+        target = folder / TRITON_VERSION / filename
+        if backend == "onnxruntime":
+            export_onnx(model, target, opset=opset, exporter=onnx_exporter, metadata=metadata)
+        else:
+            export_torchscript(model, target, metadata=metadata)
+        label_filename = None
+        if class_names is not None:
+            if len(class_names) != num_classes:
+                raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
+            (folder / LABELS_FILE).write_text("\n".join(class_names) + "\n", encoding="utf-8")
+            label_filename = LABELS_FILE
+        config = triton_config(name, backend, max_batch_size=max_batch_size, num_classes=num_classes,
+                               label_filename=label_filename)
+        (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+        folders.append(folder)
+    return folders
