@@ -79,8 +79,8 @@ def fused_kernels_work() -> bool:
 @functools.lru_cache(maxsize=None)
 def _kernels_agree() -> bool:
     """Both operators exist and compute what ``F.conv2d`` (+ add, ReLU) computes, on a small strided,
-    padded, grouped channels-last convolution. Inputs are deterministic (no random number generator,
-    which would fail inside ``torch.vmap``)."""
+    padded, grouped channels-last convolution. Inputs are deterministic: the check draws no random
+    numbers (it would change the caller's random state, and fail inside ``torch.vmap``)."""
     if not torch.backends.mkldnn.is_available():
         return False
     x = torch.arange(2 * 32 * 9 * 9, dtype=torch.float32).reshape(2, 32, 9, 9).mul(0.37).sin()
@@ -88,7 +88,7 @@ def _kernels_agree() -> bool:
     weight = torch.arange(32 * 8 * 3 * 3, dtype=torch.float32).reshape(32, 8, 3, 3).mul(0.61).cos().mul(0.2)
     weight = weight.contiguous(memory_format=torch.channels_last)
     bias = torch.linspace(-0.5, 0.5, 32)
-    layer = nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=4)
+    layer = nn.Conv2d(32, 32, 3, stride=2, padding=1, groups=4, device="meta")  # its geometry only: no RNG use
     try:
         with torch.no_grad():
             expected = nn.functional.conv2d(x, weight, bias, 2, 1, 1, 4)

@@ -99,6 +99,13 @@ def test_check_accepts_kernels_that_compute_conv2d(kernels) -> None:
     assert kernels(FakePointwise()) is True
 
 
+def test_check_leaves_the_random_state_alone(kernels) -> None:
+    """The first eval call runs the check: a seeded script draws the same numbers with or without it."""
+    state = torch.get_rng_state()
+    assert kernels(FakePointwise()) is True
+    assert torch.equal(state, torch.get_rng_state())
+
+
 @pytest.mark.parametrize(
     "op",
     [None, FakePointwise(binary=False), FakePointwise(relu=False), FakePointwise(0.01, wrong_in=(torch.float32,))],
