@@ -239,6 +239,25 @@ def test_trace_check_compares_the_same_computation(trunk_calls: list[int]) -> No
         assert (traced(x) - plain_logits(model, x)).abs().max().item() <= TOLERANCE
 
 
+def test_feature_extraction_sees_torchvision_s_graph(resnet50, trunk_calls: list[int]) -> None:
+    """torch.fx traces the plain layers: the trunk's node names are torchvision's ResNet-50's (so
+    ``create_feature_extractor`` return nodes carry over; only the shortcut runs first in ours), and
+    the extracted logits are the model's."""
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    def trunk_nodes(model: nn.Module) -> list[str]:
+        return [n for n in get_graph_node_names(model.eval())[1] if n.startswith("layer")]
+
+    assert sorted(trunk_nodes(resnet50)) == sorted(trunk_nodes(torchvision.models.resnet50()))
+    extractor = create_feature_extractor(resnet50, {"layer3.5.relu_2": "layer3", "fc": "logits"})
+    with torch.no_grad():
+        out = extractor(parity_input("resnet50"))
+    assert out["layer3"].shape == (2, 1024, 14, 14)
+    assert max_diff_to_reference(out["logits"]) <= TOLERANCE
+    assert trunk_calls == []
+
+
 def test_dispatch_modes_see_the_plain_layers(resnet50, trunk_calls: list[int]) -> None:
     """FLOP counters and similar dispatch modes count the model's convolutions, not fused kernels."""
     from torch.utils.flop_counter import FlopCounterMode
