@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from resnet.checkpoints import CHECKPOINTS  # noqa: E402
-from resnet import fastpath  # noqa: E402
-from resnet.fastpath import cpu_supports_bf16, optimize_for_inference  # noqa: E402
+from resnet import eval_path, folding  # noqa: E402
+from resnet.fastpath import EVAL_MIN_BATCH, cpu_supports_bf16, fused_kernels_work, optimize_for_inference  # noqa: E402
 from standin import standin_checkpoint  # noqa: E402  (benchmarks/, the script's own folder)
 
 #: The sample photos that ship with the repository.
@@ -197,11 +197,21 @@ def cpu_models(checkpoint: Path, quick: bool, compile_variants: bool) -> list[tu
     return models
 
 
+def runs_fused(model: torch.nn.Module) -> str:
+    """Whether a row's convolutions run as fused oneDNN kernels (conv + ReLU / residual add)."""
+    if hasattr(model, "fused"):  # optimize_for_inference: decided once, after its probe
+        return "yes" if model.fused else "no"
+    if getattr(model, "fast_inference", False) and fused_kernels_work():
+        return "per call"  # the model's own eval path, batches of 2 or more
+    return "no"
+
+
 def cpu_throughput(models, batch: int, repeats: int, peak: float, slow_cap: int, title: str) -> dict[str, float]:
     x = sample_batch(batch)
     variants: list[Variant] = []
     outputs: dict[str, torch.Tensor] = {}
     compile_times: dict[str, float] = {}
+    fused = {name: runs_fused(model) for name, model, _ in models}
     for name, model, note in models:
         if note == "compile":
             start = time.perf_counter()
@@ -228,10 +238,10 @@ def cpu_throughput(models, batch: int, repeats: int, peak: float, slow_cap: int,
             v.name + (f"  [{v.note}]" if v.note and v.note != "compile" else ""),
             f"{ips:.2f}", f"{base.median / v.median:.2f}x", f"{v.median * 1000:.0f}",
             f"{gflops:.0f}", f"{100 * gflops / peak:.0f}%" if peak else "n/a",
-            agreement(outputs[v.name], reference), str(len(v.times)),
+            agreement(outputs[v.name], reference), fused[v.name], str(len(v.times)),
         ])
     print_table(title, ["variant", "img/s", "vs (a)", "ms/batch", "GFLOP/s", "% peak",
-                        "max|diff| top1 top5", "n"], rows)
+                        "max|diff| top1 top5", "fused", "n"], rows)
     for name, seconds in compile_times.items():
         print(f"  compile time (first call, batch {batch}) of {name}: {seconds:.1f} s")
     return result
@@ -254,20 +264,20 @@ def cpu_latency(models, repeats: int, slow_cap: int) -> None:
     print_table("CPU batch 1 latency (median)", ["variant", "ms", "latency vs (a)", "n"], rows)
     documented = next(model for name, model, _ in models if name.startswith("(b)"))
     print(f"  (b) folds BatchNorm into its weights on every eval call: {eval_fold_ms(documented, repeats):.1f} ms "
-          f"per call (median of {repeats}); below {fastpath.EVAL_MIN_BATCH} images it runs layer by layer")
+          f"per call (median of {repeats}); below {EVAL_MIN_BATCH} images it runs layer by layer")
 
 
 def eval_fold_ms(model: torch.nn.Module, repeats: int) -> float:
     """Milliseconds the model's own eval path spends folding BN into the conv weights, once per call."""
     from resnet.model import Bottleneck
 
-    pairs = fastpath._unfolded_pairs(model, Bottleneck)
+    pairs = eval_path._unfolded_pairs(model, Bottleneck)
     times = []
-    with torch.no_grad(), fastpath._FoldBuffers().borrow(pairs) as buffers:
-        fastpath._fold_into(pairs, buffers)
+    with torch.no_grad(), eval_path._FoldBuffers().borrow(pairs) as buffers:
+        folding.fold_into(pairs, buffers)
         for _ in range(repeats):
             start = time.perf_counter()
-            fastpath._fold_into(pairs, buffers)
+            folding.fold_into(pairs, buffers)
             times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
