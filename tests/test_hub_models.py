@@ -107,7 +107,8 @@ def test_download_from_loopback_mirror_matches_reference(arch, server, hub_dir, 
     model = hub_load(ENTRY[arch], pretrained=True, mirror=server.url("/weights"), progress=False)
     assert_reference_logits(model, arch)
     assert (hub_dir / "checkpoints" / FILE_NAME[arch]).is_file()
-    assert [p.name for p in (hub_dir / "checkpoints").iterdir()] == [FILE_NAME[arch]]
+    # The file and the SHA-256 recorded beside it at download, nothing else (no partial file).
+    assert sorted(p.name for p in (hub_dir / "checkpoints").iterdir()) == [FILE_NAME[arch], FILE_NAME[arch] + ".sha256"]
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
