@@ -1,9 +1,10 @@
 """HTTP downloads with every wait bounded: the one place this repository fetches a URL.
 
-Both downloads go through :func:`open_stream`: the checkpoint download of :mod:`resnet.weights`
+Both downloads go through :func:`open_stream`: the checkpoint download of :mod:`resnet.cache`
 (streamed into a file) and URL images of :mod:`processing_utils.images` (into memory). It sends the
 request with ``requests`` and reads the body with urllib3's ``read1`` (one socket read per call, so
-the clock is checked however slowly the server sends). The :class:`Limits` are:
+the clock is checked however slowly the server sends; urllib3 < 2.2 has no ``read1``, and the body
+is then read :data:`OLD_URLLIB3_PIECE` bytes at a time). The :class:`Limits` are:
 
 - ``connect``: seconds to open the connection, TLS handshake included;
 - ``read``: seconds of silence allowed before the answer and between two pieces of the body;
@@ -43,6 +44,10 @@ FailureKind = Literal[
     "status", "connect-timeout", "read-timeout", "deadline", "too-slow", "too-large", "incomplete",
     "redirects", "unsupported-url", "connection",
 ]
+
+#: Bytes read at a time with urllib3 older than 2.2, which has no ``read1``: a server sending one byte
+#: a second then holds a download up to 2.3 hours past its deadline (urllib3 >= 2.2: one read timeout).
+OLD_URLLIB3_PIECE = 8192
 
 _TIMEOUT_VALUE = re.compile(r"timeout=([0-9.]+)")
 _OBJECT_REPR = re.compile(r"<[^<>]* object at 0x[0-9a-f]+>: ")
@@ -172,6 +177,9 @@ class Stream:
         from urllib3.exceptions import DecodeError, HTTPError, ProtocolError, ReadTimeoutError
 
         limits, raw = self.limits, self._response.raw
+        read = getattr(raw, "read1", None)  # urllib3 >= 2.2: at most one socket read per call
+        if read is None:  # older urllib3: read(n) waits for n bytes, so the limits are checked every n bytes
+            read, size = raw.read, min(size, OLD_URLLIB3_PIECE)
         announced = self.content_length
         if limits.max_bytes is not None and announced is not None and announced > limits.max_bytes:
             raise self._too_large(announced, "announced")
@@ -179,7 +187,7 @@ class Stream:
         window_start, window_wire = time.monotonic(), 0
         while True:
             try:
-                chunk = raw.read1(size, decode_content=True)
+                chunk = read(size, decode_content=True)
             except ReadTimeoutError:
                 raise DownloadError(
                     self.url, "read-timeout", f"the server sent nothing for {limits.read:g} s (read timeout)",

@@ -242,6 +242,13 @@ def test_server_silent_after_headers_names_the_read_timeout(hostile) -> None:
         load_image(hostile.url("/stuck.png"), timeout=(5, 0.5))
 
 
+def urllib3_has_read1() -> bool:
+    from urllib3.response import HTTPResponse
+
+    return "read1" in vars(HTTPResponse)
+
+
+@pytest.mark.skipif(not urllib3_has_read1(), reason="urllib3 < 2.2, below requirements.txt")
 def test_stream_reads_pieces_as_they_arrive(hostile) -> None:
     """read1 semantics: a slow sender's bytes reach the caller piece by piece, not at the end."""
     body = bytes(range(40))
@@ -328,3 +335,21 @@ def test_cut_gzip_checkpoint_is_cut_short(hostile, hub_dir, ngc_file) -> None:
     with pytest.raises(WeightsDownloadError, match=r"was cut short: the connection closed after [\d,]+ of [\d,]+"):
         hub_load("nvidia_resnet50", mirror=hostile.url("/w"), progress=False)
     assert cache_listing(hub_dir) == []
+
+
+def test_urllib3_without_read1_still_downloads_and_keeps_the_deadline(hostile, monkeypatch) -> None:
+    """urllib3 < 2.2 has no read1: pieces of OLD_URLLIB3_PIECE bytes, the limits checked between them."""
+    from PIL import Image
+    import urllib3.response
+
+    for cls in (urllib3.response.HTTPResponse, getattr(urllib3.response, "BaseHTTPResponse", None)):
+        if cls is not None and "read1" in vars(cls):  # urllib3 >= 2.2 declares it on both
+            monkeypatch.delattr(cls, "read1")
+    photo = PHOTOS[1]
+    hostile.behaviours["/z.png"] = gzipped(photo.read_bytes(), content_type="image/png")
+    with Image.open(photo) as expected:
+        assert load_image(hostile.url("/z.png")).tobytes() == expected.convert("RGB").tobytes()
+    # 2 kB/s: one 8 KiB piece arrives in about 4 s; a 64 KiB one would outlast the server (GIVE_UP).
+    hostile.behaviours["/slow.png"] = trickle(PHOTOS[0].read_bytes(), hostile.stop, piece=100)
+    with pytest.raises(ImageLoadError, match=r"not finished within 1.5 s \(the overall deadline"):
+        load_image(hostile.url("/slow.png"), timeout=(5, 5, 1.5))
