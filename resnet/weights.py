@@ -285,6 +285,11 @@ def fit_state_dict(
 
 
 def _check_finite(value: torch.Tensor, key: str, source: str) -> None:
+    # A finite sum proves every value finite (a NaN or an infinity makes it NaN or infinite) in one
+    # reduction, without the boolean tensor of isfinite(); only a non-finite sum (or an overflow) is
+    # looked at value by value.
+    if not value.is_floating_point() or bool(torch.isfinite(value.sum())):
+        return
     finite = torch.isfinite(value)
     if not bool(finite.all()):
         bad = value.numel() - int(finite.sum())

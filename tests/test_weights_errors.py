@@ -363,6 +363,13 @@ def test_non_finite_weights_are_refused_naming_the_entry(tmp_path, bad) -> None:
         hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
 
 
+def test_finite_weights_whose_sum_overflows_are_accepted() -> None:
+    state = standin_state_dict("resnet50")
+    state[KEY].fill_(3e38)  # each value finite, their float32 sum is not
+    fitted = resnet.weights.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
+    assert torch.equal(fitted[KEY], state[KEY])
+
+
 def test_float64_weights_beyond_float32_range_are_refused(tmp_path) -> None:
     state = standin_state_dict("resnet50")
     state = OrderedDict((k, v.double() if v.is_floating_point() else v) for k, v in state.items())
