@@ -161,9 +161,9 @@ def fetch_checkpoint(
     Raises:
         WeightsDownloadError: the download failed (the message names the URL and the offline routes).
         WeightsCacheError: the cache cannot hold the file (names the path and what to do).
-        CorruptCheckpointError: the cached file does not match its recorded hash; it was removed so
-            that the next call downloads it afresh.
-        HashMismatchError: the file does not match ``sha256`` (a download is then not kept).
+        HashMismatchError: (a CorruptCheckpointError) the cached file does not match its recorded hash
+            (it was removed, so that the next call downloads it afresh), or the file does not match
+            ``sha256`` (a download that differs is not kept; a cached file is left as it is).
     """
     checkpoint = CHECKPOINTS[arch]
     sha256 = normalise_sha256(sha256)
@@ -199,8 +199,10 @@ def _is_cached(path: Path) -> bool:
     try:
         if path.is_file():
             return True
-        if path.exists():
+        if path.is_dir():
             raise _cache_error(OSError(errno.EISDIR, os.strerror(errno.EISDIR)), path, "use")
+        if path.exists():  # a FIFO, a socket, a device
+            raise _cache_error(OSError(errno.EINVAL, "it is not a regular file; remove it"), path, "use")
     except OSError as error:  # a path component that cannot be examined
         raise _cache_error(error, path, "use") from error
     return False
@@ -379,14 +381,21 @@ def _cache_error(error: OSError, path: Path, action: str) -> WeightsCacheError:
     code = error.errno
     if code in (errno.ENOTDIR, errno.EEXIST) or (code == errno.EISDIR and action != "use"):
         blocker = _first_file_in(path)
-        if blocker is not None:
+        home = os.environ.get("TORCH_HOME")
+        if blocker is not None and home is not None and blocker in (Path(home), *Path(home).parents):
             cause = f"{blocker} is a file, not a folder"
-            advice = "point TORCH_HOME at a folder (it is " + repr(os.environ.get("TORCH_HOME", "unset")) + ")"
+            advice = f"point TORCH_HOME at a folder (it is {home!r})"
+        elif blocker is not None:
+            cause = f"{blocker} is a file, not a folder"
+            advice = f"remove or rename {blocker} (the cache needs a folder there), or point TORCH_HOME elsewhere"
         else:
             cause, advice = error.strerror or str(error), "point TORCH_HOME at another folder"
     elif code == errno.EISDIR:
         cause = "a directory is where the checkpoint file belongs"
         advice = f"remove that directory (rm -r {path}) or point TORCH_HOME at another folder"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS) and action == "read":
+        cause = f"permission denied ({error.strerror})"
+        advice = f"make the file readable (chmod a+r {path}) or point TORCH_HOME at another folder"
     elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
         cause = f"permission denied ({error.strerror})"
         advice = "make the folder writable or point TORCH_HOME at a writable folder"
@@ -396,7 +405,8 @@ def _cache_error(error: OSError, path: Path, action: str) -> WeightsCacheError:
     else:
         cause = error.strerror or str(error)
         advice = "check the disk and the folder, or point TORCH_HOME at another folder"
-    head = f"cannot {action} {path} in the torch hub cache: {cause}. Fix: {advice}, or"
+    where = " in the torch hub cache" if action in ("use", "read", "write") else ""  # the others name a folder
+    head = f"cannot {action} {path}{where}: {cause}. Fix: {advice}, or"
     return WeightsCacheError(
         f"{head} {_LOCAL_FILE['python']} to load a file you have",
         cli_message=f"{head} {_LOCAL_FILE['cli']} to load a file you have",

@@ -90,6 +90,31 @@ def test_torch_home_naming_a_file(tmp_path, monkeypatch, server, mirror) -> None
     assert server.hits == {}
 
 
+def test_file_where_the_checkpoint_folder_belongs(hub_dir, server, mirror) -> None:
+    hub_dir.mkdir(parents=True)
+    (hub_dir / "checkpoints").write_text("")
+    with pytest.raises(WeightsCacheError) as info:
+        hub_load(mirror=mirror, progress=False)
+    assert (f"cannot create the cache folder {hub_dir / 'checkpoints'}: {hub_dir / 'checkpoints'} is a file, not a "
+            f"folder. Fix: remove or rename {hub_dir / 'checkpoints'}") in str(info.value)
+    assert server.hits == {}
+
+
+def test_unreadable_cached_file(hub_dir, mirror, monkeypatch) -> None:
+    hub_load(mirror=mirror, progress=False)
+    cached = hub_dir / "checkpoints" / FILE
+
+    def denied(path, mode="r", *args, **kwargs):  # what the kernel says to a user without read permission
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(resnet.cache, "open", denied, raising=False)
+    with pytest.raises(WeightsCacheError, match=rf"cannot read {cached} in the torch hub cache: permission denied") \
+            as info:
+        hub_load(mirror=mirror, progress=False)
+    assert f"make the file readable (chmod a+r {cached})" in str(info.value)
+    assert listing(hub_dir) == [FILE, FILE + ".sha256"]  # an unreadable file is not a damaged one
+
+
 def test_read_only_cache_folder(hub_dir, mirror, ngc_file, monkeypatch) -> None:
     """No permission to write: a message naming the folder; a file already there still loads."""
     folder = hub_dir / "checkpoints"
