@@ -229,8 +229,8 @@ def fit_state_dict(
     Squeeze-excitation weights are reshaped between 2-D (Linear) and 4-D (1x1 conv) forms,
     float16 / bfloat16 / float64 tensors take the model's dtype (float32 weights, int64
     ``num_batches_tracked``), and keys under ``skip_prefixes`` are left out (so a new classifier
-    head keeps its fresh initialisation). Then every value is checked to be finite: one pass over
-    the tensors, about 0.02 s for ResNet-50, next to the time it takes to read them.
+    head keeps its fresh initialisation). Then every value is checked to be finite: one reduction
+    per tensor, 0.07-0.2 s for ResNet-50 on a loaded 2-core machine (isfinite().all(): 0.8-1.3 s).
 
     Raises:
         CheckpointMismatchError: naming ``source`` and ``target`` and listing the first missing,
