@@ -19,16 +19,19 @@ import validators
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
+from resnet.download import DownloadError, Limits, Timeout, check_timeout, open_stream
 from resnet.preprocessing import build_transform
 
 #: A URL (http/https) or a local file path.
 Uri = Union[str, "os.PathLike[str]"]
-#: Seconds for a URL download, as ``requests`` takes them: one number for both, or (connect, read).
-Timeout = Union[float, tuple[float, float]]
 
 #: Default (connect, read) timeout in seconds: connecting to the server, then each wait for more
 #: bytes. A server that accepts the connection and never answers fails after the read timeout.
+#: ``timeout=`` also takes one number, or (connect, read, deadline) (see ``resnet.download.Timeout``).
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
+#: Seconds a URL download may take in all, unless ``timeout`` has a third element: a server that
+#: sends a byte every few seconds never trips the read timeout, and is stopped by this.
+DEFAULT_DEADLINE: float = 180.0
 #: Largest download accepted from a URL, in bytes (far above any photo the model is meant for).
 MAX_DOWNLOAD_BYTES: int = 200 * 1024 * 1024
 
@@ -259,15 +262,7 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def _check_timeout(timeout: Timeout) -> None:
-    values = timeout if isinstance(timeout, tuple) else (timeout,)
-    ok = len(values) == (2 if isinstance(timeout, tuple) else 1) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values
-    )
-    if not ok:
-        raise ValueError(
-            f"timeout must be positive seconds, one number or (connect, read), got {timeout!r}; "
-            f"the default is {DEFAULT_TIMEOUT}"
-        )
+    check_timeout(timeout, DEFAULT_TIMEOUT)
 
 
 def _is_not_image_type(content_type: str) -> bool:
@@ -279,78 +274,39 @@ def _is_not_image_type(content_type: str) -> bool:
 
 def _download(url: str, timeout: Timeout) -> bytes:
     """The body of ``url``, or an ImageLoadError naming the URL and what went wrong."""
-    hint = "check the URL in a browser, or download the image and pass its path"
-    import requests  # imported on first use: it adds about 0.1 s to every start-up
-
+    limits = Limits.from_timeout(timeout, default_deadline=DEFAULT_DEADLINE, max_bytes=MAX_DOWNLOAD_BYTES)
+    headers = {"User-Agent": _USER_AGENT, "Accept": "image/*,*/*;q=0.5"}
+    chunks: list[bytes] = []
     try:
-        with requests.get(
-            url, stream=True, timeout=timeout, headers={"User-Agent": _USER_AGENT, "Accept": "image/*,*/*;q=0.5"}
-        ) as response:
-            status = response.status_code
+        with open_stream(url, limits, headers=headers) as stream:
+            status = stream.status
             if not 200 <= status < 300:
-                raise ImageLoadError(
-                    f"could not download {url}: HTTP {status} {response.reason or ''}".rstrip() + f"; {hint}", url
-                )
-            content_type = response.headers.get("Content-Type", "")
+                raise stream.status_error()
+            content_type = stream.headers.get("Content-Type", "")
             if _is_not_image_type(content_type):
                 raise ImageLoadError(
                     f"{url} did not answer with an image: HTTP {status} with content type {content_type!r}; "
                     "the URL must point at the image file itself, not at a web page that shows it",
                     url,
                 )
-            announced = response.headers.get("Content-Length", "")
-            if announced.isdigit() and int(announced) > MAX_DOWNLOAD_BYTES:
-                raise ImageLoadError(_too_big(url, int(announced)), url)
-            chunks: list[bytes] = []
-            received = 0
-            for chunk in response.iter_content(chunk_size=1 << 16):
-                received += len(chunk)
-                if received > MAX_DOWNLOAD_BYTES:
-                    raise ImageLoadError(_too_big(url, received), url)
-                chunks.append(chunk)
-    except requests.exceptions.TooManyRedirects:
-        raise ImageLoadError(
-            f"could not download {url}: too many redirects (the server redirects in a loop); {hint}", url
-        ) from None
-    except requests.exceptions.ConnectTimeout:
-        raise ImageLoadError(
-            f"could not download {url}: no connection within {_seconds(timeout, 0)} s; "
-            "check the network or pass a larger timeout",
-            url,
-        ) from None
-    except requests.exceptions.Timeout:
-        raise ImageLoadError(
-            f"could not download {url}: the server did not answer within {_seconds(timeout, 1)} s; "
-            "try again later or pass a larger timeout",
-            url,
-        ) from None
-    except (requests.exceptions.InvalidSchema, requests.exceptions.InvalidURL, requests.exceptions.MissingSchema):
-        raise ImageLoadError(
-            f"cannot download {url}: only http:// and https:// URLs are supported; for a local file pass its path",
-            url,
-        ) from None
-    except requests.exceptions.ChunkedEncodingError:
-        raise ImageLoadError(
-            f"could not download {url}: the connection closed before the whole image arrived; try again", url
-        ) from None
-    except requests.exceptions.RequestException as error:
-        # Connection refused, DNS failure, TLS errors, and read timeouts while streaming the body
-        # (which requests reports as a ConnectionError).
-        if "timed out" in str(error).lower():
-            raise ImageLoadError(
-                f"could not download {url}: the server stopped sending for {_seconds(timeout, 1)} s (timeout); "
-                "try again later or pass a larger timeout",
-                url,
-            ) from None
-        raise ImageLoadError(f"could not download {url}: {type(error).__name__}: {error}; {hint}", url) from None
-    if received == 0:
+            chunks.extend(stream.chunks(1 << 16))
+    except DownloadError as error:
+        if error.kind == "too-large":
+            raise ImageLoadError(_too_big(url, error.size), url) from None
+        raise ImageLoadError(f"{error}; {_DOWNLOAD_ADVICE.get(error.kind, _CHECK_URL)}", url) from None
+    if not chunks:
         raise ImageLoadError(f"{url} answered HTTP {status} with an empty body, not an image", url)
     return b"".join(chunks)
 
 
-def _seconds(timeout: Timeout, part: int) -> float:
-    """The connect (0) or read (1) part of a requests timeout."""
-    return timeout[part] if isinstance(timeout, tuple) else timeout
+_CHECK_URL = "check the URL in a browser, or download the image and pass its path"
+_DOWNLOAD_ADVICE = {
+    "connect-timeout": "check the network or pass a larger timeout",
+    "read-timeout": "try again later or pass a larger timeout",
+    "deadline": "try again later, or pass timeout=(connect, read, deadline) with a longer deadline",
+    "incomplete": "try again",
+    "unsupported-url": "for a local file pass its path",
+}
 
 
 def _too_big(url: str, size: int) -> str:

@@ -6,7 +6,9 @@ from .model import ARCHS, ArchConfig, Bottleneck, ResNet, SqueezeExcitation, get
 from .weights import (
     CheckpointMismatchError,
     CorruptCheckpointError,
+    HashMismatchError,
     UnsafeCheckpointError,
+    WeightsCacheError,
     WeightsDownloadError,
     WeightsError,
 )
@@ -20,9 +22,11 @@ __all__ = [
     "Checkpoint",
     "CheckpointMismatchError",
     "CorruptCheckpointError",
+    "HashMismatchError",
     "ResNet",
     "SqueezeExcitation",
     "UnsafeCheckpointError",
+    "WeightsCacheError",
     "WeightsDownloadError",
     "WeightsError",
     "create_model",

@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .cache import check_file_hash, discard, fetch_checkpoint, normalise_sha256, removal_note
 from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
 from .weights import (
     CheckpointMismatchError,
@@ -20,7 +21,6 @@ from .weights import (
     KeyMapFn,
     PathLike,
     extract_state_dict,
-    fetch_checkpoint,
     fit_state_dict,
     read_checkpoint,
 )
@@ -39,6 +39,7 @@ def create_model(
     fused_se: bool = True,
     progress: bool = True,
     mirror: Optional[str] = None,
+    sha256: Optional[str] = None,
     channels_last: bool = True,
     fast_inference: bool = True,
 ) -> ResNet:
@@ -47,6 +48,8 @@ def create_model(
     ``pretrained=True`` takes NVIDIA's NGC checkpoint from the torch hub cache,
     downloading it first if needed (from ``mirror`` or ``$CONVNETS_WEIGHTS_MIRROR`` when set);
     ``pretrained_from_file`` loads a local checkpoint instead. The two are exclusive.
+    ``sha256`` (64 hex digits) is the expected SHA-256 of that file: a file that differs is refused
+    with :class:`resnet.weights.HashMismatchError` (a download that differs is not kept).
     The model is returned on the CPU, float32, in training mode, like NVIDIA's entrypoints;
     with ``channels_last`` its 4-D weights use the channels-last memory format; with
     ``fast_inference`` its eval-mode, no-grad CPU batches run BN-folded and fused
@@ -60,15 +63,24 @@ def create_model(
             "pretrained=False, pretrained_from_file=PATH to load a local file, or leave out "
             "pretrained_from_file to use NVIDIA's NGC weights"
         )
+    sha256 = normalise_sha256(sha256)
+    if sha256 is not None and not pretrained and pretrained_from_file is None:
+        raise ValueError(
+            "sha256 is the expected hash of the weights file: pass it with pretrained=True (NVIDIA's file) "
+            "or with pretrained_from_file=PATH"
+        )
     arch_kwargs = dict(
         num_classes=num_classes, last_bn_0_init=last_bn_0_init, conv_init=conv_init, trt=trt, fused_se=fused_se,
         fast_inference=fast_inference,
     )
     if pretrained:
-        model = _load_pretrained(arch, fetch_checkpoint(arch, mirror=mirror, progress=progress), True,
-                                 state_dict_key_map_fn, arch_kwargs)
+        path = fetch_checkpoint(arch, mirror=mirror, progress=progress, sha256=sha256)
+        model = _load_pretrained(arch, path, True, state_dict_key_map_fn, arch_kwargs)
     elif pretrained_from_file is not None:
-        model = _load_pretrained(arch, Path(pretrained_from_file), False, state_dict_key_map_fn, arch_kwargs)
+        path = Path(pretrained_from_file)
+        if sha256 is not None and path.is_file():
+            check_file_hash(path, sha256)
+        model = _load_pretrained(arch, path, False, state_dict_key_map_fn, arch_kwargs)
     else:
         model = ResNet(arch, **arch_kwargs)
     if channels_last:
@@ -85,9 +97,10 @@ def _load_pretrained(
         if not in_cache:
             raise
         # A damaged cache entry would fail every later call: remove it so the next one downloads afresh.
-        path.unlink(missing_ok=True)
+        problem = discard(path)
         raise CorruptCheckpointError(
-            f"{error}. The damaged file was removed from the cache; run the same call again to download it afresh."
+            f"{error}. {removal_note(problem, path, 'python')}",
+            cli_message=f"{error}. {removal_note(problem, path, 'cli')}",
         ) from error
     source = repr(str(path))
     state = extract_state_dict(obj, source, key_map_fn)

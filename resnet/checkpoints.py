@@ -24,7 +24,10 @@ class Checkpoint:
         top1: NVIDIA's published ImageNet top-1 accuracy (%) for the AMP training recipe.
         top5: NVIDIA's published top-5 accuracy (%), where published.
         accuracy_note: what the published figure refers to.
-        size_mb: file size on NGC in MB, where published.
+        sha256: SHA-256 of the file as NGC serves it, when known (lower-case hex). NVIDIA publishes
+            none, so every entry is None today; once set, every download and every load of the
+            cached file is verified against it. Until then the hash of each download is recorded
+            beside the cached file (:mod:`resnet.cache`) and later loads are verified against that.
     """
 
     arch: str
@@ -32,7 +35,7 @@ class Checkpoint:
     top1: float
     top5: Optional[float]
     accuracy_note: str
-    size_mb: Optional[float] = None
+    sha256: Optional[str] = None
 
     @property
     def file_name(self) -> str:
@@ -60,7 +63,6 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         top1=78.60,
         top5=94.19,
         accuracy_note="published by NVIDIA for the AMP recipe, 250 epochs; FP32: 78.69 / 94.16",
-        size_mb=97.74,
     ),
     "resnext101-32x4d": Checkpoint(
         arch="resnext101-32x4d",

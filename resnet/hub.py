@@ -2,7 +2,7 @@
 
 Each entrypoint is ``(pretrained=True, pretrained_from_file=None,
 state_dict_key_map_fn=None, *, ...)``; the keyword-only arguments are NVIDIA's
-architecture options plus this repository's additions (``progress``, ``mirror``,
+architecture options plus this repository's additions (``progress``, ``mirror``, ``sha256``,
 ``channels_last``, ``fast_inference``). Any other keyword is a ``TypeError`` naming it. Docstrings are
 generated from the checkpoint table so that ``torch.hub.help`` always shows the
 current facts.
@@ -10,6 +10,7 @@ current facts.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from typing import Any, Callable, Optional
 
@@ -45,6 +46,10 @@ Args:
     fused_se: fuse SE scaling and the residual add into one op (SE models only).
     progress: show a progress bar while downloading (keyword only).
     mirror: base URL serving checkpoint files by name, used instead of NGC (keyword only).
+    sha256: the expected SHA-256 of the weights file, 64 hex digits as `sha256sum FILE` prints them:
+        with pretrained_from_file, that file; with pretrained=True, NVIDIA's file (a download that
+        differs is not kept). A mismatch raises HashMismatchError. Without it, each download's hash
+        is recorded beside the cached file and every later load is verified against it (keyword only).
     channels_last: keep 4-D weights channels-last, faster on CPUs and GPUs with the same
         outputs; pass False for contiguous NCHW weights (keyword only).
     fast_inference: in eval mode under torch.no_grad() / inference_mode(), run CPU float32
@@ -71,9 +76,7 @@ def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
     ) -> ResNet:
         unknown = sorted(set(options) - accepted)
         if unknown:
-            raise TypeError(
-                f"{name}() got an unexpected keyword argument {unknown[0]!r}; it accepts {', '.join(sorted(accepted))}"
-            )
+            raise TypeError(_unknown_keyword(name, unknown[0], names))
         return create_model(
             arch,
             pretrained=pretrained,
@@ -83,7 +86,7 @@ def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
         )
 
     # Show NVIDIA's three positional parameters followed by create_model's keyword-only options;
-    # an unknown keyword is a TypeError from create_model that names it.
+    # any other keyword is a TypeError that names it and lists them all.
     own = list(inspect.signature(entrypoint).parameters.values())[:3]
     options = [
         p for p in inspect.signature(create_model).parameters.values()
@@ -91,6 +94,7 @@ def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
     ]
     entrypoint.__signature__ = inspect.Signature(own + options, return_annotation=ResNet)  # type: ignore[attr-defined]
     accepted = {p.name for p in options}
+    names = [p.name for p in own + options]
     checkpoint = CHECKPOINTS[arch]
     entrypoint.__name__ = entrypoint.__qualname__ = name
     entrypoint.__module__ = __name__
@@ -103,6 +107,18 @@ def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
         entry=name,
     )
     return entrypoint
+
+
+def _unknown_keyword(entry: str, keyword: str, accepted: list[str]) -> str:
+    """The TypeError message for ``entry(keyword=...)``: every accepted name, and a hint where one helps."""
+    message = f"{entry}() got an unexpected keyword argument {keyword!r}; it accepts {', '.join(accepted)}"
+    if keyword == "weights":
+        return (
+            f"{message}. torchvision's weights= has no counterpart here: pass pretrained=True for NVIDIA's "
+            "ImageNet weights, or pretrained=False, pretrained_from_file=PATH for a checkpoint file"
+        )
+    close = difflib.get_close_matches(keyword, accepted, n=1)
+    return f"{message}. Did you mean {close[0]!r}?" if close else message
 
 
 #: hub entrypoint name -> architecture name.

@@ -107,7 +107,8 @@ def test_download_from_loopback_mirror_matches_reference(arch, server, hub_dir, 
     model = hub_load(ENTRY[arch], pretrained=True, mirror=server.url("/weights"), progress=False)
     assert_reference_logits(model, arch)
     assert (hub_dir / "checkpoints" / FILE_NAME[arch]).is_file()
-    assert [p.name for p in (hub_dir / "checkpoints").iterdir()] == [FILE_NAME[arch]]
+    # The file and the SHA-256 recorded beside it at download, nothing else (no partial file).
+    assert sorted(p.name for p in (hub_dir / "checkpoints").iterdir()) == [FILE_NAME[arch], FILE_NAME[arch] + ".sha256"]
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
@@ -294,16 +295,39 @@ def test_hub_list_shows_only_the_entrypoints() -> None:
         assert importlib.util.find_spec(dep) is not None, dep
 
 
+#: What NVIDIA publishes for each checkpoint (spec section 3), written out as facts: the NGC address,
+#: the accuracy figures and the parameter count that torch.hub.help must state.
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia"
+PUBLISHED = {
+    "resnet50": (f"{_NGC}/resnet50_pyt_amp/versions/20.06.0/files/nvidia_resnet50_200821.pth.tar",
+                 ["top-1 78.60%", "top-5 94.19%", "78.69 / 94.16", "250 epochs"], "25,557,032"),
+    "resnext101-32x4d": (f"{_NGC}/resnext101_32x4d_pyt_amp/versions/20.06.0/files/"
+                         "nvidia_resnext101-32x4d_200821.pth.tar", ["top-1 80.43%"], "44,177,704"),
+    "se-resnext101-32x4d": (f"{_NGC}/seresnext101_32x4d_pyt_amp/versions/20.06.0/files/"
+                            "nvidia_se-resnext101-32x4d_200821.pth.tar", ["top-1 81.00%"], "45,251,128"),
+}
+
+
 @pytest.mark.parametrize("arch", ARCH_NAMES)
-def test_hub_help_describes_each_model_entrypoint(arch) -> None:
+def test_checkpoint_table_holds_the_published_files(arch) -> None:
     from resnet import CHECKPOINTS
 
+    assert CHECKPOINTS[arch].url == PUBLISHED[arch][0]
+    assert CHECKPOINTS[arch].file_name == FILE_NAME[arch]
+    assert CHECKPOINTS[arch].sha256 is None  # NVIDIA publishes no hash: none may be made up
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_hub_help_describes_each_model_entrypoint(arch) -> None:
     doc = getattr(_hubconf(), ENTRY[arch]).__doc__
-    checkpoint = CHECKPOINTS[arch]
-    assert FILE_NAME[arch] in doc and f"{checkpoint.top1:.2f}%" in doc
-    assert f"{sum(p.numel() for p in hub_load(ENTRY[arch], pretrained=False).parameters()):,}" in doc
+    _, accuracy, params = PUBLISHED[arch]
+    assert FILE_NAME[arch] in doc
+    for figure in accuracy:
+        assert figure in doc, figure
+    assert f"({params} parameters)" in doc
+    assert f"{sum(p.numel() for p in hub_load(ENTRY[arch], pretrained=False).parameters()):,}" == params
     for word in ("Returns", "logits", "pretrained_from_file", "state_dict_key_map_fn", "num_classes",
-                 "mirror", "channels_last", "TORCH_HOME", "Example", ".eval()"):
+                 "mirror", "sha256", "HashMismatchError", "channels_last", "TORCH_HOME", "Example", ".eval()"):
         assert word in doc, word
     signature = inspect.signature(getattr(_hubconf(), ENTRY[arch]))
     assert list(signature.parameters)[:3] == ["pretrained", "pretrained_from_file", "state_dict_key_map_fn"]

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -279,11 +280,20 @@ def test_truncated_download(utils, server) -> None:
 def test_server_that_never_answers_times_out(utils, server) -> None:
     from processing_utils import ImageLoadError
 
-    server.routes["/slow.png"] = Route(PHOTOS[0].read_bytes(), content_type="image/png", delay=5)
-    start = time.monotonic()
-    with pytest.raises(ImageLoadError, match="timeout") as info:
-        utils.prepare_input_from_uri(server.url("/slow.png"), timeout=(1.0, 0.5))
-    assert time.monotonic() - start < 3
+    answered, release = threading.Event(), threading.Event()
+
+    def late() -> Route:
+        release.wait(120)  # answers only once the test is over (or after 120 s, which fails the test)
+        answered.set()
+        return Route(PHOTOS[0].read_bytes(), content_type="image/png")
+
+    server.routes["/slow.png"] = late
+    try:
+        with pytest.raises(ImageLoadError, match=r"did not answer within 0.5 s \(read timeout\)") as info:
+            utils.prepare_input_from_uri(server.url("/slow.png"), timeout=(1.0, 0.5))
+        assert not answered.is_set()
+    finally:
+        release.set()
     assert server.url("/slow.png") in str(info.value)
 
 

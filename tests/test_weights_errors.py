@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import inspect
 import os
+import re
 import shutil
 import socket
+import threading
 import time
 from collections import OrderedDict
 
 import pytest
 import torch
 
+import resnet
+import resnet.cache
 import resnet.weights
 from resnet import (
+    CHECKPOINTS,
     CheckpointMismatchError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
@@ -129,7 +137,8 @@ def test_truncated_download_leaves_nothing_and_next_call_succeeds(server, hub_di
     assert cache_listing(hub_dir) == []
     server.routes[f"/w/{FILE}"] = Route(body)
     hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
-    assert cache_listing(hub_dir) == [FILE]
+    assert cache_listing(hub_dir) == [FILE, FILE + ".sha256"]
+    assert (hub_dir / "checkpoints" / (FILE + ".sha256")).read_text() == f"{hashlib.sha256(body).hexdigest()}  {FILE}\n"
 
 
 def test_corrupt_download_is_removed_from_cache_and_redownloaded(server, hub_dir, ngc_file) -> None:
@@ -207,33 +216,63 @@ def test_torch_without_safe_globals_loads_the_cache_and_keeps_it(hub_dir, ngc_fi
     assert path.exists()
 
 
+@pytest.mark.parametrize("from_env", [False, True], ids=["mirror_argument", "mirror_variable"])
 @pytest.mark.parametrize("status", [404, 500])
-def test_http_error_is_clear(server, hub_dir, status) -> None:
+def test_http_error_from_a_mirror_is_clear(server, hub_dir, monkeypatch, status, from_env) -> None:
+    """The message names the URL and the status, says what the mirror lacks, and never suggests
+    setting the mirror variable (the mirror is already set)."""
     server.routes[f"/w/{FILE}"] = Route(b"nope", status=status, content_type="text/plain")
+    if from_env:
+        monkeypatch.setenv("CONVNETS_WEIGHTS_MIRROR", server.url("/w"))
     with pytest.raises(WeightsDownloadError, match=f"HTTP {status}") as info:
-        hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
-    assert f"/w/{FILE}" in str(info.value) and "CONVNETS_WEIGHTS_MIRROR" in str(info.value)
+        hub_load("nvidia_resnet50", progress=False, **({} if from_env else {"mirror": server.url("/w")}))
+    message = str(info.value)
+    assert f"/w/{FILE}" in message and f"mirror {server.url('/w')}" in message
+    assert "CONVNETS_WEIGHTS_MIRROR=" not in message and "mirror=URL" not in message
+    assert ("does not have " + FILE in message) == (status == 404)
+    assert ("(set by CONVNETS_WEIGHTS_MIRROR)" in message) == from_env
+    assert "unset CONVNETS_WEIGHTS_MIRROR" in message if from_env else "leave out mirror=" in message
+    assert "pretrained=False, pretrained_from_file=PATH" in message
     assert cache_listing(hub_dir) == []
 
 
-def test_unreachable_mirror_fails_fast(hub_dir) -> None:
-    with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return sock.getsockname()[1]
+
+
+def test_unreachable_mirror_fails_at_once_without_waiting_for_a_timeout(hub_dir, monkeypatch) -> None:
+    # With timeouts far above the bound below, passing it means no timeout was waited for.
+    monkeypatch.setattr(resnet.cache, "CONNECT_TIMEOUT", 600.0)
+    monkeypatch.setattr(resnet.cache, "READ_TIMEOUT", 600.0)
+    port = free_port()
     start = time.monotonic()
-    with pytest.raises(WeightsDownloadError, match=f"127.0.0.1:{port}"):
+    with pytest.raises(WeightsDownloadError, match=f"127.0.0.1:{port}") as info:
         hub_load("nvidia_resnet50", mirror=f"http://127.0.0.1:{port}/w", progress=False)
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 120
+    assert "Connection refused" in str(info.value)
     assert cache_listing(hub_dir) == []
 
 
 def test_server_that_never_answers_times_out(server, hub_dir, monkeypatch) -> None:
-    monkeypatch.setattr(resnet.weights, "READ_TIMEOUT", 0.5)
-    server.routes[f"/w/{FILE}"] = Route(b"late", delay=5)
-    start = time.monotonic()
-    with pytest.raises(WeightsDownloadError, match="timed out"):
-        hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
-    assert time.monotonic() - start < 4
+    monkeypatch.setattr(resnet.cache, "READ_TIMEOUT", 0.5)
+    answered = threading.Event()
+    release = threading.Event()
+
+    def late() -> Route:
+        release.wait(120)  # answers only when the test is over (or after 120 s, to fail the test)
+        answered.set()
+        return Route(b"late")
+
+    server.routes[f"/w/{FILE}"] = late
+    try:
+        with pytest.raises(WeightsDownloadError, match=r"timed out: the server did not answer within 0.5 s \(read"):
+            hub_load("nvidia_resnet50", mirror=server.url("/w"), progress=False)
+        assert not answered.is_set()
+    finally:
+        release.set()
     assert cache_listing(hub_dir) == []
 
 
@@ -246,9 +285,7 @@ def test_wrong_file_in_cache_is_reported_not_deleted(hub_dir, ngc_file) -> None:
 
 
 def test_no_weights_and_no_network_never_returns_random_weights(hub_dir) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with pytest.raises(WeightsDownloadError) as info:
         hub_load("nvidia_resnet50", mirror=f"http://127.0.0.1:{port}", progress=False)
     message = str(info.value)
@@ -260,5 +297,147 @@ def test_partial_entry_ordering_is_irrelevant(tmp_path) -> None:
     path = tmp_path / "reversed.pth"
     torch.save(shuffled, path)
     model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path).eval()
+    with torch.no_grad():
+        assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+
+
+# --------------------------------------------------------------------------- dtypes and values of the weights
+
+KEY = "layer2.1.conv2.weight"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_floating_weights_of_other_dtypes_load_as_float32_with_integer_counters(tmp_path, dtype) -> None:
+    """A blanket ``.to(dtype)`` also casts num_batches_tracked; it comes back an int64 counter."""
+    state = standin_state_dict("resnet50")
+    for key in state:
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(250)
+    converted = OrderedDict((k, v.to(dtype)) for k, v in state.items())
+    path = tmp_path / f"{dtype}.pth"
+    torch.save(converted, path)
+    model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    loaded = model.state_dict()
+    assert {k for k in loaded if loaded[k].dtype == torch.int64} == {k for k in state if "num_batches" in k}
+    for key, value in loaded.items():
+        if key.endswith("num_batches_tracked"):
+            assert value.item() == 250
+        else:
+            assert value.dtype == torch.float32 and torch.equal(value, converted[key].float()), key
+
+
+@pytest.mark.parametrize(
+    "make, kind",
+    [(lambda v: v.to(torch.int32), "a torch.int32 tensor where the model has torch.float32 weights"),
+     (lambda v: v > 0, "a torch.bool tensor"),
+     (lambda v: v.to(torch.complex64), "a complex tensor"),
+     (lambda v: v.to_sparse(), "a sparse tensor"),
+     (lambda v: torch.quantize_per_tensor(v, 0.01, 0, torch.qint8), "a quantized tensor")],
+    ids=["int32", "bool", "complex", "sparse", "quantized"],
+)
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch's notes on loading sparse and quantized tensors
+def test_weights_that_are_not_real_floating_point_are_refused_at_load(tmp_path, make, kind) -> None:
+    state = standin_state_dict("resnet50")
+    state[KEY] = make(state[KEY])
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError) as info:
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert f"{str(path)!r}: entry {KEY!r} is {kind}" in str(info.value)
+
+
+def test_bool_counter_is_refused() -> None:
+    state = standin_state_dict("resnet50")
+    state["bn1.num_batches_tracked"] = torch.tensor(True)
+    with pytest.raises(CheckpointMismatchError, match="'bn1.num_batches_tracked' is a torch.bool tensor"):
+        resnet.weights.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_naming_the_entry(tmp_path, bad) -> None:
+    state = standin_state_dict("resnet50")
+    state[KEY][3, 1, 0, 2] = bad
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match=rf"entry {KEY!r} holds 1 NaN or infinite values \(of 147,456\)"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+
+
+def test_finite_weights_whose_sum_overflows_are_accepted() -> None:
+    state = standin_state_dict("resnet50")
+    state[KEY].fill_(3e38)  # each value finite, their float32 sum is not
+    fitted = resnet.weights.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
+    assert torch.equal(fitted[KEY], state[KEY])
+
+
+def test_float64_weights_beyond_float32_range_are_refused(tmp_path) -> None:
+    state = standin_state_dict("resnet50")
+    state = OrderedDict((k, v.double() if v.is_floating_point() else v) for k, v in state.items())
+    state["fc.bias"][7] = 1e300
+    path = tmp_path / "huge.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match="entry 'fc.bias' holds 1 NaN or infinite"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+
+
+def test_nan_counter_in_a_float16_file_is_refused(tmp_path) -> None:
+    state = OrderedDict((k, v.half()) for k, v in standin_state_dict("resnet50").items())
+    state["layer1.0.bn1.num_batches_tracked"] = torch.tensor(float("nan"), dtype=torch.float16)
+    path = tmp_path / "half.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointMismatchError, match="'layer1.0.bn1.num_batches_tracked' holds 1 NaN"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+@pytest.mark.parametrize(
+    "damage", [lambda data: b"<html><body>503 Service Unavailable</body></html>", lambda data: data[: len(data) // 2]],
+    ids=["error_page", "half_file"],
+)
+def test_corrupt_cache_message_is_whole_and_never_advises_weights_only_false(hub_dir, ngc_file, damage) -> None:
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    (hub_dir / "checkpoints" / FILE).write_bytes(damage(ngc_file("resnet50").read_bytes()))
+    with pytest.raises(CorruptCheckpointError) as info:
+        hub_load("nvidia_resnet50")
+    message = str(info.value)
+    for torch_advice in ("weights_only", "file an issue", "https://", "Re-running"):
+        assert torch_advice not in message
+    # torch's reason, in whole sentences, inside the parentheses; then ours.
+    assert re.search(r"not a checkpoint at all \((UnpicklingError|RuntimeError): [^()]+[.\w]\)\. The damaged file was "
+                     r"removed from the cache; run the same call again to download it afresh\.$", message), message
+
+
+def test_unknown_keyword_lists_every_accepted_name_and_hints_at_the_right_one() -> None:
+    import resnet.hub
+
+    accepted = list(inspect.signature(resnet.hub.nvidia_resnet50).parameters)
+    with pytest.raises(TypeError) as info:
+        hub_load("nvidia_resnet50", weights="IMAGENET1K_V1")
+    message = str(info.value)
+    listed = message.split("it accepts ", 1)[1].split(".", 1)[0].split(", ")
+    assert listed == accepted and listed[:3] == ["pretrained", "pretrained_from_file", "state_dict_key_map_fn"]
+    assert "unexpected keyword argument 'weights'" in message
+    assert "pass pretrained=True for NVIDIA's ImageNet weights, or pretrained=False, pretrained_from_file=PATH" \
+        in message
+    with pytest.raises(TypeError, match=r"'pretrainedd'.*Did you mean 'pretrained'\?"):
+        hub_load("nvidia_resnet50", pretrainedd=False)
+
+
+def test_no_network_message_gives_advice_that_works(hub_dir, ngc_file, monkeypatch) -> None:
+    """NGC unreachable and no mirror: the advice names pretrained=False with the file, and following it works."""
+    ngc = CHECKPOINTS["resnet50"]
+    monkeypatch.setitem(CHECKPOINTS, "resnet50", dataclasses.replace(ngc, url=f"http://127.0.0.1:{free_port()}/m/{FILE}"))
+    with pytest.raises(WeightsDownloadError) as info:
+        hub_load("nvidia_resnet50", progress=False)
+    message = str(info.value)
+    assert "Connection refused" in message and str(hub_dir / "checkpoints" / FILE) in message
+    assert "pass pretrained=False, pretrained_from_file=PATH, or set CONVNETS_WEIGHTS_MIRROR=URL (or mirror=URL)" \
+        in message
+    cli = info.value.describe("cli")
+    assert "pass --weights FILE, or pass --mirror URL (or set CONVNETS_WEIGHTS_MIRROR=URL)" in cli
+    assert "pretrained" not in cli and cli.splitlines()[0] == message.splitlines()[0]
+    model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50")).eval()
     with torch.no_grad():
         assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
