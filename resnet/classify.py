@@ -28,8 +28,10 @@ import torch
 from tqdm import tqdm
 
 from processing_utils import get_imgnet_classes, is_url, iter_batches, show_predictions
+from processing_utils.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 
 from .atomic import atomic_file
+from .download import Timeout, parse_timeout
 from .fastpath import optimize_for_inference
 from .options import (
     CommandError,
@@ -37,7 +39,6 @@ from .options import (
     add_model_options,
     load_model,
     output_file,
-    positive_float,
     positive_int,
     resolve_device,
 )
@@ -102,13 +103,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=output_file, metavar="PNG",
                         help=f"draw the first {PLOT_LIMIT} images with their top classes into this PNG file "
                         "(its folder must exist)")
-    parser.add_argument("--timeout", type=positive_float, default=30.0,
-                        help="seconds to wait on each URL read (default 30)")
+    parser.add_argument(
+        "--timeout", type=url_timeout, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help="limits of each URL download in seconds: CONNECT,READ (default %s,%s: connecting, then each wait "
+        "for more bytes), CONNECT,READ,DEADLINE to also bound the whole download (default deadline %s), or one "
+        "number for connect and read" % tuple(f"{t:g}" for t in (*DEFAULT_TIMEOUT, DEFAULT_DEADLINE)),
+    )
     parser.add_argument(
         "--distributed", action="store_true",
         help="shard the inputs over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA); required "
         "under torchrun with more than one process",
     )
+
+
+def url_timeout(text: str) -> Timeout:
+    """argparse type of ``--timeout``: ``30``, ``5,30`` or ``5,30,180`` seconds."""
+    try:
+        return parse_timeout(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def top_k(text: str) -> int:
@@ -128,7 +141,7 @@ def classify(
     batch_size: int,
     device: torch.device,
     workers: Optional[int] = None,
-    timeout: float = 30.0,
+    timeout: Timeout = DEFAULT_TIMEOUT,
     progress: bool = False,
 ) -> list[Outcome]:
     """Classify ``uris`` in input order; decoding runs in threads while the model computes."""

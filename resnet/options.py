@@ -173,7 +173,6 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **o
     becomes a :class:`CommandError` whose message names the file and the command-line remedy.
     """
     from .builder import create_model
-    from .checkpoints import CHECKPOINTS
     from .weights import WeightsError
 
     weights = getattr(args, "weights", None)
@@ -186,15 +185,10 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **o
             progress=not getattr(args, "quiet", False),
             **options,
         )
-    except (WeightsError, FileNotFoundError, ValueError) as error:
-        message = str(error)
-        if weights is None:
-            checkpoint = CHECKPOINTS[args.arch]
-            message += (
-                f"\nOn the command line: --weights FILE loads a local copy of {checkpoint.file_name} "
-                f"(from {checkpoint.url}); --mirror URL downloads it from a mirror."
-            )
-        raise CommandError(message) from error
+    except WeightsError as error:
+        raise CommandError(error.describe("cli")) from error
+    except (FileNotFoundError, ValueError) as error:
+        raise CommandError(str(error)) from error
 
 
 def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -327,3 +327,15 @@ def test_help_is_plain_text(command, capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: python -m resnet") and "`" not in out, out
 
+
+
+def test_timeout_keeps_the_connect_read_pair_and_an_optional_deadline() -> None:
+    """The README's "5 s connect, 30 s per read" holds on the command line; a deadline can be added."""
+    from resnet import classify
+    from resnet.options import ArgumentParser
+
+    parser = ArgumentParser(prog="classify")
+    classify.add_arguments(parser)
+    assert parser.parse_args(["x.jpg"]).timeout == (5.0, 30.0)
+    assert parser.parse_args(["x.jpg", "--timeout", "2,7,60"]).timeout == (2.0, 7.0, 60.0)
+    assert parser.parse_args(["x.jpg", "--timeout", "12"]).timeout == 12.0
