@@ -6,7 +6,7 @@
 The builders live in ``resnet/`` and ``processing_utils/``; this file only names them.
 """
 
-dependencies = ["torch", "torchvision", "PIL", "numpy", "requests", "validators"]
+dependencies = ["torch", "torchvision", "PIL", "numpy", "requests", "validators", "filelock", "tqdm"]
 
 
 def _import_own(names: tuple, attributes: dict) -> dict:

@@ -326,7 +326,9 @@ def _download(url: str, path: Path, checkpoint: Checkpoint, *, progress: bool, s
         with open_stream(url, checkpoint_limits(), headers={"User-Agent": _USER_AGENT}) as stream:
             if stream.status != 200:
                 raise stream.status_error()
-            with _writing(partial, path) as out, torch.hub.tqdm(
+            from tqdm import tqdm  # imported on first download, like requests
+
+            with _writing(partial, path) as out, tqdm(
                 total=stream.content_length, disable=not progress, unit="B", unit_scale=True,
                 unit_divisor=1024, desc=path.name,
             ) as bar:

@@ -129,8 +129,8 @@ def parse_timeout(text: str) -> Timeout:
         check_timeout(timeout)
     except ValueError:
         raise ValueError(
-            f"invalid timeout {text!r}: give positive seconds as SECONDS (connect and read), CONNECT,READ or CONNECT,READ,DEADLINE "
-            "(e.g. 5,30,180)"
+            f"invalid timeout {text!r}: give positive seconds as SECONDS (connect and read), CONNECT,READ "
+            "or CONNECT,READ,DEADLINE (e.g. 5,30,180)"
         ) from None
     return timeout
 

@@ -29,7 +29,17 @@ def test_ci_runs_the_readme_install_and_test_command() -> None:
 
 
 def test_requirements_cover_hubconf_dependencies() -> None:
+    """Every module torch.hub checks before loading (hubconf.dependencies) is installed by requirements.txt."""
+    import ast
+
+    tree = ast.parse((REPO_ROOT / "hubconf.py").read_text())
+    dependencies = next(
+        ast.literal_eval(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["dependencies"]
+    )
+    assert "torch" in dependencies and "PIL" in dependencies
+    distributions = {"PIL": "pillow"}  # import name -> name on PyPI, where they differ
     requirements = (REPO_ROOT / "requirements.txt").read_text().lower()
-    names = {"torch", "torchvision", "pillow", "numpy", "requests", "validators", "matplotlib"}
-    for name in names:
-        assert re.search(rf"^{name}\b", requirements, re.M), name
+    for module in dependencies:
+        name = distributions.get(module, module).lower()
+        assert re.search(rf"^{re.escape(name)}\b", requirements, re.M), f"{module} ({name}) not in requirements.txt"
