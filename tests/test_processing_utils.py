@@ -1,8 +1,8 @@
 """``nvidia_convnets_processing_utils``: NVIDIA's behaviour (spec §4), its fixes, the batch loader
 and the display helper, all offline (photos served from 127.0.0.1).
 
-Expected tensors come from NVIDIA's pipeline written out here with torchvision and the spec's
-literal constants, never from the code under test.
+Expected tensors come from NVIDIA's pipeline written out with torchvision and the spec's
+literal constants (``reference.py``), never from the code under test.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ import pytest
 import requests
 import torch
 from PIL import Image
-from torchvision import transforms
 
+from reference import LABELS_FILE, LABELS_SHA256, reference_pick_n_best, reference_pipeline
 from support import IMAGES, PHOTOS, REPO_ROOT, Route
 
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
-LABELS_SHA256 = "1b152e31463c5116205bff54e19de56657fa787fa8eccea59738aba060d03a63"  # spec §4
-LABELS_FILE = REPO_ROOT / "processing_utils" / "imagenet_classes.json"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -45,33 +43,6 @@ def photo_server(server):
         server.routes[f"/img/{photo.name}"] = Route(photo.read_bytes(), content_type=CONTENT_TYPES[photo.suffix])
         urls[photo.name] = server.url(f"/img/{photo.name}")
     return urls
-
-
-def reference_pipeline(image: Image.Image) -> torch.Tensor:
-    """NVIDIA's prepare_input_from_uri after Image.open (spec §4), constants written out."""
-    img = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])(image)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return img.float().unsqueeze(0).sub_(mean).div_(std)
-
-
-def reference_names() -> np.ndarray:
-    return np.array(json.loads(LABELS_FILE.read_text()))
-
-
-def reference_pick_n_best(predictions: torch.Tensor, n: int) -> tuple[list, list[str]]:
-    """NVIDIA's pick_n_best, returning (results, printed lines) instead of printing."""
-    predictions = predictions.float().cpu().numpy()
-    top_n = np.argsort(-1 * predictions, axis=-1)[:, :n]
-    names = reference_names()
-    results, lines = [], []
-    for idx, case in enumerate(top_n):
-        r = []
-        for c, v in zip(names[case], predictions[idx, case]):
-            r.append((f"{c}", f"{100*v:.1f}%"))
-        lines.append(f"sample {idx}: {r}")
-        results.append(r)
-    return results, lines
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
