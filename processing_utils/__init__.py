@@ -28,7 +28,7 @@ Deliberate differences from NVIDIA's implementation:
 from __future__ import annotations
 
 from .batch import BatchResult, iter_batches, load_batch
-from .classes import CLASSES_SHA256, NUM_CLASSES, get_imgnet_classes, pick_n_best
+from .classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
 from .display import show_predictions
 from .images import (
     DEFAULT_TIMEOUT,
@@ -42,7 +42,6 @@ from .images import (
 )
 
 __all__ = [
-    "CLASSES_SHA256",
     "DEFAULT_TIMEOUT",
     "NUM_CLASSES",
     "BatchResult",
