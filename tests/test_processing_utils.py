@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import socket
 import time
 import warnings
@@ -92,6 +93,57 @@ def test_path_input_equals_reference(utils, photo: Path) -> None:
     expected = reference_pipeline(Image.open(photo))
     assert_close(utils.prepare_input_from_uri(str(photo)), expected)
     assert_close(utils.prepare_input_from_uri(photo), expected)  # pathlib.Path too
+
+
+def _file_named(tmp_path: Path, name: "str | bytes") -> Path:
+    """A copy of the first photo under ``name`` (bytes: a name that is not UTF-8)."""
+    target = os.path.join(os.fsencode(tmp_path), name) if isinstance(name, bytes) else tmp_path / name
+    with open(target, "wb") as file:
+        file.write(PHOTOS[0].read_bytes())
+    return Path(os.fsdecode(target))
+
+
+@pytest.mark.parametrize("name", ["photo.png", "a b ä #1 ?% 100%.png", b"caf\xe9.png"],
+                         ids=["plain", "needs_percent_encoding", "not_utf8"])
+def test_file_uris_load_as_their_paths(utils, tmp_path, name) -> None:
+    from processing_utils import file_uri_to_path, is_url, load_batch
+
+    path = _file_named(tmp_path, name)
+    expected = reference_pipeline(Image.open(PHOTOS[0]))
+    uri = path.as_uri()  # what pathlib, browsers and notebooks write for a local file
+    assert file_uri_to_path(uri) == str(path) and not is_url(uri)
+    assert_close(utils.prepare_input_from_uri(uri), expected)
+    assert_close(utils.prepare_input_from_uri(uri.replace("file://", "file://localhost", 1)), expected)
+    assert_close(utils.prepare_input_from_uri(uri.replace("file://", "FILE:", 1)), expected)  # file:/path
+    result = load_batch([uri, str(tmp_path / "gone.png")])
+    assert result.uris == [uri] and len(result.failures) == 1
+    assert_close(result.tensor, expected)
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("file://fileserver/share/cat.jpg", "on the host 'fileserver'"),
+        ("file:cat.jpg", "absolute path"),
+        ("file:///photos/cat.jpg?size=2", "percent-encode"),
+    ],
+    ids=["other_host", "relative", "query"],
+)
+def test_file_uris_that_name_no_local_file_are_refused(utils, uri, expected) -> None:
+    from processing_utils import ImageLoadError
+
+    with pytest.raises(ImageLoadError, match=expected) as info:
+        utils.prepare_input_from_uri(uri)
+    assert uri in str(info.value)
+
+
+def test_a_missing_file_uri_names_the_uri_and_the_path(utils, tmp_path) -> None:
+    from processing_utils import ImageNotFoundError
+
+    path = tmp_path / "no such.jpg"
+    with pytest.raises(ImageNotFoundError) as info:
+        utils.load_image(path.as_uri())
+    assert str(path) in str(info.value) and path.as_uri() in str(info.value)
 
 
 def test_url_input_equals_reference(utils, photo_server) -> None:
