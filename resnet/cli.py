@@ -22,7 +22,8 @@ from typing import Iterable, Optional, TextIO
 
 import torch
 
-from processing_utils import is_url, iter_batches, nvidia_convnets_processing_utils, show_predictions
+from processing_utils import is_url, iter_batches, nvidia_convnets_processing_utils
+from processing_utils.display import PLOT_LIMIT, save_predictions_chart
 
 from .builder import create_model
 from .checkpoints import CHECKPOINTS
@@ -34,8 +35,6 @@ from .weights import WeightsError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
-#: Images drawn by --plot at most.
-PLOT_LIMIT = 16
 
 
 @dataclass
@@ -235,10 +234,10 @@ def run(args: argparse.Namespace) -> int:
 
     write_outcomes(outcomes, as_json=args.json, out=sys.stdout, err=sys.stderr)
     if args.plot:
-        good = [o for o in outcomes if o.error is None][:PLOT_LIMIT]
-        if good:
-            results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
-            show_predictions([o.input for o in good], results, output=args.plot)
+        good = [o for o in outcomes if o.error is None]
+        results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
+        for warning in save_predictions_chart([o.input for o in good], results, args.plot):
+            print(f"warning: --plot: {warning}", file=sys.stderr)
     failed = sum(o.error is not None for o in outcomes)
     if failed and not args.json:
         print(f"{failed} of {len(outcomes)} inputs failed", file=sys.stderr)

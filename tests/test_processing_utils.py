@@ -549,9 +549,31 @@ def test_show_predictions_shows_without_output(utils, monkeypatch) -> None:
 
     shown = []
     monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(True))
-    utils.show_predictions([Image.open(PHOTOS[0])], [[("tabby, tabby cat", "84.7%"), ("tiger cat", "11.5%")]])
+    returned = utils.show_predictions(
+        [Image.open(PHOTOS[0])], [[("tabby, tabby cat", "84.7%"), ("tiger cat", "11.5%")]]
+    )
     assert shown == [True]
+    assert returned is None  # a Figure as the cell's value would be drawn a second time by Jupyter
     plt.close("all")
+
+
+def test_predictions_chart_says_what_it_left_out(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from processing_utils.display import save_predictions_chart
+
+    results = [[("tench, Tinca tinca", "50.0%")], [("goldfish", "40.0%")], [("tiger shark", "30.0%")]]
+    out = tmp_path / "chart.png"
+    warnings = save_predictions_chart([str(p) for p in PHOTOS[:3]], results, out, limit=2)
+    assert len(warnings) == 1 and str(out) in warnings[0] and "first 2 of the 3" in warnings[0]
+    with Image.open(out) as png:
+        assert 400 <= png.height <= 600  # two rows of 2.6 inches at 100 dpi, not three
+    assert save_predictions_chart([str(p) for p in PHOTOS[:2]], results[:2], tmp_path / "two.png", limit=2) == []
+    nothing = tmp_path / "nothing.png"
+    warnings = save_predictions_chart([], [], nothing)
+    assert len(warnings) == 1 and str(nothing) in warnings[0] and "not written" in warnings[0]
+    assert not nothing.exists()
 
 
 def test_show_predictions_bad_arguments(utils, tmp_path) -> None:
