@@ -17,13 +17,13 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Optional, TextIO
+from typing import Optional, TextIO
 
 import torch
 
-from processing_utils import is_url, iter_batches, nvidia_convnets_processing_utils
+from processing_utils import iter_batches, nvidia_convnets_processing_utils
 from processing_utils.display import PLOT_LIMIT, save_predictions_chart
+from processing_utils.inputs import expand_inputs
 
 from .builder import create_model
 from .checkpoints import CHECKPOINTS
@@ -31,8 +31,6 @@ from .fastpath import optimize_for_inference
 from .model import ARCHS
 from .weights import WeightsError
 
-#: File suffixes taken from folders (files named explicitly are always tried).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
 
@@ -54,26 +52,11 @@ class Outcome:
         }
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    """Files stay, folders become their image files (recursive, sorted), URLs stay; order kept.
-
-    A path that does not exist is kept so that it is reported as a failure with the others.
-    """
-    expanded: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if not is_url(item) and path.is_dir():
-            expanded.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        else:
-            expanded.append(item)
-    return expanded
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m resnet classify``."""
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or http(s) URLs")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive), http(s) URLs or file:// URIs"
+    )
     parser.add_argument("--arch", default="resnet50", choices=sorted(ARCHS), help="architecture (default resnet50)")
     parser.add_argument("--weights", metavar="FILE", help="local checkpoint instead of NVIDIA's NGC weights")
     parser.add_argument("--mirror", metavar="URL", help="base URL serving the NGC checkpoint files by name")
@@ -191,7 +174,10 @@ def run(args: argparse.Namespace) -> int:
         device = _pick_device(args.device, 0)
 
     try:
-        uris = expand_inputs(args.inputs)
+        expanded = expand_inputs(args.inputs)
+        for warning in expanded.warnings if rank == 0 else ():
+            print(f"warning: {warning}", file=sys.stderr)
+        uris = expanded.uris
         if not uris:
             print("error: no images found in " + " ".join(args.inputs), file=sys.stderr)
             return 2
