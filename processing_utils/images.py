@@ -31,6 +31,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.preprocessing import RESIZE_SIZE, build_transform
 
+if torch.distributed.is_available():
+    # Before any process group exists (30 ms). The first preprocess() imports torchvision, which
+    # imports torch._dynamo and with it torch.distributed.nn.functional, whose functions take
+    # ``group=group.WORLD`` as a default argument, evaluated at import. Imported after
+    # init_process_group(), they would hold the default group for the life of the interpreter:
+    # destroy_process_group() could not free it, its gloo threads would still run at interpreter
+    # shutdown, and one of them releasing the last collective's tensors would abort the process
+    # ("terminate called without an active exception": torchrun jobs using iter_batches, torch 2.14).
+    import torch.distributed.nn.functional  # noqa: F401
+
 #: A URL (http/https), a local file path, or a file:// URI (RFC 8089) naming a local file.
 Uri = Union[str, "os.PathLike[str]"]
 #: Seconds for a URL download, as ``requests`` takes them: one number for both, or (connect, read).

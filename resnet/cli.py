@@ -13,6 +13,7 @@ input and rank 0 writes all results in input order, identical to a single proces
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -106,8 +107,9 @@ def classify(
     """Classify ``uris`` in input order; decoding runs in threads while the model computes."""
     outcomes: dict[str, list[Outcome]] = {}
     bar = torch.hub.tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr)
-    with torch.inference_mode():
-        for batch in iter_batches(uris, batch_size, num_workers=workers, timeout=timeout):
+    batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout)
+    with torch.inference_mode(), contextlib.closing(batches):  # no decoding left running on an error
+        for batch in batches:
             for uri, message in batch.failures:
                 outcomes.setdefault(uri, []).append(Outcome(uri, error=message))
             if len(batch.uris):

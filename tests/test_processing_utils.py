@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -485,6 +486,16 @@ def test_iter_batches_streams_in_order_with_per_batch_failures(utils, mixed_inpu
     assert [b.uris for b in batches] == [[good[0], good[1]], [good[2]], [good[3]]]
     assert [[u for u, _ in b.failures] for b in batches] == [[bad[0]], [bad[1], bad[2]], []]
     assert_close(torch.cat([b.tensor for b in batches]), expected)
+
+
+def test_iter_batches_threads_have_ended_once_it_is_exhausted(utils) -> None:
+    def decoding_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("iter_batches")]
+
+    assert decoding_threads() == []
+    batches = list(utils.iter_batches([str(p) for p in PHOTOS] * 2, 3, num_workers=3))
+    assert [len(b.uris) for b in batches] == [3, 3, 2]
+    assert decoding_threads() == []  # joined, not left to wind down on their own
 
 
 def test_iter_batches_decodes_ahead_in_the_background(utils, server) -> None:
