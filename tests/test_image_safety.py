@@ -192,7 +192,7 @@ def test_an_over_long_name_is_named_as_such(tmp_path) -> None:
     assert raw.value.errno == errno.ENAMETOOLONG
     with pytest.raises(ImageLoadError) as info:
         load_image(str(path))
-    assert str(path) in str(info.value) and "too long" in str(info.value)
+    assert str(path) in str(info.value) and "ENAMETOOLONG" in str(info.value) and "255 bytes" in str(info.value)
     assert not isinstance(info.value, FileNotFoundError) and "no such" not in str(info.value)
 
 
