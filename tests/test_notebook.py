@@ -4,9 +4,11 @@ a local path and a file:// URI), prints what the peer model predicts, and draws 
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 
 from reference import assert_top_classes_agree, peer_probabilities, reference_batch
@@ -51,6 +53,8 @@ def test_notebook_executes_offline(server, hub_dir, ngc_file, monkeypatch) -> No
     # Jupyter's own inline backend, so that what the notebook displays can be counted.
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # One cell added after the notebook's own (in memory only): the probabilities at full precision.
+    notebook.cells.append(nbformat.v4.new_code_cell("import json; print('PROBABILITIES', json.dumps(output.tolist()))"))
     client = NotebookClient(
         notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
     )
@@ -68,6 +72,10 @@ def test_notebook_executes_offline(server, hub_dir, ngc_file, monkeypatch) -> No
     for pairs, peer_row in zip(results, peer):
         assert len(pairs) == 5
         assert_top_classes_agree(pairs, peer_row)
+    (probe,) = [o["text"] for o in notebook.cells[-1].outputs if "PROBABILITIES" in o.get("text", "")]
+    output = torch.tensor(json.loads(probe.split("PROBABILITIES", 1)[1]))
+    assert output.shape == (len(PHOTOS), 1000)
+    assert torch.allclose(output, peer, rtol=1e-4, atol=1e-7), (output - peer).abs().max()
 
     # One thumbnail per image, each followed by its result; then exactly one chart.
     thumbnails = _cell(notebook, "img.thumbnail(")
