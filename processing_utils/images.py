@@ -53,13 +53,13 @@ DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 #: any photo the model is meant for).
 MAX_DOWNLOAD_BYTES: int = 200 * 1024 * 1024
 #: Longest side over shortest side accepted. Resize(256) scales the shorter side to 256 pixels, so
-#: the resized image is at most 256 x 5,120 pixels (3.9 MB); a 1 x 30,000 pixel PNG of 204 bytes
+#: the resized image is at most 256 x 5,120 pixels (3.9 MB); a 1 x 30,000 pixel PNG of 200 bytes
 #: would otherwise become 256 x 7,680,000 pixels (5.9 GB). No photo is that elongated, and the
 #: model would see only the centre 1/20 of it.
 MAX_ASPECT_RATIO: int = 20
 #: Largest PNG chunk other than pixel data (text, ICC profile, EXIF...) accepted, in bytes.
 #: Pillow reads such a chunk whole before looking at it; a sparse file of a few KB on disk
-#: can declare one of 2 GiB.
+#: can declare one of gigabytes.
 MAX_PNG_CHUNK_BYTES: int = 16 * 1024 * 1024
 
 _USER_AGENT = "nvidia-convnets-torchhub-processing-utils"
@@ -410,9 +410,11 @@ _PNG_PIXEL_CHUNKS = frozenset({b"IDAT", b"fdAT"})  # read by Pillow in small blo
 def _check_png_chunks(file: io.BufferedIOBase, label: str, uri: Uri) -> None:
     """Walk a PNG's chunk headers (seeking over their data) and refuse an oversized non-pixel chunk.
 
-    Pillow reads every other chunk whole, in memory, before checking it; a file that declares a
-    2 GiB text chunk (a sparse file is a few KB on disk) costs 4 GB before Pillow refuses it.
-    Pillow has no limit for this short of changing its module globals for the whole process.
+    Pillow reads every other chunk whole, in memory, before checking it (``ImageFile._safe_read``
+    with the declared length; ``PngImagePlugin.MAX_TEXT_CHUNK`` applies to text only, after the
+    read, and is a process-wide setting): a sparse file of 4 KB on disk declaring a 256 MiB text
+    chunk cost 770 MB and 10 s. Pixel data is read in 64 KB blocks, and what is left of a broken
+    IDAT chunk is skipped in one read, bounded by the file size limit.
     """
     start = file.tell()
     try:
