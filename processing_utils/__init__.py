@@ -34,19 +34,11 @@ from __future__ import annotations
 
 from .batch import BatchResult, iter_batches, load_batch
 from .classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
+from .decode import to_rgb
 from .display import show_predictions
-from .images import (
-    DEFAULT_TIMEOUT,
-    ImageLoadError,
-    ImageNotFoundError,
-    file_uri_to_path,
-    is_file_uri,
-    is_url,
-    load_image,
-    prepare_input_from_uri,
-    preprocess,
-    to_rgb,
-)
+from .errors import ImageLoadError, ImageNotFoundError
+from .files import file_uri_to_path, is_file_uri
+from .images import DEFAULT_TIMEOUT, is_url, load_image, prepare_input_from_uri, preprocess
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -15,7 +15,8 @@ import torch
 
 from resnet.preprocessing import INPUT_SHAPE
 
-from .images import DEFAULT_TIMEOUT, Timeout, Uri, _check_timeout, load_image, preprocess
+from .errors import Uri
+from .images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess
 
 
 @dataclass

@@ -12,7 +12,9 @@ from PIL import Image
 
 from resnet.preprocessing import MEAN, STD
 
-from .images import DEFAULT_TIMEOUT, Timeout, Uri, load_image, to_rgb
+from .decode import to_rgb
+from .errors import Uri
+from .images import DEFAULT_TIMEOUT, Timeout, load_image
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -4,32 +4,28 @@ Every failure is an :class:`ImageLoadError` (a ``ValueError``) whose message nam
 input and says what to do; a path that does not exist is an :class:`ImageNotFoundError`,
 which is both an ``ImageLoadError`` and a ``FileNotFoundError``.
 
-Hostile files are refused before they cost memory: a local file must be a regular file
-(never a pipe or a device, which are not read at all) of at most :data:`MAX_DOWNLOAD_BYTES`;
-an image whose longer side is more than :data:`MAX_ASPECT_RATIO` times its shorter side is
-refused from its header, before decoding; and a PNG chunk other than pixel data may declare
-at most :data:`MAX_PNG_CHUNK_BYTES` (Pillow reads such a chunk whole, whatever its length).
+Hostile inputs are refused before they cost memory or block: local files are checked by
+:mod:`processing_utils.files` (regular files only, at most ``MAX_IMAGE_BYTES``), and every
+image by :mod:`processing_utils.decode` before it is decoded (aspect ratio, pixels, PNG chunks).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import io
 import os
-import stat
-import struct
-import urllib.parse
-import urllib.request
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
-import numpy as np
 import torch
 import validators
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
-from resnet.preprocessing import RESIZE_SIZE, build_transform
+from resnet.preprocessing import build_transform
+
+from .decode import MAX_IMAGE_BYTES, check_aspect_ratio, decode_image, to_rgb
+from .errors import ImageLoadError, Uri
+from .files import file_uri_to_path, is_file_uri, load_local_image
 
 if torch.distributed.is_available():
     # Before any process group exists (30 ms). The first preprocess() imports torchvision, which
@@ -41,58 +37,20 @@ if torch.distributed.is_available():
     # ("terminate called without an active exception": torchrun jobs using iter_batches, torch 2.14).
     import torch.distributed.nn.functional  # noqa: F401
 
-#: A URL (http/https), a local file path, or a file:// URI (RFC 8089) naming a local file.
-Uri = Union[str, "os.PathLike[str]"]
 #: Seconds for a URL download, as ``requests`` takes them: one number for both, or (connect, read).
 Timeout = Union[float, tuple[float, float]]
 
 #: Default (connect, read) timeout in seconds: connecting to the server, then each wait for more
 #: bytes. A server that accepts the connection and never answers fails after the read timeout.
 DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
-#: Largest image accepted, downloaded from a URL or read from a local file, in bytes (far above
-#: any photo the model is meant for).
-MAX_DOWNLOAD_BYTES: int = 200 * 1024 * 1024
-#: Longest side over shortest side accepted. Resize(256) scales the shorter side to 256 pixels, so
-#: the resized image is at most 256 x 5,120 pixels (3.9 MB); a 1 x 30,000 pixel PNG of 200 bytes
-#: would otherwise become 256 x 7,680,000 pixels (5.9 GB). No photo is that elongated, and the
-#: model would see only the centre 1/20 of it.
-MAX_ASPECT_RATIO: int = 20
-#: Largest PNG chunk other than pixel data (text, ICC profile, EXIF...) accepted, in bytes.
-#: Pillow reads such a chunk whole before looking at it; a sparse file of a few KB on disk
-#: can declare one of gigabytes.
-MAX_PNG_CHUNK_BYTES: int = 16 * 1024 * 1024
+#: Largest download accepted from a URL, in bytes: the bound on every image file.
+MAX_DOWNLOAD_BYTES: int = MAX_IMAGE_BYTES
 
 _USER_AGENT = "nvidia-convnets-torchhub-processing-utils"
 # Media types a server sends for web pages, API answers and documents, never for images.
 _NOT_IMAGE_TYPES = frozenset(
     {"application/json", "application/xml", "application/xhtml+xml", "application/javascript", "application/pdf"}
 )
-# Pillow modes that hold more than 8 bits per sample: converting them with convert("RGB")
-# clips every value above 255 (a 16-bit photo turns almost white), so they are scaled instead.
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-
-
-class ImageLoadError(ValueError):
-    """An input could not be turned into an image; the message names it and says what to do.
-
-    ``uri`` holds the input as it was given.
-    """
-
-    def __init__(self, message: str, uri: Optional[Uri] = None) -> None:
-        super().__init__(message)
-        self.uri = uri
-
-
-class ImageNotFoundError(ImageLoadError, FileNotFoundError):
-    """A local path that does not exist (catch it as ``ImageLoadError`` or ``FileNotFoundError``)."""
-
-    def __init__(self, message: str, uri: Optional[Uri] = None, path: Optional[str] = None) -> None:
-        super().__init__(message, uri)
-        self.errno = errno.ENOENT
-        self.filename = path
-
-    def __str__(self) -> str:  # the message, not OSError's "[Errno 2] ..." form
-        return str(self.args[0])
 
 
 def is_url(uri: object) -> bool:
@@ -104,50 +62,6 @@ def is_url(uri: object) -> bool:
     if uri[:8].lower().startswith(("http://", "https://")):
         return True
     return bool(validators.url(uri))
-
-
-def is_file_uri(uri: object) -> bool:
-    """True for text starting with the ``file:`` scheme (any case), as ``pathlib.Path.as_uri()`` writes."""
-    return isinstance(uri, str) and uri[:5].lower() == "file:"
-
-
-def file_uri_to_path(uri: str) -> str:
-    """The local path a ``file:`` URI names (RFC 8089), percent-encoded characters decoded.
-
-    Accepts ``file:///path``, ``file://localhost/path`` and ``file:/path``; the output of
-    ``pathlib.Path.as_uri()`` gives back the path it was made from, non-UTF-8 names included.
-
-    Raises:
-        ImageLoadError: a file on another host (``file://server/share/photo.jpg``), a relative
-            path, or a query or fragment (``?``, ``#``), which a file URI cannot carry.
-    """
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.netloc
-    if host and host.lower() != "localhost":
-        raise ImageLoadError(
-            f"{uri} names a file on the host {host!r}; only files on this machine can be read "
-            "(file:///path or file://localhost/path): copy the image here, or mount the share and "
-            "pass its local path",
-            uri,
-        )
-    if parts.query or parts.fragment or uri.endswith(("?", "#")):
-        raise ImageLoadError(
-            f"{uri} has a query or fragment ('?' or '#'), which a file URI cannot carry; "
-            "if they are part of the file name, percent-encode them as %3F and %23 (pathlib.Path.as_uri() does)",
-            uri,
-        )
-    if os.name == "nt":  # pragma: no cover - file:///C:/photo.jpg, file://localhost/C:/photo.jpg
-        path = urllib.request.url2pathname(parts.path)
-    else:
-        # Bytes first, then the file system's decoding: names that are not UTF-8 survive.
-        path = os.fsdecode(urllib.parse.unquote_to_bytes(parts.path))
-    if not os.path.isabs(path):
-        raise ImageLoadError(
-            f"{uri} does not name an absolute path; write file:///absolute/path "
-            "(pathlib.Path(path).resolve().as_uri()) or pass the path itself",
-            uri,
-        )
-    return path
 
 
 def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
@@ -163,18 +77,19 @@ def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
         ImageLoadError: anything else: a directory, a pipe or device (not a regular file), a
             symbolic link loop, a name too long for the file system, a folder on the path that
             cannot be entered, an empty, unreadable, damaged or truncated file, a file over
-            :data:`MAX_DOWNLOAD_BYTES`, an image over ``PIL.Image.MAX_IMAGE_PIXELS`` or more
-            elongated than :data:`MAX_ASPECT_RATIO`, a PNG chunk over :data:`MAX_PNG_CHUNK_BYTES`,
+            ``MAX_IMAGE_BYTES``, an image over ``PIL.Image.MAX_IMAGE_PIXELS`` or more elongated
+            than ``MAX_ASPECT_RATIO``, a PNG chunk over ``MAX_PNG_CHUNK_BYTES`` (all in
+            :mod:`processing_utils.decode`),
             a ``file://`` URI of another host, an HTTP error status, a timeout, a redirect loop,
             or a server answering with something that is not an image.
         TypeError: ``uri`` is neither text nor a path.
     """
     _check_timeout(timeout)
     if is_file_uri(uri):
-        return _load_path(file_uri_to_path(uri), uri)
+        return load_local_image(file_uri_to_path(uri), uri)
     if isinstance(uri, str) and is_url(uri):
         data = _download(uri, timeout)
-        return _decode(io.BytesIO(data), f"the image at {uri}", uri)
+        return decode_image(io.BytesIO(data), f"the image at {uri}", uri)
     if isinstance(uri, os.PathLike):
         path = os.fspath(uri)
         if not isinstance(path, str):
@@ -185,7 +100,7 @@ def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
         raise TypeError(
             f"expected an image URL or file path (str or os.PathLike), got {type(uri).__name__}: {uri!r:.100}"
         )
-    return _load_path(path, uri)
+    return load_local_image(path, uri)
 
 
 @functools.lru_cache(maxsize=1)
@@ -202,7 +117,7 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     Images that are not RGB are converted first, as :func:`load_image` does.
 
     Raises:
-        ImageLoadError: the image is more elongated than :data:`MAX_ASPECT_RATIO` (Resize(256)
+        ImageLoadError: the image is more elongated than ``decode.MAX_ASPECT_RATIO`` (Resize(256)
             would blow it up: 1 x 30,000 pixels become 256 x 7,680,000).
     """
     if not isinstance(image, Image.Image):
@@ -210,7 +125,7 @@ def preprocess(image: Image.Image) -> torch.Tensor:
             f"preprocess expects a PIL.Image.Image, got {type(image).__name__}; "
             "load files and URLs with load_image() first"
         )
-    _check_aspect_ratio(image, "the image", None)
+    check_aspect_ratio(image, "the image", None)
     return _transform()(to_rgb(image))
 
 
@@ -235,223 +150,6 @@ def prepare_input_from_uri(uri: Uri, cuda: bool = False, *, timeout: Timeout = D
         )
     tensor = preprocess(load_image(uri, timeout=timeout)).unsqueeze(0)
     return tensor.cuda() if cuda else tensor
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Return ``image`` as 8-bit RGB; 16-bit greyscale is scaled down rather than clipped."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in _SIXTEEN_BIT_MODES or mode == "I":
-        values = np.asarray(image).astype(np.float64)
-        # Mode "I" (32-bit integers) carries no bit depth; treat it as 16-bit when it uses that range.
-        if mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
-            values = values / 257.0
-        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        # Through RGBA, as Pillow asks for palette images with transparency.
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-# --------------------------------------------------------------------------- local files
-
-
-def _load_path(path: str, uri: Uri) -> Image.Image:
-    if not path:
-        raise ImageLoadError("an empty string is not an image path or URL", uri)
-    label = f"{path!r} (from {uri})" if is_file_uri(uri) else repr(path)
-    try:
-        info = os.stat(path)
-    except (OSError, ValueError) as error:
-        raise _unexaminable(path, label, uri, error) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageLoadError(
-            f"{label} is a directory, not an image file; pass the image files in it, "
-            f"e.g. sorted(pathlib.Path({path!r}).glob('*.jpg'))",
-            uri,
-        )
-    _check_regular_file(info, label, uri)
-    try:
-        # Non-blocking, so that a file swapped for a pipe since the stat above cannot hang the
-        # open; the descriptor's own stat is then checked again.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with os.fdopen(descriptor, "rb") as file:
-            _check_regular_file(os.fstat(descriptor), label, uri)
-            return _decode(file, label, uri)
-    except PermissionError:
-        raise ImageLoadError(f"cannot read {label}: permission denied", uri) from None
-    except ImageLoadError:
-        raise
-    except OSError as error:
-        raise ImageLoadError(f"cannot read {label}: {error.strerror or error}", uri) from None
-
-
-def _check_regular_file(info: os.stat_result, label: str, uri: Uri) -> None:
-    """Refuse what is not a plain file with image data in it: pipes, devices, empty or huge files."""
-    mode = info.st_mode
-    if not stat.S_ISREG(mode):
-        kinds = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-                 (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
-        kind = next((name for test, name in kinds if test(mode)), "a special file")
-        raise ImageLoadError(f"{label} is not a regular file: it is {kind}; pass an image file", uri)
-    if info.st_size == 0:
-        raise ImageLoadError(f"{label} is an empty file (0 bytes), not an image; re-copy or re-download it", uri)
-    if info.st_size > MAX_DOWNLOAD_BYTES:
-        raise ImageLoadError(
-            f"{label} is too large to be a photo ({info.st_size:,} bytes, limit {MAX_DOWNLOAD_BYTES:,}); "
-            "resize it first",
-            uri,
-        )
-
-
-def _unexaminable(path: str, label: str, uri: Uri, error: Exception) -> ImageLoadError:
-    """The error for a path whose ``os.stat`` failed, saying why."""
-    code = getattr(error, "errno", None)
-    if isinstance(error, ValueError):  # "embedded null byte"
-        return ImageLoadError(f"{label} is not a usable path: it contains a NUL character", uri)
-    if code == errno.ENOENT and os.path.islink(path):
-        return ImageNotFoundError(
-            f"no such image file: {label} is a symbolic link to {os.readlink(path)!r}, which does not exist; "
-            "fix or remove the link",
-            uri,
-            path,
-        )
-    if code in (errno.ENOENT, errno.ENOTDIR):
-        absolute = os.path.abspath(path)
-        where = "" if absolute == path else f" (looked for {absolute!r})"
-        return ImageNotFoundError(
-            f"no such image file: {label}{where}; check the path, or pass an http(s) URL", uri, path
-        )
-    if code == errno.ELOOP:
-        return ImageLoadError(
-            f"cannot open {label}: a symbolic link loop (too many levels of symbolic links); fix the links", uri
-        )
-    if code == errno.ENAMETOOLONG:
-        return ImageLoadError(
-            f"{label} is not a usable path: a name in it is too long for the file system (ENAMETOOLONG: "
-            "most allow 255 bytes per file or folder name); check how the path was built, or rename the file",
-            uri,
-        )
-    if code in (errno.EACCES, errno.EPERM):
-        return ImageLoadError(
-            f"cannot examine {label}: permission denied (a folder on the path cannot be entered)", uri
-        )
-    return ImageLoadError(f"cannot examine {label}: {getattr(error, 'strerror', None) or error}", uri)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _decode(file: io.BufferedIOBase, label: str, uri: Uri) -> Image.Image:
-    """Decode an open file or buffer fully, as upright RGB; ``label`` names it in errors."""
-    try:
-        _check_png_chunks(file, label, uri)
-        with Image.open(file) as image:
-            _check_pixel_limit(image, label, uri)
-            _check_aspect_ratio(image, label, uri)
-            image.load()  # decode now, so truncated or damaged data fails here and not later
-            return to_rgb(_upright(image))
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise ImageLoadError(_too_large(label, str(error)), uri) from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(
-            f"{label} is not an image Pillow can read (not a JPEG, PNG, GIF, BMP, TIFF, WebP...); "
-            "check that it is an image file and not a web page, text or an archive",
-            uri,
-        ) from None
-    except OSError as error:
-        # Pillow says "image file is truncated" / "broken data stream" for damaged files.
-        raise ImageLoadError(
-            f"{label} is damaged or truncated ({error}); re-copy or re-download it", uri
-        ) from None
-    except Exception as error:  # malformed files make Pillow's plugins raise all kinds of errors
-        raise ImageLoadError(
-            f"{label} could not be decoded ({type(error).__name__}: {error}); it is probably damaged", uri
-        ) from None
-
-
-def _check_pixel_limit(image: Image.Image, label: str, uri: Uri) -> None:
-    # Pillow itself refuses only images over twice its limit; over the limit is refused here too.
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = image.size
-    if limit is not None and width * height > limit:
-        raise ImageLoadError(
-            _too_large(label, f"{width}x{height} = {width * height:,} pixels, over the limit of {limit:,}"), uri
-        )
-
-
-def _check_aspect_ratio(image: Image.Image, label: str, uri: Optional[Uri]) -> None:
-    """Refuse, from the header's size, an image that Resize(256) would blow up (see MAX_ASPECT_RATIO)."""
-    width, height = image.size
-    short, long = sorted((width, height))
-    if short < 1:
-        raise ImageLoadError(f"{label} has no pixels ({width}x{height}); it is damaged", uri)
-    if long > MAX_ASPECT_RATIO * short:
-        resized = (RESIZE_SIZE, RESIZE_SIZE * long // short)
-        if width > height:
-            resized = resized[::-1]
-        raise ImageLoadError(
-            f"{label} is {width}x{height} pixels: its longer side is {long / short:,.1f} times its shorter "
-            f"side, and images more elongated than {MAX_ASPECT_RATIO}:1 are refused (Resize({RESIZE_SIZE}) would "
-            f"make this one {resized[0]:,}x{resized[1]:,} pixels, {3 * resized[0] * resized[1] / 1e9:,.1f} GB); "
-            "crop it to the part to classify",
-            uri,
-        )
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_PIXEL_CHUNKS = frozenset({b"IDAT", b"fdAT"})  # read by Pillow in small blocks, whatever their length
-
-
-def _check_png_chunks(file: io.BufferedIOBase, label: str, uri: Uri) -> None:
-    """Walk a PNG's chunk headers (seeking over their data) and refuse an oversized non-pixel chunk.
-
-    Pillow reads every other chunk whole, in memory, before checking it (``ImageFile._safe_read``
-    with the declared length; ``PngImagePlugin.MAX_TEXT_CHUNK`` applies to text only, after the
-    read, and is a process-wide setting): a sparse file of 4 KB on disk declaring a 256 MiB text
-    chunk cost 770 MB and 10 s. Pixel data is read in 64 KB blocks, and what is left of a broken
-    IDAT chunk is skipped in one read, bounded by the file size limit.
-    """
-    start = file.tell()
-    try:
-        if file.read(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
-            return
-        while True:
-            header = file.read(8)
-            if len(header) < 8:
-                return  # cut short: Pillow says so
-            length, kind = struct.unpack(">I4s", header)
-            if kind not in _PNG_PIXEL_CHUNKS and length > MAX_PNG_CHUNK_BYTES:
-                raise ImageLoadError(
-                    f"{label} is not a usable PNG: its {kind.decode('latin-1')!r} chunk declares {length:,} bytes, "
-                    f"over the limit of {MAX_PNG_CHUNK_BYTES:,} for anything but pixel data; it is damaged "
-                    "or crafted to exhaust memory",
-                    uri,
-                )
-            if kind == b"IEND":
-                return
-            file.seek(length + 4, io.SEEK_CUR)  # the data and its CRC
-    finally:
-        file.seek(start)
-
-
-def _too_large(label: str, detail: str) -> str:
-    return (
-        f"{label} is too large to decode safely ({detail}); shrink it, or if you trust the file "
-        "raise PIL.Image.MAX_IMAGE_PIXELS"
-    )
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; an unreadable EXIF block leaves the image as stored."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block should not cost an otherwise good image
-        return image
 
 
 # --------------------------------------------------------------------------- URLs

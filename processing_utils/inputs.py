@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .images import ImageLoadError, file_uri_to_path, is_file_uri, is_url
+from .errors import ImageLoadError
+from .files import file_uri_to_path, is_file_uri
+from .images import is_url
 
 #: File suffixes (lower case) taken from folders; files named explicitly are always tried.
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
