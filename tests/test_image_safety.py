@@ -76,7 +76,6 @@ def test_preprocess_refuses_an_elongated_pil_image() -> None:
 
 def test_a_png_declaring_a_huge_chunk_is_refused_before_pillow_reads_it(tmp_path, monkeypatch) -> None:
     path = _png_declaring(tmp_path, b"tEXt", declared=100 * 1024 * 1024, sparse_size=101 * 1024 * 1024)
-    assert path.stat().st_blocks * 512 < 1024 * 1024  # sparse: what the disk holds is tiny
     from PIL import ImageFile
 
     reads = []
