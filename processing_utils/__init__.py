@@ -18,6 +18,11 @@ Deliberate differences from NVIDIA's implementation:
   check the HTTP status and content type, stop redirect loops, and fail with an
   ``ImageLoadError`` naming the URL. NVIDIA's hangs on a silent server and hands error pages
   to Pillow.
+- ``file://`` URIs (RFC 8089, as ``pathlib.Path.as_uri()`` writes them) name local files;
+  ``file://otherhost/...`` is refused.
+- Image bombs are refused before decoding: an aspect ratio over 20:1 (``Resize(256)`` would
+  blow a 1 x 30,000 PNG up to 5.9 GB), a file over 200 MB, a PNG chunk other than pixel data
+  over 16 MiB. Pipes and devices are refused as not regular files, without being opened.
 - Class names ship inside the package (``imagenet_classes.json``, identical to NVIDIA's
   LOC_synset_mapping.json): no download and no file written into the working directory.
 - ``pick_n_best`` also takes a single (1000,) row, warns when the rows are not probabilities
@@ -28,28 +33,23 @@ Deliberate differences from NVIDIA's implementation:
 from __future__ import annotations
 
 from .batch import BatchResult, iter_batches, load_batch
-from .classes import CLASSES_SHA256, NUM_CLASSES, get_imgnet_classes, pick_n_best
+from .classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
+from .decode import to_rgb
 from .display import show_predictions
-from .images import (
-    DEFAULT_TIMEOUT,
-    ImageLoadError,
-    ImageNotFoundError,
-    is_url,
-    load_image,
-    prepare_input_from_uri,
-    preprocess,
-    to_rgb,
-)
+from .errors import ImageLoadError, ImageNotFoundError
+from .files import file_uri_to_path, is_file_uri
+from .images import DEFAULT_TIMEOUT, is_url, load_image, prepare_input_from_uri, preprocess
 
 __all__ = [
-    "CLASSES_SHA256",
     "DEFAULT_TIMEOUT",
     "NUM_CLASSES",
     "BatchResult",
     "ConvNetsProcessingUtils",
     "ImageLoadError",
     "ImageNotFoundError",
+    "file_uri_to_path",
     "get_imgnet_classes",
+    "is_file_uri",
     "is_url",
     "iter_batches",
     "load_batch",
@@ -90,8 +90,8 @@ def nvidia_convnets_processing_utils() -> ConvNetsProcessingUtils:
 
     Returns an object with NVIDIA's methods (same behaviour, same printed output):
 
-    - ``prepare_input_from_uri(uri, cuda=False)``: an http(s) URL or a local path (str or
-      pathlib.Path) -> (1, 3, 224, 224) float32 tensor: Resize(256), CenterCrop(224),
+    - ``prepare_input_from_uri(uri, cuda=False)``: an http(s) URL, a local path (str or
+      pathlib.Path) or a file:// URI -> (1, 3, 224, 224) float32 tensor: Resize(256), CenterCrop(224),
       ToTensor, normalised with the ImageNet mean/std. Batch several with ``torch.cat``.
     - ``pick_n_best(predictions, n=5)``: for (N, 1000) probabilities (apply softmax to the
       logits first) prints ``sample i: [('tabby, tabby cat', '84.7%'), ...]`` per row and
@@ -106,12 +106,13 @@ def nvidia_convnets_processing_utils() -> ConvNetsProcessingUtils:
     - ``iter_batches(uris, batch_size)``: the same as a stream of batches in input order,
       decoding ahead in the background while the model runs.
     - ``show_predictions(uris, results, output=None)``: each image beside a bar chart of its
-      top classes, shown (notebook) or saved to a PNG.
+      top classes, shown (notebook; returns None) or saved to a PNG (returns the Figure).
     - ``load_image(uri)`` / ``preprocess(image)``: the two halves of ``prepare_input_from_uri``.
 
     Differences from NVIDIA's: non-RGB images (greyscale, palette, RGBA, CMYK, 16-bit) are
     converted to RGB, EXIF orientation is applied, downloads time out (``timeout=``) and check
-    the HTTP status, and errors (``ImageLoadError``) name the input.
+    the HTTP status, file:// URIs are accepted, image bombs (over 20:1, over 200 MB) are
+    refused before decoding, and errors (``ImageLoadError``) name the input.
 
     Example:
         utils = torch.hub.load(REPO, 'nvidia_convnets_processing_utils')

@@ -15,7 +15,8 @@ import torch
 
 from resnet.preprocessing import INPUT_SHAPE
 
-from .images import DEFAULT_TIMEOUT, Timeout, Uri, _check_timeout, load_image, preprocess
+from .errors import Uri
+from .images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess
 
 
 @dataclass
@@ -74,7 +75,12 @@ def iter_batches(
     inputs decode in background threads, so decoding overlaps inference. Each
     :class:`BatchResult` covers ``batch_size`` inputs (fewer at the end) and reports its own
     failures, so ``len(b.uris) + len(b.failures)`` inputs per batch. ``uris`` may be any
-    iterable, read lazily. Closing the iterator early cancels the decoding not yet started.
+    iterable, read lazily.
+
+    Once the iterator is exhausted its threads have ended. Closing it early (``close()``, a
+    ``break`` out of a ``for`` loop over ``contextlib.closing(...)``) cancels the decoding not
+    yet started and returns at once; an input already being decoded finishes in the background
+    (a download in progress cannot be interrupted; ``timeout`` bounds it) and its thread ends.
 
     Example::
 
@@ -108,10 +114,12 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
                 return
             pending.append((uri, pool.submit(_attempt, uri, timeout)))
 
+    exhausted_all = False
     try:
         while True:
             fill()
             if not pending:
+                exhausted_all = True
                 return
             chunk = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
             fill()  # keep the threads busy on later inputs while this batch finishes
@@ -119,8 +127,9 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
     finally:
         for _, future in pending:
             future.cancel()
-        # Running downloads end on their own, bounded by the timeout; do not wait for them.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Exhausted: every thread is idle, and is joined here. Closed early: a download in progress
+        # ends on its own, bounded by the timeout; the caller does not wait for it.
+        pool.shutdown(wait=exhausted_all, cancel_futures=True)
 
 
 def _attempt(uri: Uri, timeout: Timeout) -> tuple[Optional[torch.Tensor], Optional[str]]:

@@ -14,8 +14,6 @@ import torch
 
 #: The label file inside this package: NVIDIA's LOC_synset_mapping.json, byte for byte.
 CLASSES_FILE: str = "imagenet_classes.json"
-#: SHA-256 of CLASSES_FILE (the same as NVIDIA's LOC_synset_mapping.json).
-CLASSES_SHA256: str = "1b152e31463c5116205bff54e19de56657fa787fa8eccea59738aba060d03a63"
 #: Number of ImageNet (ILSVRC-2012) classes the models predict.
 NUM_CLASSES: int = 1000
 

@@ -10,12 +10,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from resnet.atomic import atomic_file
 from resnet.preprocessing import MEAN, STD
 
-from .images import DEFAULT_TIMEOUT, Timeout, Uri, load_image, to_rgb
+from .decode import to_rgb
+from .errors import Uri
+from .images import DEFAULT_TIMEOUT, Timeout, load_image
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+#: Images drawn by :func:`save_predictions_chart` at most by default (one row each).
+PLOT_LIMIT: int = 16
 
 #: What can be drawn: a URL or path, a PIL image, a preprocessed (3, H, W) tensor, or an HxWx3 array.
 ImageLike = Union[Uri, Image.Image, torch.Tensor, np.ndarray]
@@ -33,15 +39,19 @@ def show_predictions(
     thumbnail_size: int = 256,
     max_label_chars: int = 40,
     dpi: int = 100,
-) -> "Figure":
+) -> Optional["Figure"]:
     """Draw each image beside a horizontal bar chart of its top classes; one row per image.
 
-    ``images_or_uris`` are URLs or paths (loaded with :func:`load_image`), PIL images,
-    preprocessed (3, H, W) tensors (un-normalised for display) or H x W x 3 arrays;
-    ``results`` is what :func:`pick_n_best` returns for them, in the same order. With
-    ``output`` the figure is saved there (PNG unless the name has another image suffix)
-    and not shown; otherwise ``plt.show()`` displays it (inline in a notebook). Class names
-    are cut to ``max_label_chars``. Returns the matplotlib ``Figure``.
+    ``images_or_uris`` are URLs, paths or file:// URIs (loaded with :func:`load_image`), PIL
+    images, preprocessed (3, H, W) tensors (un-normalised for display) or H x W x 3 arrays;
+    ``results`` is what :func:`pick_n_best` returns for them, in the same order. Class names
+    are cut to ``max_label_chars``.
+
+    Returns:
+        With ``output``: the matplotlib ``Figure``, saved there (PNG unless the name has
+        another image suffix) and not shown. Without: None, after ``plt.show()`` displayed the
+        chart (inline in a notebook). Returning the figure there would make Jupyter draw it a
+        second time as the cell's value.
 
     Example::
 
@@ -76,15 +86,42 @@ def show_predictions(
         image_ax.axis("off")
         _draw_bars(bar_ax, pairs, max_label_chars)
 
-    if output is not None:
-        path = Path(output)
-        known = {".png", ".jpg", ".jpeg", ".pdf", ".svg", ".webp", ".tif", ".tiff"}
-        figure.savefig(path, format=None if path.suffix.lower() in known else "png")
-    else:
+    if output is None:
         import matplotlib.pyplot as plt
 
         plt.show()
+        return None
+    path = Path(output)
+    known = {".png", ".jpg", ".jpeg", ".pdf", ".svg", ".webp", ".tif", ".tiff"}
+    figure.savefig(path, format=None if path.suffix.lower() in known else "png")
     return figure
+
+
+def save_predictions_chart(
+    uris: Sequence[ImageLike],
+    results: Sequence[Prediction],
+    output: Union[str, os.PathLike],
+    *,
+    limit: int = PLOT_LIMIT,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+) -> list[str]:
+    """Save the chart of :func:`show_predictions` for the first ``limit`` images to ``output``.
+
+    ``uris`` and ``results`` are the images that were classified and their top classes, in
+    the same order. The file appears complete or not at all (an existing one stays as it was
+    when drawing fails). Returns the warnings the user should see, as sentences naming
+    ``output``: that only the first ``limit`` images were drawn, or that nothing was written
+    because there was no image to draw (then ``output`` is left untouched).
+    """
+    if len(uris) != len(results):
+        raise ValueError(f"save_predictions_chart got {len(uris)} images but {len(results)} results")
+    if not uris:
+        return [f"no image was classified, so there is no chart to draw: {os.fspath(output)!r} was not written"]
+    with atomic_file(output) as staging:
+        show_predictions(list(uris[:limit]), list(results[:limit]), output=staging, timeout=timeout)
+    if len(uris) > limit:
+        return [f"the chart {os.fspath(output)!r} shows the first {limit} of the {len(uris)} classified images"]
+    return []
 
 
 def _parse_row(index: int, row: Prediction) -> list[tuple[str, float]]:

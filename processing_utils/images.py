@@ -1,29 +1,42 @@
-"""One image in, one model input out: load a URL or a path as RGB, then preprocess it.
+"""One image in, one model input out: load a URL, a path or a file:// URI as RGB, then preprocess it.
 
 Every failure is an :class:`ImageLoadError` (a ``ValueError``) whose message names the
 input and says what to do; a path that does not exist is an :class:`ImageNotFoundError`,
 which is both an ``ImageLoadError`` and a ``FileNotFoundError``.
+
+Hostile inputs are refused before they cost memory or block: local files are checked by
+:mod:`processing_utils.files` (regular files only, at most ``MAX_IMAGE_BYTES``), and every
+image by :mod:`processing_utils.decode` before it is decoded (aspect ratio, pixels, PNG chunks).
 """
 
 from __future__ import annotations
 
-import errno
 import functools
 import io
 import os
-from typing import Callable, Optional, Union
+from typing import Callable
 
-import numpy as np
 import torch
 import validators
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.download import DownloadError, Limits, Timeout, check_timeout, open_stream
 from resnet.preprocessing import build_transform
 
-#: A URL (http/https) or a local file path.
-Uri = Union[str, "os.PathLike[str]"]
+from .decode import MAX_IMAGE_BYTES, check_aspect_ratio, decode_image, to_rgb
+from .errors import ImageLoadError, Uri
+from .files import file_uri_to_path, is_file_uri, load_local_image
+
+if torch.distributed.is_available():
+    # Before any process group exists (30 ms). The first preprocess() imports torchvision, which
+    # imports torch._dynamo and with it torch.distributed.nn.functional, whose functions take
+    # ``group=group.WORLD`` as a default argument, evaluated at import. Imported after
+    # init_process_group(), they would hold the default group for the life of the interpreter:
+    # destroy_process_group() could not free it, its gloo threads would still run at interpreter
+    # shutdown, and one of them releasing the last collective's tensors would abort the process
+    # ("terminate called without an active exception": torchrun jobs using iter_batches, torch 2.14).
+    import torch.distributed.nn.functional  # noqa: F401
 
 #: Default (connect, read) timeout in seconds: connecting to the server, then each wait for more
 #: bytes. A server that accepts the connection and never answers fails after the read timeout.
@@ -32,46 +45,21 @@ DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
 #: Seconds a URL download may take in all, unless ``timeout`` has a third element: a server that
 #: sends a byte every few seconds never trips the read timeout, and is stopped by this.
 DEFAULT_DEADLINE: float = 180.0
-#: Largest download accepted from a URL, in bytes (far above any photo the model is meant for).
-MAX_DOWNLOAD_BYTES: int = 200 * 1024 * 1024
+#: Largest download accepted from a URL, in bytes: the bound on every image file.
+MAX_DOWNLOAD_BYTES: int = MAX_IMAGE_BYTES
 
 _USER_AGENT = "nvidia-convnets-torchhub-processing-utils"
 # Media types a server sends for web pages, API answers and documents, never for images.
 _NOT_IMAGE_TYPES = frozenset(
     {"application/json", "application/xml", "application/xhtml+xml", "application/javascript", "application/pdf"}
 )
-# Pillow modes that hold more than 8 bits per sample: converting them with convert("RGB")
-# clips every value above 255 (a 16-bit photo turns almost white), so they are scaled instead.
-_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-
-
-class ImageLoadError(ValueError):
-    """An input could not be turned into an image; the message names it and says what to do.
-
-    ``uri`` holds the input as it was given.
-    """
-
-    def __init__(self, message: str, uri: Optional[Uri] = None) -> None:
-        super().__init__(message)
-        self.uri = uri
-
-
-class ImageNotFoundError(ImageLoadError, FileNotFoundError):
-    """A local path that does not exist (catch it as ``ImageLoadError`` or ``FileNotFoundError``)."""
-
-    def __init__(self, message: str, uri: Optional[Uri] = None, path: Optional[str] = None) -> None:
-        super().__init__(message, uri)
-        self.errno = errno.ENOENT
-        self.filename = path
-
-    def __str__(self) -> str:  # the message, not OSError's "[Errno 2] ..." form
-        return str(self.args[0])
 
 
 def is_url(uri: object) -> bool:
-    """True for an http(s) URL: what ``validators.url`` accepts (NVIDIA's test), plus any text that
-    starts with ``http://`` or ``https://`` (validators rejects hosts such as ``localhost``)."""
-    if not isinstance(uri, str):
+    """True for a URL to download: what ``validators.url`` accepts (NVIDIA's test), plus any text that
+    starts with ``http://`` or ``https://`` (validators rejects hosts such as ``localhost``).
+    A ``file:`` URI is not one: it names a local file (see :func:`file_uri_to_path`)."""
+    if not isinstance(uri, str) or is_file_uri(uri):
         return False
     if uri[:8].lower().startswith(("http://", "https://")):
         return True
@@ -79,7 +67,8 @@ def is_url(uri: object) -> bool:
 
 
 def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
-    """Load ``uri`` (an http/https URL or a local path, ``str`` or ``os.PathLike``) as an RGB image.
+    """Load ``uri`` (an http/https URL, a local path, ``str`` or ``os.PathLike``, or a ``file://``
+    URI) as an RGB image.
 
     The EXIF orientation is applied (phone photos come out upright) and any other mode
     (greyscale, palette, RGBA, CMYK, 16-bit) is converted to 8-bit RGB. URLs are fetched with
@@ -87,15 +76,22 @@ def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
 
     Raises:
         ImageNotFoundError: the path does not exist (also a ``FileNotFoundError``).
-        ImageLoadError: anything else: a directory, an empty, unreadable, damaged or truncated
-            file, an image over ``PIL.Image.MAX_IMAGE_PIXELS``, an HTTP error status, a
-            timeout, a redirect loop, or a server answering with something that is not an image.
+        ImageLoadError: anything else: a directory, a pipe or device (not a regular file), a
+            symbolic link loop, a name too long for the file system, a folder on the path that
+            cannot be entered, an empty, unreadable, damaged or truncated file, a file over
+            ``MAX_IMAGE_BYTES``, an image over ``PIL.Image.MAX_IMAGE_PIXELS`` or more elongated
+            than ``MAX_ASPECT_RATIO``, a PNG chunk over ``MAX_PNG_CHUNK_BYTES`` (all in
+            :mod:`processing_utils.decode`),
+            a ``file://`` URI of another host, an HTTP error status, a timeout, a redirect loop,
+            or a server answering with something that is not an image.
         TypeError: ``uri`` is neither text nor a path.
     """
     _check_timeout(timeout)
+    if is_file_uri(uri):
+        return load_local_image(file_uri_to_path(uri), uri)
     if isinstance(uri, str) and is_url(uri):
         data = _download(uri, timeout)
-        return _decode(io.BytesIO(data), f"the image at {uri}", uri)
+        return decode_image(io.BytesIO(data), f"the image at {uri}", uri)
     if isinstance(uri, os.PathLike):
         path = os.fspath(uri)
         if not isinstance(path, str):
@@ -106,7 +102,7 @@ def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
         raise TypeError(
             f"expected an image URL or file path (str or os.PathLike), got {type(uri).__name__}: {uri!r:.100}"
         )
-    return _load_path(path, uri)
+    return load_local_image(path, uri)
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,12 +117,17 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet mean/std), the pipeline
     of ``resnet.preprocessing.build_transform`` (the one place its constants are defined).
     Images that are not RGB are converted first, as :func:`load_image` does.
+
+    Raises:
+        ImageLoadError: the image is more elongated than ``decode.MAX_ASPECT_RATIO`` (Resize(256)
+            would blow it up: 1 x 30,000 pixels become 256 x 7,680,000).
     """
     if not isinstance(image, Image.Image):
         raise TypeError(
             f"preprocess expects a PIL.Image.Image, got {type(image).__name__}; "
             "load files and URLs with load_image() first"
         )
+    check_aspect_ratio(image, "the image", None)
     return _transform()(to_rgb(image))
 
 
@@ -137,9 +138,10 @@ def prepare_input_from_uri(uri: Uri, cuda: bool = False, *, timeout: Timeout = D
     images): Resize(256), CenterCrop(224), ToTensor, then (x - mean) / std. Batch several with
     ``torch.cat``. With ``cuda=True`` the tensor is moved to the current CUDA device.
 
-    Unlike NVIDIA's version it converts greyscale/palette/RGBA/CMYK/16-bit images to RGB,
-    applies the EXIF orientation, bounds URL downloads by ``timeout`` and checks the HTTP
-    status; errors are :class:`ImageLoadError` naming ``uri``.
+    Unlike NVIDIA's version it also takes ``file://`` URIs, converts greyscale/palette/RGBA/
+    CMYK/16-bit images to RGB, applies the EXIF orientation, bounds URL downloads by ``timeout``,
+    checks the HTTP status and refuses image bombs (see :func:`load_image`); errors are
+    :class:`ImageLoadError` naming ``uri``.
     """
     if cuda and not torch.cuda.is_available():
         build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
@@ -150,112 +152,6 @@ def prepare_input_from_uri(uri: Uri, cuda: bool = False, *, timeout: Timeout = D
         )
     tensor = preprocess(load_image(uri, timeout=timeout)).unsqueeze(0)
     return tensor.cuda() if cuda else tensor
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Return ``image`` as 8-bit RGB; 16-bit greyscale is scaled down rather than clipped."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in _SIXTEEN_BIT_MODES or mode == "I":
-        values = np.asarray(image).astype(np.float64)
-        # Mode "I" (32-bit integers) carries no bit depth; treat it as 16-bit when it uses that range.
-        if mode in _SIXTEEN_BIT_MODES or values.max(initial=0) > 255:
-            values = values / 257.0
-        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        # Through RGBA, as Pillow asks for palette images with transparency.
-        image = image.convert("RGBA")
-    return image.convert("RGB")
-
-
-# --------------------------------------------------------------------------- local files
-
-
-def _load_path(path: str, uri: Uri) -> Image.Image:
-    if not path:
-        raise ImageLoadError("an empty string is not an image path or URL", uri)
-    if not os.path.exists(path):
-        absolute = os.path.abspath(path)
-        where = "" if absolute == path else f" (looked for {absolute!r})"
-        raise ImageNotFoundError(
-            f"no such image file: {path!r}{where}; check the path, or pass an http(s) URL", uri, path
-        )
-    if os.path.isdir(path):
-        raise ImageLoadError(
-            f"{path!r} is a directory, not an image file; pass the image files in it, "
-            f"e.g. sorted(pathlib.Path({path!r}).glob('*.jpg'))",
-            uri,
-        )
-    try:
-        size = os.path.getsize(path)
-        if size == 0:
-            raise ImageLoadError(f"{path!r} is an empty file (0 bytes), not an image; re-copy or re-download it", uri)
-        with open(path, "rb") as file:
-            return _decode(file, repr(path), uri)
-    except PermissionError:
-        raise ImageLoadError(f"cannot read {path!r}: permission denied", uri) from None
-    except ImageLoadError:
-        raise
-    except OSError as error:
-        raise ImageLoadError(f"cannot read {path!r}: {error.strerror or error}", uri) from None
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _decode(file: io.BufferedIOBase, label: str, uri: Uri) -> Image.Image:
-    """Decode an open file or buffer fully, as upright RGB; ``label`` names it in errors."""
-    try:
-        with Image.open(file) as image:
-            _check_pixel_limit(image, label, uri)
-            image.load()  # decode now, so truncated or damaged data fails here and not later
-            return to_rgb(_upright(image))
-    except ImageLoadError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise ImageLoadError(_too_large(label, str(error)), uri) from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(
-            f"{label} is not an image Pillow can read (not a JPEG, PNG, GIF, BMP, TIFF, WebP...); "
-            "check that it is an image file and not a web page, text or an archive",
-            uri,
-        ) from None
-    except OSError as error:
-        # Pillow says "image file is truncated" / "broken data stream" for damaged files.
-        raise ImageLoadError(
-            f"{label} is damaged or truncated ({error}); re-copy or re-download it", uri
-        ) from None
-    except Exception as error:  # malformed files make Pillow's plugins raise all kinds of errors
-        raise ImageLoadError(
-            f"{label} could not be decoded ({type(error).__name__}: {error}); it is probably damaged", uri
-        ) from None
-
-
-def _check_pixel_limit(image: Image.Image, label: str, uri: Uri) -> None:
-    # Pillow itself refuses only images over twice its limit; over the limit is refused here too.
-    limit = Image.MAX_IMAGE_PIXELS
-    width, height = image.size
-    if limit is not None and width * height > limit:
-        raise ImageLoadError(
-            _too_large(label, f"{width}x{height} = {width * height:,} pixels, over the limit of {limit:,}"), uri
-        )
-
-
-def _too_large(label: str, detail: str) -> str:
-    return (
-        f"{label} is too large to decode safely ({detail}); shrink it, or if you trust the file "
-        "raise PIL.Image.MAX_IMAGE_PIXELS"
-    )
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; an unreadable EXIF block leaves the image as stored."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block should not cost an otherwise good image
-        return image
 
 
 # --------------------------------------------------------------------------- URLs

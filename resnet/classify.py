@@ -21,16 +21,16 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Optional, TextIO
+from typing import Optional, TextIO
 
 import torch
 from tqdm import tqdm
 
-from processing_utils import get_imgnet_classes, is_url, iter_batches, show_predictions
+from processing_utils import get_imgnet_classes, iter_batches
+from processing_utils.display import PLOT_LIMIT, save_predictions_chart
 from processing_utils.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
+from processing_utils.inputs import expand_inputs
 
-from .atomic import atomic_file
 from .download import Timeout, parse_timeout
 from .fastpath import optimize_for_inference
 from .options import (
@@ -43,12 +43,8 @@ from .options import (
     resolve_device,
 )
 
-#: File suffixes taken from folders (files named explicitly are always tried).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
-#: Images drawn by --plot at most.
-PLOT_LIMIT = 16
 
 
 @dataclass
@@ -68,26 +64,11 @@ class Outcome:
         }
 
 
-def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    """Files stay, folders become their image files (recursive, sorted), URLs stay; order kept.
-
-    A path that does not exist is kept so that it is reported as a failure with the others.
-    """
-    expanded: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if not is_url(item) and path.is_dir():
-            expanded.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-        else:
-            expanded.append(item)
-    return expanded
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m resnet classify``."""
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive) or http(s) URLs")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive), http(s) URLs or file:// URIs"
+    )
     add_model_options(parser)
     parser.add_argument("-k", "--top-k", type=top_k, default=5, help="classes to report per image (default 5)")
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
@@ -147,6 +128,7 @@ def classify(
     """Classify ``uris`` in input order; decoding runs in threads while the model computes."""
     outcomes: dict[str, list[Outcome]] = {}
     batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout)
+    # Closing the batches on the way out (an error too) leaves no decoding running.
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar, \
             contextlib.closing(batches), torch.inference_mode():
         for batch in batches:
@@ -227,7 +209,10 @@ def run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
 
     try:
-        uris = expand_inputs(args.inputs)
+        expanded = expand_inputs(args.inputs)
+        for warning in expanded.warnings if rank == 0 else ():
+            print(f"warning: {warning}", file=sys.stderr)
+        uris = expanded.uris
         if not uris:
             raise CommandError("no images found in " + " ".join(args.inputs))
         model = load_model(args)
@@ -269,15 +254,10 @@ def plot(outcomes: list[Outcome], path: str) -> None:
         CommandError: the file could not be written (exit status 1: the results were printed).
     """
     good = [o for o in outcomes if o.error is None]
-    if not good:
-        print(f"--plot: {path} not written: no input was classified", file=sys.stderr)
-        return
-    if len(good) > PLOT_LIMIT:
-        print(f"--plot: {path} shows the first {PLOT_LIMIT} of the {len(good)} classified images", file=sys.stderr)
-    good = good[:PLOT_LIMIT]
     results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
     try:
-        with atomic_file(path) as staging:
-            show_predictions([o.input for o in good], results, output=staging)
+        warnings = save_predictions_chart([o.input for o in good], results, path)
     except (OSError, ValueError) as error:
         raise CommandError(f"--plot: could not write {path}: {error}", status=1) from error
+    for warning in warnings:
+        print(f"warning: --plot: {warning}", file=sys.stderr)

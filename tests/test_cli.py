@@ -236,7 +236,7 @@ def test_plot_into_a_folder_this_user_cannot_write_is_refused(tmp_path, capsys, 
 
 
 def test_plot_says_what_it_leaves_out_and_writes_all_or_nothing(tmp_path, capsys, monkeypatch) -> None:
-    from resnet import classify
+    from processing_utils import display
     from resnet.classify import PLOT_LIMIT, Outcome, plot
     from resnet.options import CommandError
 
@@ -246,20 +246,23 @@ def test_plot_says_what_it_leaves_out_and_writes_all_or_nothing(tmp_path, capsys
     many = [Outcome(str(PHOTOS[i % len(PHOTOS)]), top=top) for i in range(PLOT_LIMIT + 1)]
     out = folder / "predictions.png"
     plot([*many, Outcome("broken.jpg", error="broken.jpg: not an image")], str(out))
-    assert f"first {PLOT_LIMIT} of the {PLOT_LIMIT + 1} classified images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --plot: ") and str(out) in err
+    assert f"first {PLOT_LIMIT} of the {PLOT_LIMIT + 1} classified images" in err
     with Image.open(out) as image:
         assert image.format == "PNG"
 
     nothing = folder / "none.png"
     plot([Outcome("broken.jpg", error="broken.jpg: not an image")], str(nothing))
-    assert "none.png not written: no input was classified" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "none.png" in err and "was not written" in err and "no image was classified" in err
     assert not nothing.exists()
 
-    def crash(uris, results, *, output):
+    def crash(uris, results, *, output, timeout):
         Path(output).write_bytes(b"half a PNG")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(classify, "show_predictions", crash)
+    monkeypatch.setattr(display, "show_predictions", crash)
     with pytest.raises(CommandError, match="No space left") as info:
         plot(many[:1], str(out))
     assert info.value.status == 1

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 from support import PHOTOS as PHOTO_PATHS, REPO_ROOT
 
@@ -53,3 +54,54 @@ def test_distributed_without_torchrun_is_a_clear_error() -> None:
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "torchrun" in result.stderr
+
+
+# A torchrun job of two ranks using the batch loader as the CLI does: the package imported first,
+# then the process group, the decoding (whose first image imports torchvision, and with it
+# torch._dynamo), a collective, and destroy_process_group(). Each rank then checks that gloo's
+# threads are gone: a process group that outlives destroy_process_group() keeps them running into
+# interpreter shutdown, where they abort the process at random ("terminate called without an
+# active exception", SIGABRT); the check makes that failure certain instead of occasional.
+TORCHRUN_JOB = """
+import os, sys
+import processing_utils
+import torch.distributed as dist
+
+photos = sys.argv[1:]
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+loaded = sum(len(b.uris) for b in processing_utils.iter_batches(photos[rank::world], 1, num_workers=1))
+counts = [None] * world if rank == 0 else None
+dist.gather_object(loaded, counts, dst=0)
+dist.destroy_process_group()
+if os.path.isdir("/proc/self/task"):
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{task}/comm").read().strip())
+        except OSError:
+            pass
+    gloo = [name for name in names if "gloo" in name]
+    if gloo:
+        sys.exit(f"rank {rank}: gloo threads still running after destroy_process_group(): {gloo}")
+if rank == 0:
+    print("loaded", sum(counts))
+"""
+
+
+def test_twenty_torchrun_jobs_with_the_batch_loader_all_exit_cleanly(tmp_path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(TORCHRUN_JOB)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GLOO_SOCKET_IFNAME="lo")
+    failures = []
+    start = time.monotonic()
+    for run in range(20):
+        job = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+             "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(script), *PHOTOS],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )
+        if job.returncode != 0 or f"loaded {len(PHOTOS)}" not in job.stdout:
+            failures.append(f"run {run}: exit {job.returncode}\n{job.stderr[-1500:]}")
+    elapsed = time.monotonic() - start
+    assert not failures, f"{len(failures)} of 20 runs failed ({elapsed:.0f} s):\n" + "\n".join(failures[:3])

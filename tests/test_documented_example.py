@@ -10,18 +10,16 @@ a temporary hub cache, and matplotlib draws on the Agg backend. Two ways of nami
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 import torch
 from PIL import Image
-from torchvision import transforms
 
-from support import PHOTOS, REPO_ROOT, Route, standin_state_dict
+from reference import assert_top_classes_agree, peer_probabilities, reference_batch, reference_pick_n_best
+from support import PHOTOS, REPO_ROOT, Route
 
 CHECKPOINT = "nvidia_resnet50_200821.pth.tar"
 GITHUB_NAME = "NVIDIA/DeepLearningExamples:torchhub"
@@ -75,34 +73,10 @@ def run_example(source: str, repo: str, urls: list[str]) -> dict:
     return namespace
 
 
-def reference_batch() -> torch.Tensor:
-    """NVIDIA's prepare_input_from_uri for the four photos (spec §4), constants written out."""
-    pipeline = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return torch.cat([pipeline(Image.open(p)).float().unsqueeze(0).sub_(mean).div_(std) for p in PHOTOS])
-
-
-def reference_lines(output: torch.Tensor) -> list[str]:
-    """The lines NVIDIA's pick_n_best prints for ``output`` with n=5."""
-    predictions = output.float().cpu().numpy()
-    names = np.array(json.loads((REPO_ROOT / "processing_utils" / "imagenet_classes.json").read_text()))
-    lines = []
-    for idx, case in enumerate(np.argsort(-1 * predictions, axis=-1)[:, :5]):
-        r = [(f"{c}", f"{100*v:.1f}%") for c, v in zip(names[case], predictions[idx, case])]
-        lines.append(f"sample {idx}: {r}")
-    return lines
-
-
 @pytest.fixture(scope="module")
 def peer_output() -> torch.Tensor:
     """Softmax of torchvision's resnet50 with the stand-in weights on NVIDIA's preprocessing (the peer)."""
-    from torchvision.models import resnet50
-
-    peer = resnet50()
-    peer.load_state_dict(standin_state_dict("resnet50"))
-    with torch.no_grad():
-        return torch.softmax(peer.eval()(reference_batch()), dim=1)
+    return peer_probabilities(reference_batch(PHOTOS))
 
 
 def check_run(namespace: dict, stdout: str, expected: torch.Tensor) -> None:
@@ -111,11 +85,13 @@ def check_run(namespace: dict, stdout: str, expected: torch.Tensor) -> None:
     assert [line.split(":")[0] for line in printed] == [f"sample {i}" for i in range(len(PHOTOS))]
     assert all(line.startswith(f"sample {i}: [('") for i, line in enumerate(printed))
     # The batch is NVIDIA's preprocessing, the output is the peer model's, the lines NVIDIA's format.
-    assert (namespace["batch"].cpu() - reference_batch()).abs().max().item() <= 1e-6
+    assert (namespace["batch"].cpu() - reference_batch(PHOTOS)).abs().max().item() <= 1e-6
     output = namespace["output"].cpu()
     assert output.shape == (len(PHOTOS), 1000)
     assert torch.allclose(output, expected, rtol=1e-4, atol=1e-7)
-    assert printed == reference_lines(output)
+    assert printed == reference_pick_n_best(output, 5)[1]
+    for pairs, peer_row in zip(namespace["results"], expected):  # the peer's top 5, near-ties left open
+        assert_top_classes_agree(pairs, peer_row)
     # ... and each `print(result)` of the loop shows the same pairs.
     assert [line for line in lines if line.startswith("[(")] == [str(r) for r in namespace["results"]]
 

@@ -1,8 +1,8 @@
 """``nvidia_convnets_processing_utils``: NVIDIA's behaviour (spec §4), its fixes, the batch loader
 and the display helper, all offline (photos served from 127.0.0.1).
 
-Expected tensors come from NVIDIA's pipeline written out here with torchvision and the spec's
-literal constants, never from the code under test.
+Expected tensors come from NVIDIA's pipeline written out with torchvision and the spec's
+literal constants (``reference.py``), never from the code under test.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import socket
 import threading
 import time
@@ -21,13 +22,11 @@ import pytest
 import requests
 import torch
 from PIL import Image
-from torchvision import transforms
 
+from reference import LABELS_FILE, LABELS_SHA256, reference_pick_n_best, reference_pipeline
 from support import IMAGES, PHOTOS, REPO_ROOT, Route
 
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
-LABELS_SHA256 = "1b152e31463c5116205bff54e19de56657fa787fa8eccea59738aba060d03a63"  # spec §4
-LABELS_FILE = REPO_ROOT / "processing_utils" / "imagenet_classes.json"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -46,33 +45,6 @@ def photo_server(server):
         server.routes[f"/img/{photo.name}"] = Route(photo.read_bytes(), content_type=CONTENT_TYPES[photo.suffix])
         urls[photo.name] = server.url(f"/img/{photo.name}")
     return urls
-
-
-def reference_pipeline(image: Image.Image) -> torch.Tensor:
-    """NVIDIA's prepare_input_from_uri after Image.open (spec §4), constants written out."""
-    img = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])(image)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return img.float().unsqueeze(0).sub_(mean).div_(std)
-
-
-def reference_names() -> np.ndarray:
-    return np.array(json.loads(LABELS_FILE.read_text()))
-
-
-def reference_pick_n_best(predictions: torch.Tensor, n: int) -> tuple[list, list[str]]:
-    """NVIDIA's pick_n_best, returning (results, printed lines) instead of printing."""
-    predictions = predictions.float().cpu().numpy()
-    top_n = np.argsort(-1 * predictions, axis=-1)[:, :n]
-    names = reference_names()
-    results, lines = [], []
-    for idx, case in enumerate(top_n):
-        r = []
-        for c, v in zip(names[case], predictions[idx, case]):
-            r.append((f"{c}", f"{100*v:.1f}%"))
-        lines.append(f"sample {idx}: {r}")
-        results.append(r)
-    return results, lines
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
@@ -122,6 +94,57 @@ def test_path_input_equals_reference(utils, photo: Path) -> None:
     expected = reference_pipeline(Image.open(photo))
     assert_close(utils.prepare_input_from_uri(str(photo)), expected)
     assert_close(utils.prepare_input_from_uri(photo), expected)  # pathlib.Path too
+
+
+def _file_named(tmp_path: Path, name: "str | bytes") -> Path:
+    """A copy of the first photo under ``name`` (bytes: a name that is not UTF-8)."""
+    target = os.path.join(os.fsencode(tmp_path), name) if isinstance(name, bytes) else tmp_path / name
+    with open(target, "wb") as file:
+        file.write(PHOTOS[0].read_bytes())
+    return Path(os.fsdecode(target))
+
+
+@pytest.mark.parametrize("name", ["photo.png", "a b ä #1 ?% 100%.png", b"caf\xe9.png"],
+                         ids=["plain", "needs_percent_encoding", "not_utf8"])
+def test_file_uris_load_as_their_paths(utils, tmp_path, name) -> None:
+    from processing_utils import file_uri_to_path, is_url, load_batch
+
+    path = _file_named(tmp_path, name)
+    expected = reference_pipeline(Image.open(PHOTOS[0]))
+    uri = path.as_uri()  # what pathlib, browsers and notebooks write for a local file
+    assert file_uri_to_path(uri) == str(path) and not is_url(uri)
+    assert_close(utils.prepare_input_from_uri(uri), expected)
+    assert_close(utils.prepare_input_from_uri(uri.replace("file://", "file://localhost", 1)), expected)
+    assert_close(utils.prepare_input_from_uri(uri.replace("file://", "FILE:", 1)), expected)  # file:/path
+    result = load_batch([uri, str(tmp_path / "gone.png")])
+    assert result.uris == [uri] and len(result.failures) == 1
+    assert_close(result.tensor, expected)
+
+
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("file://fileserver/share/cat.jpg", "on the host 'fileserver'"),
+        ("file:cat.jpg", "absolute path"),
+        ("file:///photos/cat.jpg?size=2", "percent-encode"),
+    ],
+    ids=["other_host", "relative", "query"],
+)
+def test_file_uris_that_name_no_local_file_are_refused(utils, uri, expected) -> None:
+    from processing_utils import ImageLoadError
+
+    with pytest.raises(ImageLoadError, match=expected) as info:
+        utils.prepare_input_from_uri(uri)
+    assert uri in str(info.value)
+
+
+def test_a_missing_file_uri_names_the_uri_and_the_path(utils, tmp_path) -> None:
+    from processing_utils import ImageNotFoundError
+
+    path = tmp_path / "no such.jpg"
+    with pytest.raises(ImageNotFoundError) as info:
+        utils.load_image(path.as_uri())
+    assert str(path) in str(info.value) and path.as_uri() in str(info.value)
 
 
 def test_url_input_equals_reference(utils, photo_server) -> None:
@@ -474,6 +497,16 @@ def test_iter_batches_streams_in_order_with_per_batch_failures(utils, mixed_inpu
     assert_close(torch.cat([b.tensor for b in batches]), expected)
 
 
+def test_iter_batches_threads_have_ended_once_it_is_exhausted(utils) -> None:
+    def decoding_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("iter_batches")]
+
+    assert decoding_threads() == []
+    batches = list(utils.iter_batches([str(p) for p in PHOTOS] * 2, 3, num_workers=3))
+    assert [len(b.uris) for b in batches] == [3, 3, 2]
+    assert decoding_threads() == []  # joined, not left to wind down on their own
+
+
 def test_iter_batches_decodes_ahead_in_the_background(utils, server) -> None:
     server.routes["/slow.png"] = Route(PHOTOS[0].read_bytes(), content_type="image/png", delay=2.5)
     inputs = [str(PHOTOS[1]), str(PHOTOS[2]), server.url("/slow.png")]
@@ -536,9 +569,31 @@ def test_show_predictions_shows_without_output(utils, monkeypatch) -> None:
 
     shown = []
     monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(True))
-    utils.show_predictions([Image.open(PHOTOS[0])], [[("tabby, tabby cat", "84.7%"), ("tiger cat", "11.5%")]])
+    returned = utils.show_predictions(
+        [Image.open(PHOTOS[0])], [[("tabby, tabby cat", "84.7%"), ("tiger cat", "11.5%")]]
+    )
     assert shown == [True]
+    assert returned is None  # a Figure as the cell's value would be drawn a second time by Jupyter
     plt.close("all")
+
+
+def test_predictions_chart_says_what_it_left_out(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from processing_utils.display import save_predictions_chart
+
+    results = [[("tench, Tinca tinca", "50.0%")], [("goldfish", "40.0%")], [("tiger shark", "30.0%")]]
+    out = tmp_path / "chart.png"
+    warnings = save_predictions_chart([str(p) for p in PHOTOS[:3]], results, out, limit=2)
+    assert len(warnings) == 1 and str(out) in warnings[0] and "first 2 of the 3" in warnings[0]
+    with Image.open(out) as png:
+        assert 400 <= png.height <= 600  # two rows of 2.6 inches at 100 dpi, not three
+    assert save_predictions_chart([str(p) for p in PHOTOS[:2]], results[:2], tmp_path / "two.png", limit=2) == []
+    nothing = tmp_path / "nothing.png"
+    warnings = save_predictions_chart([], [], nothing)
+    assert len(warnings) == 1 and str(nothing) in warnings[0] and "not written" in warnings[0]
+    assert not nothing.exists()
 
 
 def test_show_predictions_bad_arguments(utils, tmp_path) -> None:
