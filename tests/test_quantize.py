@@ -45,9 +45,9 @@ from resnet.quantize import (  # noqa: E402
 CALIBRATION_IMAGES = 16  # few, to keep the test short (one warning, asserted where it matters)
 
 # Bounds, from the figures measured here (printed by the tests), with head-room.
-STANDIN_MAX_REL_ERROR = 0.10  # max |int8 - fp32| / (max - min of the fp32 logits of that image)
-STANDIN_MIN_CORRELATION = 0.97  # Pearson correlation of the 1000 logits of each image
-TUNED_MAX_REL_ERROR = 0.10
+STANDIN_MAX_REL_ERROR = 0.05  # max |int8 - fp32| / (max - min of the fp32 logits of that image)
+STANDIN_MIN_CORRELATION = 0.995  # Pearson correlation of the 1000 logits of each image
+TUNED_MAX_REL_ERROR = 0.25  # a 4-class head on a random backbone amplifies feature noise
 TUNED_MIN_AGREEMENT = 1.0  # held-out images whose int8 top-1 equals the fp32 top-1
 
 
@@ -189,6 +189,8 @@ def test_int8_model_is_qdq_with_per_channel_int8_weights(fp32_onnx, int8) -> Non
         assert weight.data_type == onnx.TensorProto.INT8
         assert list(scale.dims) == [weight.dims[0]]  # one scale per output channel
         assert conv.input[0] in producers and producers[conv.input[0]].op_type == "DequantizeLinear"
+    (gemm,) = [node for node in proto.graph.node if node.op_type == "Gemm"]  # the classifier stays float32
+    assert [initializers[name].data_type for name in gemm.input[1:]] == [onnx.TensorProto.FLOAT] * 2
     # Same interface as the fp32 export: float32 in and out, dynamic batch.
     (graph_input,), (graph_output,) = proto.graph.input, proto.graph.output
     assert (graph_input.name, graph_output.name) == (INPUT_NAME, OUTPUT_NAME)
@@ -247,7 +249,7 @@ def tuned(standin, workdir) -> tuple[torch.nn.Module, Path]:
     targets[range(len(train)), [k for _, k in train]] = 1.0
     mean, std = features.mean(0), features.std(0) + 1e-6
     design = torch.cat([(features - mean) / std, torch.ones(len(train), 1, dtype=torch.float64)], 1)
-    ridge = 1e-2 * torch.eye(design.shape[1], dtype=torch.float64)
+    ridge = 1.0 * torch.eye(design.shape[1], dtype=torch.float64)
     solution = torch.linalg.solve(design.T @ design + ridge, design.T @ targets)  # (features + 1, 4)
     weight = (solution[:-1] / std[:, None]).T
     bias = solution[-1] - weight @ mean
