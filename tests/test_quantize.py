@@ -18,15 +18,15 @@ fails by far; the measured figures are printed with -s and quoted in benchmarks/
 from __future__ import annotations
 
 import json
-import random
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
+from photos import jittered_photos
 from support import PHOTOS
 from resnet.builder import create_model
 from resnet.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_onnx, prepare_for_export
@@ -52,29 +52,6 @@ TUNED_MIN_AGREEMENT = 1.0  # held-out images whose int8 top-1 equals the fp32 to
 
 
 # --------------------------------------------------------------------------- images
-
-
-def jittered_photos(folder: Path, count: int, seed: int) -> list[Path]:
-    """``count`` photos made from the sample photos: random crops, mirror, colour and brightness."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    made = []
-    for i in range(count):
-        with Image.open(PHOTOS[i % len(PHOTOS)]) as source:
-            image = source.convert("RGB")
-        w, h = image.size
-        scale = rng.uniform(0.4, 1.0)
-        cw, ch = int(w * scale), int(h * scale)
-        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-        image = image.crop((x, y, x + cw, y + ch))
-        if rng.random() < 0.5:
-            image = ImageOps.mirror(image)
-        image = ImageEnhance.Color(image).enhance(rng.uniform(0.5, 1.5))
-        image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
-        path = folder / f"{seed}-{i:03d}.jpg"
-        image.save(path, quality=90)
-        made.append(path)
-    return made
 
 
 def pattern_image(kind: int, rng: np.random.Generator, size: int = 256) -> Image.Image:
