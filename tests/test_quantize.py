@@ -330,6 +330,7 @@ def test_calibration_folder_errors(tmp_path) -> None:
         load_calibration_set(tmp_path / "file.jpg")
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
+    (empty / "album.jpg").mkdir()  # a folder with an image suffix is not an image
     (empty / "notes.txt").write_text("no images here")
     with pytest.raises(QuantizationError, match="holds no image files") as caught:
         load_calibration_set(empty)
