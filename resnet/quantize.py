@@ -242,6 +242,14 @@ def _calibrate(prepared: Path, reader: _Reader, method: str, work: Path) -> dict
     options: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True}
     save = getattr(quantization, "save_tensors_data", None)
     if save is None or "calibration_cache_path" not in inspect.signature(quantization.quantize_static).parameters:
+        if method == "entropy":
+            warnings.warn(
+                f"onnxruntime {_ort_version()} takes no calibration cache, so its entropy calibration runs with "
+                "its default 128-bin histograms, whose only candidate range is the observed one (as minmax); "
+                "upgrade onnxruntime for the 2048-bin entropy search",
+                UserWarning,
+                stacklevel=3,
+            )
         options["CalibStridedMinMax"] = 1 if method != "minmax" else len(reader)
         return {"extra_options": options}
     calibrator = quantization.create_calibrator(
@@ -258,12 +266,32 @@ def _calibrate(prepared: Path, reader: _Reader, method: str, work: Path) -> dict
     return {"extra_options": options, "calibration_cache_path": str(cache)}
 
 
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
 def _classifier_nodes(path: Path) -> list[str]:
-    """Names of the fully connected layers (Gemm / MatMul) of the model at ``path``."""
+    """Names of the fully connected layers (Gemm / MatMul) of the model at ``path``.
+
+    Nodes are excluded from quantization by name, so unnamed nodes (allowed in ONNX) are named first
+    (``node_<index>``) and the model is saved back.
+    """
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
+    proto = onnx.load(str(path))
+    names = {node.name for node in proto.graph.node}
+    unnamed = [(i, node) for i, node in enumerate(proto.graph.node) if not node.name]
+    for index, node in unnamed:
+        name = f"node_{index}"
+        while name in names:
+            name += "_"
+        node.name = name
+        names.add(name)
+    if unnamed:
+        onnx.save(proto, str(path))
+    return [node.name for node in proto.graph.node if node.op_type in ("Gemm", "MatMul")]
 
 
 def quantize_onnx(

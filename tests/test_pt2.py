@@ -80,6 +80,16 @@ def batches(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return inputs
 
 
+def check_parity(label: str, outputs: dict, inputs: dict) -> None:
+    """The reference logits for the parity input, the eager logits for batches of 1 and 3 (float32)."""
+    diff = max_diff(outputs["parity"], load_expected("resnet50")["logits"])
+    print(f"{label}: max abs diff to the reference logits {diff:.3g}")
+    assert diff <= TOLERANCE
+    for batch in (1, 3):
+        assert outputs[f"x{batch}"].shape == (batch, 1000) and outputs[f"x{batch}"].dtype == torch.float32
+        assert max_diff(outputs[f"x{batch}"], inputs[f"expected{batch}"]) <= TOLERANCE
+
+
 def test_exported_program_loads_without_this_repository(program, standin, tmp_path) -> None:
     path, _ = program
     inputs = batches(standin)
@@ -92,12 +102,7 @@ def test_exported_program_loads_without_this_repository(program, standin, tmp_pa
             for key in ("parity", "x1", "x3"):
                 outputs[key] = module(inputs[key])
     """, inputs)
-    diff = max_diff(outputs["parity"], load_expected("resnet50")["logits"])
-    print(f"ExportedProgram: max abs diff to the reference logits {diff:.3g}")
-    assert diff <= TOLERANCE
-    for batch in (1, 3):
-        assert outputs[f"x{batch}"].shape == (batch, 1000) and outputs[f"x{batch}"].dtype == torch.float32
-        assert max_diff(outputs[f"x{batch}"], inputs[f"expected{batch}"]) <= TOLERANCE
+    check_parity("ExportedProgram", outputs, inputs)
     assert outputs["metadata"]["arch"] == "resnet50" and outputs["metadata"]["input"]["name"] == "input"
     assert load_metadata(path) == outputs["metadata"]
     assert not list(path.parent.glob(".*partial*"))
@@ -163,11 +168,7 @@ def test_aoti_resnet50_matches_reference_logits(program, standin, tmp_path) -> N
             for key in ("parity", "x1", "x3"):
                 outputs[key] = compiled(inputs[key])
     """, inputs)
-    diff = max_diff(outputs["parity"], load_expected("resnet50")["logits"])
-    print(f"AOTInductor package: max abs diff to the reference logits {diff:.3g}")
-    assert diff <= TOLERANCE
-    for batch in (1, 3):
-        assert max_diff(outputs[f"x{batch}"], inputs[f"expected{batch}"]) <= TOLERANCE
+    check_parity("AOTInductor package", outputs, inputs)
 
 
 def test_without_aotinductor_the_error_names_the_torch_version(monkeypatch, tmp_path) -> None:

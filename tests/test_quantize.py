@@ -316,7 +316,28 @@ def test_calibration_methods_differ_as_documented(tiny_onnx, calibration_folder,
     assert scales["minmax"].keys() == scales["percentile"].keys() == scales["entropy"].keys()
     assert all(scales["percentile"][name] <= scales["minmax"][name] * (1 + 1e-6) for name in scales["minmax"])
     assert scales["percentile"][INPUT_NAME] < scales["minmax"][INPUT_NAME]
+    if not hasattr(__import__("onnxruntime.quantization").quantization, "save_tensors_data"):
+        return  # older onnxruntime: entropy with 128 bins (warned; see the test below)
     assert any(scales["entropy"][name] != pytest.approx(scales["minmax"][name], rel=1e-3) for name in scales["minmax"])
+
+
+def test_without_calibration_cache_support_entropy_warns_and_still_quantizes(tiny_onnx, calibration_folder,
+                                                                             tmp_path, monkeypatch) -> None:
+    """Older onnxruntime (no save_tensors_data / calibration_cache_path): calibration inside quantize_static."""
+    import onnxruntime.quantization as quantization
+
+    monkeypatch.delattr(quantization, "save_tensors_data", raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = load_calibration_set(calibration_folder, 4)
+    x = preprocessed(cal.paths)
+    with pytest.warns(UserWarning, match="no calibration cache.*128-bin"):
+        quantize_onnx(tiny_onnx, tmp_path / "entropy.onnx", cal, method="entropy")
+    quantize_onnx(tiny_onnx, tmp_path / "minmax.onnx", cal, method="minmax")
+    for name in ("entropy", "minmax"):
+        assert "QuantizeLinear" in {node.op_type for node in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node}
+        relative, _, _ = logit_errors(ort_run(tmp_path / f"{name}.onnx", x), ort_run(tiny_onnx, x))
+        assert relative <= 0.1, (name, relative)
 
 
 # --------------------------------------------------------------------------- bad input
