@@ -69,6 +69,7 @@ __all__ = [
     "find_images",
     "load_calibration_set",
     "quantize_onnx",
+    "skipped_summary",
 ]
 
 #: Calibration methods of ONNX Runtime's static quantization offered here.

@@ -40,6 +40,7 @@ from resnet.quantize import (  # noqa: E402
     QuantizationError,
     load_calibration_set,
     quantize_onnx,
+    skipped_summary,
 )
 
 CALIBRATION_IMAGES = 16  # few, to keep the test short (one warning, asserted where it matters)
@@ -378,6 +379,8 @@ def test_unreadable_files_are_skipped_and_counted_and_few_images_warn(tmp_path, 
     assert len(cal) == 5 and cal.paths == sorted(photos)
     assert sorted(p.name for p, _ in cal.skipped) == ["000-damaged.jpg", "zzz-text.png"]
     assert all(str(p) in message for p, message in cal.skipped)  # each message names its file
+    lines = skipped_summary(cal, limit=1)
+    assert len(lines) == 2 and "000-damaged.jpg" in lines[0] and lines[1].startswith("... and 1 more")
     assert torch.allclose(cal.tensor, preprocessed(photos), atol=1e-6)  # preprocessed as resnet.preprocessing says
     meta = quantize_onnx(tiny_onnx, tmp_path / "out.onnx", cal)
     assert (meta["calibration_images"], meta["calibration_skipped"]) == (5, 2)
