@@ -195,6 +195,8 @@ def test_class_names_come_from_metadata_or_are_numbered(tmp_path) -> None:
     model = load_onnx_model(with_names)
     assert model.class_names == names
     assert max_diff(model(x), tiny_reference(x, with_names)) <= 1e-5
+    with torch.inference_mode():  # as the classify command calls its model
+        assert max_diff(model(x.clone()), tiny_reference(x, with_names)) <= 1e-5
     with pytest.warns(UserWarning, match="10 classes; its classes are named by number"):
         anonymous = load_onnx_model(tiny_classifier(tmp_path / "anonymous.onnx"))
     assert anonymous.class_names == [f"class {i}" for i in range(10)]
