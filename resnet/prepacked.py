@@ -12,9 +12,11 @@ are identical to the unpacked fused path's).
 
 Measured on a 2-core AMD EPYC (Zen 5, AVX512-BF16/VNNI), batch 32, medians of 5 interleaved rounds
 in one process, ratios to torchvision's eager fp32 ``resnet50()`` (``python benchmarks/benchmark.py
---runtimes``; the table is in benchmarks/README.md): fp32 1.45x unpacked -> 2.14x packed, bf16
-2.00x -> 3.08x; batch 1 latency (bf16) 0.42x -> 0.21x of the baseline's. ONNX Runtime fp32 ran at
-2.50x and OpenVINO fp32 at 2.89x in the same run, so packing closes part of the fp32 gap, not all.
+--runtimes``; the tables are in benchmarks/README.md): fp32 1.78x unpacked -> 1.93x packed, bf16
+3.74x -> 4.13x on a quiet machine; 1.45x -> 2.14x and 2.00x -> 3.08x with other jobs running.
+ONNX Runtime and OpenVINO fp32 ran at 2.24x and 2.19x, OpenVINO bf16 at 4.49x: packing closes part
+of the gap, not all. At batch 1 the weights packed for slices of 8 are slower in fp32 (1.21x the
+baseline's latency against 0.97x unpacked) and faster in bf16 (0.38x against 0.52x).
 
 ``torch.ops.mkldnn._reorder_convolution_weight`` is a private operator (torch's inductor uses it
 for frozen convolutions); it is feature-detected and checked on a probe (:func:`prepacking_works`),

@@ -23,9 +23,11 @@ torchvision's eager fp32 ``resnet50()``; ``python benchmarks/benchmark.py --runt
 ``benchmarks/README.md``):
 
 * Format: ONNX Runtime's static QDQ model (this module). One ONNX file that every ONNX runtime
-  runs, made with ``onnxruntime`` alone. ONNX Runtime runs it at 7.9x the baseline, OpenVINO at
-  10.2x (10.8x with OpenVINO's bf16 hint for the parts left in float); the quieter run quoted in
-  issue 13 gave 9.6x and 12.4x. OpenVINO is the faster runtime for it (``resnet.runtimes``).
+  runs, made with ``onnxruntime`` alone. On a quiet machine ONNX Runtime and OpenVINO both run it
+  at 7.7x the baseline (8.6x with OpenVINO's bf16 hint for the parts left in float); with other jobs
+  running, 7.9x and 10.2x (10.8x). Issue 13's quieter run gave 9.6x and 12.4x. OpenVINO is never
+  slower for it (``resnet.runtimes``); ONNX Runtime has the lower batch-1 latency (0.21x against
+  0.33x of the baseline's).
 * OpenVINO's own quantization (NNCF 3.4, ``nncf.quantize`` with the same 64 calibration images,
   performance preset, fast bias correction), run by OpenVINO: 17.7 img/s against 16.0 for this
   module's model on OpenVINO in the same run (+10%, within this shared machine's noise), with
