@@ -548,6 +548,279 @@ def cuda_section(checkpoint: Path, quick: bool, batches: list[int], compile_vari
         print(f"  batch {batch:3d}: {ips:8.0f} img/s  ({ips / NVIDIA_V100_AMP_B256:.2f}x NVIDIA V100)  {vname}")
 
 
+# --------------------------------------------------------------------------- runtimes: peers, INT8, AOTInductor
+
+
+@dataclass
+class Row:
+    """One path of the runtimes table: ``fn(x) -> logits``, its number format and whether it runs fused."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    fmt: str  # "fp32", "bf16" or "int8": the peak it is measured against
+    fused: Callable[[int], str]  # batch size -> "yes" / "no" / what fuses it
+    note: str = ""
+
+
+def measured_peaks(repeats: int = 5) -> dict[str, tuple[float, str]]:
+    """GFLOP/s (GOP/s for int8) of large oneDNN-backed kernels, timed now: the best of ``repeats`` calls.
+
+    fp32 and bf16: a 1x1 convolution, channels-last (16 x 1024 x 28 x 28 input, 1024 outputs), as the
+    bottleneck convolutions of ResNet-50 run; int8: the same convolution quantized (uint8 activations,
+    int8 weights) on torch's oneDNN quantized engine.
+    """
+    peaks = {}
+    x = torch.randn(16, 1024, 28, 28).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(1024, 1024, 1, 1).contiguous(memory_format=torch.channels_last)
+    flops = 2 * 16 * 28 * 28 * 1024 * 1024
+    for fmt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        xd, wd = x.to(dtype), w.to(dtype)
+        best = float("inf")
+        with torch.no_grad():
+            torch.nn.functional.conv2d(xd, wd)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.nn.functional.conv2d(xd, wd)
+                best = min(best, time.perf_counter() - start)
+        peaks[fmt] = (flops / best / 1e9, "1x1 conv 16x1024x28x28 -> 1024, channels-last (oneDNN)")
+    if "onednn" in torch.backends.quantized.supported_engines:
+        engine = torch.backends.quantized.engine
+        torch.backends.quantized.engine = "onednn"
+        try:
+            conv = torch.ao.nn.quantized.Conv2d(1024, 1024, 1)
+            conv.set_weight_bias(torch.quantize_per_tensor(w, 0.01, 0, torch.qint8), None)
+            xq = torch.quantize_per_tensor(x.abs(), 0.02, 0, torch.quint8).contiguous(memory_format=torch.channels_last)
+            best = float("inf")
+            conv(xq)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                conv(xq)
+                best = min(best, time.perf_counter() - start)
+            peaks["int8"] = (flops / best / 1e9, "the same 1x1 conv quantized u8s8, oneDNN engine")
+        finally:
+            torch.backends.quantized.engine = engine
+    return peaks
+
+
+def photo_batch(folder: Path, n: int) -> torch.Tensor:
+    """``n`` photos made from the sample photos, preprocessed: inputs whose top-1 means something."""
+    from photos import jittered_photos
+    from processing_utils import load_image, preprocess
+
+    return torch.stack([preprocess(load_image(p)) for p in jittered_photos(folder, n, seed=123)])
+
+
+def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
+                 calibration_images: int) -> list[Row]:
+    """Every path of the issue's table that can run here; missing packages are reported and skipped."""
+    from resnet.export import export_metadata, export_onnx, prepare_for_export
+    from resnet.prepacked import prepack_for_cpu
+
+    baseline = torchvision_model(checkpoint).eval()
+    documented = hub_model().eval()
+
+    def torch_call(model):
+        def call(x):
+            with torch.no_grad():
+                return model(x)
+        return call
+
+    native_bf16 = cpu_supports_bf16()
+    bf16_note = "" if native_bf16 else "emulated: no native BF16 on this CPU"
+    fp32_fast = optimize_for_inference(documented, dtype="float32")
+    bf16_fast = optimize_for_inference(documented, dtype="bfloat16")
+    packed32 = prepack_for_cpu(documented, dtype="float32")
+    packed16 = prepack_for_cpu(documented, dtype="bfloat16")
+    rows = [
+        Row("(a) torchvision resnet50, eager fp32 NCHW [baseline]", torch_call(baseline), "fp32", lambda b: "no"),
+        Row("(b) ours, hub model as documented (fp32)", torch_call(documented), "fp32",
+            lambda b: "yes" if b >= fastpath.EVAL_MIN_BATCH else "no (batch 1 runs layer by layer)"),
+        Row("(c1) ours, optimize_for_inference fp32", torch_call(fp32_fast), "fp32",
+            lambda b: "yes" if fp32_fast.fused else "no"),
+        Row("(c4) ours, optimize_for_inference bf16", torch_call(bf16_fast), "bf16",
+            lambda b: "yes" if bf16_fast.fused else "NO (fused probe refused)", bf16_note),
+        Row("(p1) ours, prepacked fused fp32 (resnet.prepacked)", torch_call(packed32), "fp32",
+            lambda b: ("yes, packed" if packed32.packed else "yes") if packed32.fused else "no"),
+        Row("(p2) ours, prepacked fused bf16 (resnet.prepacked)", torch_call(packed16), "bf16",
+            lambda b: ("yes, packed" if packed16.packed else "yes") if packed16.fused else "NO", bf16_note),
+    ]
+    try:
+        from resnet.runtimes import load_onnx_model, runtime_available
+    except ImportError as error:  # pragma: no cover - the module ships with the repository
+        print(f"runtimes: resnet.runtimes is not available ({error})")
+        return rows
+    have_ort, have_ov = runtime_available("onnxruntime"), runtime_available("openvino")
+    if not have_ort:
+        print("ONNX Runtime rows skipped: onnxruntime is not installed (pip install onnxruntime); "
+              "the INT8 model needs it too")
+    if not have_ov:
+        print("OpenVINO rows skipped: openvino is not installed (pip install openvino)")
+    runtime_fused = lambda b: "graph fusion (runtime)"  # noqa: E731
+    if have_ort:
+        fp32_onnx = work / "resnet50.onnx"
+        start = time.perf_counter()
+        export_onnx(prepare_for_export(documented), fp32_onnx, exporter="torchscript",
+                    metadata=export_metadata("resnet50", weights="stand-in"))
+        print(f"fp32 ONNX export: {time.perf_counter() - start:.0f} s")
+        runtimes = [("ONNX Runtime", "onnxruntime")] + ([("OpenVINO", "openvino")] if have_ov else [])
+        for label, runtime in runtimes:
+            rows.append(Row(f"{label} fp32 (ONNX export)", load_onnx_model(fp32_onnx, runtime), "fp32", runtime_fused))
+        if have_ov:
+            rows.append(Row("OpenVINO bf16 precision hint (same ONNX)",
+                            load_onnx_model(fp32_onnx, "openvino", precision="bf16"), "bf16", runtime_fused,
+                            bf16_note))
+        from resnet.quantize import load_calibration_set, quantize_onnx
+        from photos import jittered_photos
+
+        jittered_photos(work / "calibration", calibration_images, seed=7)
+        calibration = load_calibration_set(work / "calibration", calibration_images, min_images=1)
+        int8_onnx = work / "resnet50-int8.onnx"
+        meta = quantize_onnx(fp32_onnx, int8_onnx, calibration)
+        print(f"INT8 (ONNX Runtime static QDQ, {meta['calibration_method']}, {meta['calibration_images']} "
+              f"calibration images): {meta['seconds']:.0f} s")
+        for label, runtime in runtimes:
+            rows.append(Row(f"{label} INT8 (QDQ, per-channel; resnet.quantize)", load_onnx_model(int8_onnx, runtime),
+                            "int8", runtime_fused))
+        if have_ov and native_bf16:
+            rows.append(Row("OpenVINO INT8 + bf16 hint for the float parts", load_onnx_model(
+                int8_onnx, "openvino", precision="bf16"), "int8", runtime_fused))
+    if aoti:
+        rows.extend(aoti_rows(documented, work))
+    return rows
+
+
+def aoti_rows(documented: torch.nn.Module, work: Path) -> list[Row]:
+    """The AOTInductor package of the fp32 model (compile time printed), loaded as a user loads it."""
+    from resnet.export import export_metadata, prepare_for_export
+    from resnet.pt2 import Pt2Error, aoti_available, compile_package, export_program
+
+    if not aoti_available():
+        print("AOTInductor row skipped: this torch has no torch._inductor.aoti_compile_and_package")
+        return []
+    meta = export_metadata("resnet50", weights="stand-in")
+    try:
+        _, program = export_program(prepare_for_export(documented), work / "resnet50.pt2", metadata=meta)
+        package, seconds = compile_package(program, work / "resnet50-aoti.pt2", metadata=meta)
+    except Pt2Error as error:
+        print(f"AOTInductor row skipped: {error}")
+        return []
+    print(f"AOTInductor compile (fp32, freezing): {seconds:.0f} s")
+    compiled = torch._inductor.aoti_load_package(str(package))
+
+    def call(x):
+        with torch.no_grad():
+            return compiled(x)
+
+    return [Row("AOTInductor package fp32 (resnet.pt2)", call, "fp32", lambda b: "inductor (frozen, fused)")]
+
+
+def measure_rows(rows: list[Row], x: torch.Tensor, repeats: int, slow_cap: int) -> list[dict]:
+    """Interleaved timing of every row on ``x``: seconds per call (median), logits, calls timed."""
+    outputs: dict[str, torch.Tensor] = {}
+    variants = []
+    for row in rows:
+        def call(row=row):
+            outputs[row.name] = row.fn(x)
+        variants.append(Variant(row.name, call, max_repeats=slow_cap if row.note.startswith("emulated") else None,
+                                note=row.note))
+    interleaved(variants, repeats)
+    return [{"row": row, "seconds": v.median, "logits": outputs[row.name].float(), "n": len(v.times)}
+            for row, v in zip(rows, variants)]
+
+
+def agreement_cells(result: dict, reference: torch.Tensor) -> list[str]:
+    """top-1 agreement with the baseline's fp32 logits and the largest logit difference."""
+    logits = result["logits"]
+    top1 = int((logits.argmax(1) == reference.argmax(1)).sum())
+    return [f"{top1}/{len(logits)}", f"{(logits - reference).abs().max().item():.2g}"]
+
+
+def int8_peak(work: Path, repeats: int = 5) -> Optional[tuple[float, str]]:
+    """GOP/s of the 1x1 convolution of :func:`measured_peaks` as an INT8 QDQ ONNX model, on the faster runtime."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+
+        from resnet.runtimes import RUNTIMES, runtime_available
+    except ImportError:
+        return None
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randint(-127, 128, (1024, 1024, 1, 1), generator=generator, dtype=torch.int8)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["y"]),
+    ]
+    inits = [
+        helper.make_tensor("xs", TensorProto.FLOAT, [], [0.02]), helper.make_tensor("xz", TensorProto.UINT8, [], [0]),
+        helper.make_tensor("w", TensorProto.INT8, [1024, 1024, 1, 1], weight.numpy().tobytes(), raw=True),
+        helper.make_tensor("ws", TensorProto.FLOAT, [1024], [0.01] * 1024),
+    ]
+    shape = [16, 1024, 28, 28]
+    graph = helper.make_graph(nodes, "int8_peak", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = work / "int8_peak.onnx"
+    onnx.save(model, str(path))
+    x = torch.rand(16, 1024, 28, 28, generator=generator).numpy()
+    best: Optional[tuple[float, str]] = None
+    for runtime in RUNTIMES:
+        if not runtime_available(runtime):
+            continue
+        from resnet.runtimes import _make_runner
+
+        run = _make_runner(runtime, path, "x", "y", threads=torch.get_num_threads(), precision="fp32")
+        run(x)
+        fastest = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(x)
+            fastest = min(fastest, time.perf_counter() - start)
+        gops = 2 * 16 * 28 * 28 * 1024 * 1024 / fastest / 1e9
+        if best is None or gops > best[0]:
+            best = (gops, f"the same 1x1 conv as an INT8 QDQ model (u8 x s8), {runtime}")
+    return best
+
+
+def runtimes_section(checkpoint: Path, *, batch: int, repeats: int, quick: bool, aoti: bool,
+                     calibration_images: int) -> None:
+    """The table of issue 13: our paths against ONNX Runtime, OpenVINO, INT8 and AOTInductor, batch N and 1."""
+    with tempfile.TemporaryDirectory(prefix="bench_runtimes_") as folder:
+        work = Path(folder)
+        rows = runtime_rows(checkpoint, work, quick=quick, aoti=aoti, calibration_images=calibration_images)
+        x = photo_batch(work / "inputs", batch)
+        peaks = measured_peaks()
+        best_int8 = int8_peak(work)
+        if best_int8 is not None and best_int8[0] > peaks.get("int8", (0.0, ""))[0]:
+            peaks["int8"] = best_int8
+        for fmt, (value, how) in peaks.items():
+            print(f"measured {fmt} peak: {value:.0f} G{'OP' if fmt == 'int8' else 'FLOP'}/s ({how})")
+
+        results = measure_rows(rows, x, repeats, slow_cap=2 if quick else 3)
+        base = results[0]
+        table = []
+        for r in results:
+            ips = batch / r["seconds"]
+            achieved = ips * GFLOP_PER_IMAGE
+            peak = peaks.get(r["row"].fmt, (0.0, ""))[0]
+            table.append([r["row"].name + (f"  [{r['row'].note}]" if r["row"].note else ""), f"{ips:.1f}",
+                          f"{base['seconds'] / r['seconds']:.2f}x", f"{r['seconds'] * 1000:.0f}", f"{achieved:.0f}",
+                          f"{100 * achieved / peak:.0f}% {r['row'].fmt}" if peak else "n/a",
+                          *agreement_cells(r, base["logits"]), r["row"].fused(batch), str(r["n"])])
+        print_table(f"Runtimes, batch {batch}: {batch} photos, medians of {repeats} interleaved rounds",
+                    ["path", "img/s", "vs (a)", "ms/batch", "GFLOP/s", "% peak (own format)", "top-1 = (a)",
+                     "max|logit diff|", "fused", "n"], table)
+
+        latency = measure_rows(rows, x[:1], 5 if quick else 15, slow_cap=3)
+        base = latency[0]
+        table = [[r["row"].name, f"{r['seconds'] * 1000:.1f}", f"{r['seconds'] / base['seconds']:.2f}x",
+                  *agreement_cells(r, base["logits"]), r["row"].fused(1), str(r["n"])] for r in latency]
+        print_table("Runtimes, batch 1 latency (median)",
+                    ["path", "ms", "latency vs (a)", "top-1 = (a)", "max|logit diff|", "fused", "n"], table)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -561,6 +834,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-e2e", action="store_true", help="skip the CLI / documented-example comparison")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--peak-gflops", type=float, help="override the CPU's nominal fp32 peak")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="only the runtimes table: ours vs ONNX Runtime, OpenVINO, INT8, AOTInductor (batch and 1)")
+    parser.add_argument("--calibration-images", type=int, default=64, help="with --runtimes: INT8 calibration images")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -571,7 +847,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_torch_home_") as home:
         checkpoint = make_cache(Path(home))
-        if args.device == "cuda":
+        if args.runtimes:
+            runtimes_section(checkpoint, batch=args.batch, repeats=args.repeats or (3 if args.quick else 5),
+                             quick=args.quick, aoti=not (args.quick or args.no_compile),
+                             calibration_images=args.calibration_images)
+        elif args.device == "cuda":
             batches = [1, 32, 256] if args.quick else [1, 8, 32, 64, 128, 256]
             cuda_section(checkpoint, args.quick, batches, not (args.quick or args.no_compile))
         else:

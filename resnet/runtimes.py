@@ -1,0 +1,344 @@
+"""Run an exported ONNX model with ONNX Runtime or OpenVINO behind one small interface.
+
+:func:`load_onnx_model` returns an :class:`OnnxModel`: call it with a float32 NCHW batch (a torch
+tensor, preprocessed as :mod:`resnet.preprocessing` defines) and it returns float32 logits (a torch
+tensor), like the PyTorch model in eval mode. Its :attr:`~OnnxModel.class_names` come from the
+export's metadata (``metadata_props`` of the ONNX file, written by :func:`resnet.export.export_onnx`):
+ImageNet's names for a 1000-class model, the ``class_names`` entry where an export has one.
+
+A file that is not one of this repository's exports (no ``arch``/``output`` metadata) still runs
+when its interface fits, with a warning: one float32 input of shape (N, 3, 224, 224) and one float32
+output of shape (N, classes); a 1000-class output gets ImageNet's names. When the interface does not
+fit, :class:`RuntimeModelError` says which input or output is wrong and how.
+
+Runtimes (:data:`RUNTIMES`): ``onnxruntime`` (a requirement of this package's ONNX features) and
+``openvino`` (optional: ``pip install openvino``). Session settings are the fastest measured on a
+2-core AMD EPYC (Zen 5, AVX512-VNNI/BF16), see ``benchmarks/README.md``:
+
+* ONNX Runtime: all graph optimisations (``ORT_ENABLE_ALL``: conv+activation/add fusion, NCHWc
+  blocked layouts on x86), sequential execution, ``threads`` intra-op threads (default: the threads
+  torch uses, one per physical core), one inter-op thread.
+* OpenVINO: the ``LATENCY`` performance hint (one stream using every thread, which is what one
+  synchronous caller needs), ``INFERENCE_NUM_THREADS`` = ``threads``, and an explicit inference
+  precision: ``precision="fp32"`` (the default: the same numbers on every CPU) or ``"bf16"``
+  (OpenVINO converts the fp32 graph to bfloat16 where the CPU has native BF16). An INT8 (QDQ) model
+  runs its quantized operators in INT8 under either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PRECISIONS",
+    "RUNTIMES",
+    "OnnxModel",
+    "RuntimeModelError",
+    "RuntimeUnavailableError",
+    "load_onnx_model",
+    "read_onnx_metadata",
+]
+
+#: Runtimes that :func:`load_onnx_model` can use.
+RUNTIMES = ("onnxruntime", "openvino")
+#: Inference precisions: ``fp32`` everywhere; ``bf16`` (OpenVINO only) where the CPU computes it natively.
+PRECISIONS = ("fp32", "bf16")
+
+_INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install openvino"}
+
+
+class RuntimeModelError(ValueError):
+    """The file cannot be run as an image classifier; the message names the file and what is wrong."""
+
+
+class RuntimeUnavailableError(ImportError):
+    """The runtime asked for is not installed; the message names the ``pip install`` that adds it."""
+
+
+def runtime_available(runtime: str) -> bool:
+    """Whether ``runtime`` (one of :data:`RUNTIMES`) can be imported here."""
+    try:
+        _import_runtime(runtime)
+    except RuntimeUnavailableError:
+        return False
+    return True
+
+
+def _import_runtime(runtime: str) -> Any:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    try:
+        if runtime == "openvino":
+            import openvino
+
+            return openvino
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError as error:
+        other = next(r for r in RUNTIMES if r != runtime)
+        raise RuntimeUnavailableError(
+            f"the {runtime} runtime is not installed ({error}); install it with '{_INSTALL[runtime]}', "
+            f"or use the {other} runtime"
+        ) from None
+
+
+def read_onnx_metadata(path: os.PathLike | str) -> dict[str, Any]:
+    """The ``metadata_props`` of an ONNX file as a dict; JSON values are decoded, others stay text.
+
+    Raises:
+        RuntimeModelError: the file does not exist or is not an ONNX model.
+    """
+    return _load_proto(Path(path))[1]
+
+
+def _load_proto(path: Path) -> tuple[Any, dict[str, Any]]:
+    import onnx
+
+    if not path.is_file():
+        raise RuntimeModelError(f"ONNX model {str(path)!r} does not exist; check the path")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        raise RuntimeModelError(f"{str(path)!r} is not an ONNX model ({type(error).__name__}: {error})") from None
+    metadata: dict[str, Any] = {}
+    for entry in proto.metadata_props:
+        try:
+            metadata[entry.key] = json.loads(entry.value)
+        except ValueError:
+            metadata[entry.key] = entry.value
+    return proto, metadata
+
+
+def _dims(value: Any) -> list[Any]:
+    """Shape of a graph input/output: ints for fixed axes, names (or None) for dynamic ones."""
+    shape = value.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
+
+
+def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optional[int]]:
+    """(input name, output name, fixed batch or None, classes or None); RuntimeModelError when it does not fit."""
+    import onnx
+
+    from .preprocessing import INPUT_SHAPE
+
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    outputs = list(proto.graph.output)
+    where = f"{str(path)!r}"
+    if len(inputs) != 1:
+        raise RuntimeModelError(
+            f"{where} has {len(inputs)} inputs ({', '.join(v.name for v in inputs) or 'none'}); an image "
+            f"classifier here takes one float32 input of shape (N, {', '.join(map(str, INPUT_SHAPE))})"
+        )
+    if len(outputs) != 1:
+        named = [v for v in outputs if v.name == "logits"]
+        if len(named) != 1:
+            raise RuntimeModelError(
+                f"{where} has {len(outputs)} outputs ({', '.join(v.name for v in outputs) or 'none'}); "
+                "expected one float32 output of shape (N, classes), or one named 'logits'"
+            )
+        outputs = named
+    (graph_input,), (graph_output,) = inputs, outputs
+    float32 = onnx.TensorProto.FLOAT
+    in_dims, out_dims = _dims(graph_input), _dims(graph_output)
+    in_type = graph_input.type.tensor_type.elem_type
+    if in_type != float32 or len(in_dims) != 4 or any(
+        isinstance(d, int) and d != want for d, want in zip(in_dims[1:], INPUT_SHAPE)
+    ):
+        raise RuntimeModelError(
+            f"{where}: input {graph_input.name!r} is {onnx.TensorProto.DataType.Name(in_type).lower()} of shape "
+            f"{_show(in_dims)}, but the images are float32 of shape (N, {', '.join(map(str, INPUT_SHAPE))}) "
+            "(NCHW, 224x224 RGB, normalised as resnet.preprocessing says)"
+        )
+    out_type = graph_output.type.tensor_type.elem_type
+    if out_type != float32 or len(out_dims) != 2:
+        raise RuntimeModelError(
+            f"{where}: output {graph_output.name!r} is {onnx.TensorProto.DataType.Name(out_type).lower()} of shape "
+            f"{_show(out_dims)}; expected float32 logits of shape (N, classes)"
+        )
+    batch = in_dims[0] if isinstance(in_dims[0], int) and in_dims[0] > 0 else None
+    classes = out_dims[1] if isinstance(out_dims[1], int) and out_dims[1] > 0 else None
+    return graph_input.name, graph_output.name, batch, classes
+
+
+def _show(dims: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, ours: bool) -> list[str]:
+    names = metadata.get("class_names")
+    if isinstance(names, list) and all(isinstance(n, str) for n in names) and (classes in (None, len(names))):
+        return list(names)
+    if classes is None:
+        output = metadata.get("output")
+        shape = output.get("shape") if isinstance(output, dict) else None
+        if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
+            classes = shape[1]
+    if classes in (None, 1000):
+        from processing_utils.classes import get_imgnet_classes
+
+        if not ours:
+            warnings.warn(
+                f"{str(path)!r} has no export metadata of this repository (arch, output); it is run as an "
+                "ImageNet classifier with ImageNet's 1000 class names",
+                UserWarning,
+                stacklevel=4,
+            )
+        return [str(n) for n in get_imgnet_classes()]
+    if not ours:
+        warnings.warn(
+            f"{str(path)!r} has no export metadata of this repository and {classes} classes; "
+            "its classes are named by number",
+            UserWarning,
+            stacklevel=4,
+        )
+    return [f"class {i}" for i in range(classes)]
+
+
+class OnnxModel:
+    """An ONNX model running on :attr:`runtime`; call it with a float32 (N, 3, 224, 224) torch tensor.
+
+    Attributes:
+        path: the ONNX file.
+        runtime: ``onnxruntime`` or ``openvino``.
+        precision: ``fp32`` or ``bf16`` (OpenVINO's inference precision for the float parts).
+        threads: intra-op threads.
+        metadata: the export's metadata (empty for a file from elsewhere).
+        class_names: one name per output class.
+        quantized: whether the graph holds INT8 (QDQ) operators.
+        input_name, output_name: the graph's interface.
+        fixed_batch: the batch size baked into the graph, or ``None`` when the batch axis is dynamic
+            (a fixed-batch model is run in slices of that size).
+    """
+
+    def __init__(self, path: Path, runtime: str, proto: Any, metadata: dict[str, Any], *,
+                 threads: int, precision: str) -> None:
+        self.path = path
+        self.runtime = runtime
+        self.precision = precision
+        self.threads = threads
+        self.metadata = metadata
+        self.input_name, self.output_name, self.fixed_batch, classes = _interface(proto, path)
+        ours = "arch" in metadata and "output" in metadata
+        self.class_names = _class_names(metadata, classes, path, ours)
+        self.quantized = any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node)
+        self._run = _make_runner(runtime, path, self.input_name, self.output_name, threads=threads,
+                                 precision=precision)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes), float32 on the CPU, for the float32 (N, 3, 224, 224) ``batch``."""
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != (3, 224, 224):
+            shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise ValueError(f"{self.path.name}: expected a float32 batch of shape (N, 3, 224, 224), got {shape}")
+        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
+        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+            out = self._run(x)
+        else:
+            out = np.concatenate([self._run_padded(part) for part in np.split(
+                x, range(self.fixed_batch, x.shape[0], self.fixed_batch))]) if len(x) else np.empty((0, 0))
+        logits = torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        if logits.dim() != 2 or logits.shape[0] != batch.shape[0] or logits.shape[1] != self.num_classes:
+            raise RuntimeModelError(
+                f"{str(self.path)!r} returned an output of shape {tuple(logits.shape)} for a batch of "
+                f"{batch.shape[0]}; expected ({batch.shape[0]}, {self.num_classes})"
+            )
+        return logits
+
+    def _run_padded(self, part: np.ndarray) -> np.ndarray:
+        size = part.shape[0]
+        if size < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - size, *part.shape[1:]), dtype=part.dtype)
+            return self._run(np.concatenate([part, pad]))[:size]
+        return self._run(part)
+
+    forward = __call__
+
+    def __repr__(self) -> str:
+        return (f"OnnxModel({str(self.path)!r}, runtime={self.runtime!r}, precision={self.precision!r}, "
+                f"threads={self.threads}, classes={self.num_classes}, quantized={self.quantized})")
+
+
+def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *, threads: int, precision: str):
+    module = _import_runtime(runtime)
+    if runtime == "onnxruntime":
+        options = module.SessionOptions()
+        options.graph_optimization_level = module.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = module.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            session = module.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise RuntimeModelError(f"ONNX Runtime cannot load {str(path)!r}: {error}") from None
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run([output_name], {input_name: x})[0]
+
+        return run
+
+    import openvino.properties.hint as hints
+
+    core = module.Core()
+    config = {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        "INFERENCE_NUM_THREADS": threads,
+        hints.inference_precision: module.Type.bf16 if precision == "bf16" else module.Type.f32,
+    }
+    try:
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    except Exception as error:
+        raise RuntimeModelError(f"OpenVINO cannot load {str(path)!r}: {error}") from None
+    request = compiled.create_infer_request()
+    output = compiled.output(output_name) if len(compiled.outputs) > 1 else compiled.output(0)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        # The result tensor is reused by the next call: __call__ copies it.
+        return request.infer({input_name: x}, share_inputs=True, share_outputs=True)[output]
+
+    return run
+
+
+def load_onnx_model(
+    path: os.PathLike | str,
+    runtime: str = "onnxruntime",
+    *,
+    threads: Optional[int] = None,
+    precision: str = "fp32",
+) -> OnnxModel:
+    """Open the ONNX file ``path`` on ``runtime`` (``onnxruntime`` or ``openvino``) for classification.
+
+    ``threads``: intra-op threads (default ``torch.get_num_threads()``, one per physical core).
+    ``precision``: ``fp32`` (default) or ``bf16`` (OpenVINO only: its bf16 inference precision hint,
+    for CPUs with native BF16; the input and output stay float32).
+
+    Raises:
+        RuntimeUnavailableError: the runtime is not installed (the message names the pip command).
+        RuntimeModelError: the file is missing, not ONNX, or its interface is not an image classifier's.
+        ValueError: unknown ``runtime`` or ``precision``, ``threads`` below 1, or ``bf16`` on ONNX Runtime.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and runtime != "openvino":
+        raise ValueError("precision='bf16' is OpenVINO's inference precision hint; use runtime='openvino'")
+    if threads is None:
+        threads = torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    _import_runtime(runtime)  # a missing runtime is reported before the file is read
+    path = Path(path)
+    proto, metadata = _load_proto(path)
+    return OnnxModel(path, runtime, proto, metadata, threads=threads, precision=precision)

@@ -1,0 +1,258 @@
+"""resnet.runtimes: exported ONNX models on ONNX Runtime and OpenVINO, behind one interface.
+
+Parity is against the reference fixtures (tests/fixtures/ngc) for the stand-in weights, as in
+test_export.py; files that are not this repository's exports are built with onnx.helper.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from support import load_expected, parity_input
+from resnet.builder import create_model
+from resnet.export import export_metadata, export_onnx, prepare_for_export
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper  # noqa: E402
+
+from processing_utils.classes import get_imgnet_classes  # noqa: E402
+from resnet.quantize import CalibrationSet, quantize_onnx  # noqa: E402
+from resnet.runtimes import (  # noqa: E402
+    RuntimeModelError,
+    RuntimeUnavailableError,
+    load_onnx_model,
+    read_onnx_metadata,
+    runtime_available,
+)
+
+TOLERANCE = 1e-4  # max abs diff of fp32 logits, as for the ONNX exports
+#: bf16 bound, relative to the largest fp32 logit: the fast path's documented bf16 bound (2%).
+BF16_RELATIVE = 0.02
+HAS_OPENVINO = runtime_available("openvino")
+RUNTIMES = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    not HAS_OPENVINO, reason="openvino is not installed (pip install openvino)"))]
+
+
+def max_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+
+
+@pytest.fixture(scope="module")
+def standin(ngc_file) -> torch.nn.Module:
+    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(standin, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("runtimes") / "resnet50.onnx"
+    meta = export_metadata("resnet50", weights="stand-in")
+    return export_onnx(prepare_for_export(standin), path, exporter="torchscript", metadata=meta)
+
+
+def tiny_classifier(
+    path: Path,
+    *,
+    classes: int = 10,
+    batch: object = "N",
+    channels: int = 3,
+    side: int = 224,
+    input_type: int = TensorProto.FLOAT,
+    second_input: bool = False,
+    output_rank: int = 2,
+    outputs: tuple[str, ...] = ("logits",),
+    metadata: dict | None = None,
+) -> Path:
+    """conv(3->4, 16x16 stride 16) -> global average pool -> flatten -> gemm(4->classes), as ONNX."""
+    rng = np.random.default_rng(0)
+    weights = [
+        helper.make_tensor("w", TensorProto.FLOAT, [4, channels, 16, 16],
+                           rng.normal(0, 0.05, (4, channels, 16, 16)).astype(np.float32).ravel()),
+        helper.make_tensor("fw", TensorProto.FLOAT, [classes, 4],
+                           rng.normal(0, 1, (classes, 4)).astype(np.float32).ravel()),
+        helper.make_tensor("fb", TensorProto.FLOAT, [classes], rng.normal(0, 0.1, classes).astype(np.float32)),
+    ]
+    nodes = []
+    source = "input"
+    if input_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT))
+        source = "x"
+    nodes += [
+        helper.make_node("Conv", [source, "w"], ["c"], strides=[16, 16]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fw", "fb"], [outputs[0]], transB=1),
+    ]
+    out_shape: list = [batch, classes] if output_rank == 2 else [batch, classes, 1]
+    if output_rank != 2:
+        nodes[-1].output[0] = "g"
+        nodes.append(helper.make_node("Unsqueeze", ["g", "axes"], [outputs[0]]))
+        weights.append(helper.make_tensor("axes", TensorProto.INT64, [1], [2]))
+    for extra in outputs[1:]:
+        nodes.append(helper.make_node("Identity", [outputs[0]], [extra]))
+    inputs = [helper.make_tensor_value_info("input", input_type, [batch, channels, side, side])]
+    if second_input:
+        inputs.append(helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1]))
+        nodes.append(helper.make_node("Identity", ["scale"], ["scale_out"]))
+    graph_outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, out_shape) for name in outputs]
+    if second_input:
+        graph_outputs.append(helper.make_tensor_value_info("scale_out", TensorProto.FLOAT, [1]))
+    graph = helper.make_graph(nodes, "tiny", inputs, graph_outputs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def tiny_reference(x: torch.Tensor, path: Path) -> np.ndarray:
+    """The tiny classifier's logits computed with torch from the file's weights (an independent peer)."""
+    weights = {i.name: torch.from_numpy(onnx.numpy_helper.to_array(i).copy())
+               for i in onnx.load(str(path)).graph.initializer}
+    features = torch.relu(torch.nn.functional.conv2d(x, weights["w"], stride=16)).mean((2, 3))
+    return (features @ weights["fw"].T + weights["fb"]).numpy()
+
+
+# --------------------------------------------------------------------------- our exports
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_export_runs_with_reference_logits_and_imagenet_names(exported, standin, runtime: str) -> None:
+    model = load_onnx_model(exported, runtime, threads=2)
+    logits = model(parity_input("resnet50"))
+    assert isinstance(logits, torch.Tensor) and logits.dtype == torch.float32 and logits.shape == (2, 1000)
+    diff = max_diff(logits, load_expected("resnet50")["logits"])
+    print(f"{runtime}: max abs diff to the reference logits {diff:.3g}")
+    assert diff <= TOLERANCE
+    assert model.class_names == [str(n) for n in get_imgnet_classes()]
+    assert model.metadata["arch"] == "resnet50" and not model.quantized
+    for batch in (1, 3):  # the dynamic batch axis
+        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = standin(x)
+        assert max_diff(model(x), expected) <= TOLERANCE
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+def test_openvino_bf16_precision_stays_within_the_bf16_bound(exported) -> None:
+    """Where the CPU has no native BF16 OpenVINO keeps fp32; either way the bf16 bound holds."""
+    x = parity_input("resnet50")
+    fp32 = load_expected("resnet50")["logits"]
+    logits = load_onnx_model(exported, "openvino", precision="bf16")(x)
+    relative = max_diff(logits, fp32) / float(fp32.abs().max())
+    correlation = min(float(np.corrcoef(a, b)[0, 1]) for a, b in zip(logits.numpy(), fp32.numpy()))
+    print(f"openvino bf16: max error {100 * relative:.2f}% of the largest logit, min correlation {correlation:.5f}")
+    assert relative <= BF16_RELATIVE and correlation >= 0.999
+
+
+def test_int8_model_runs_on_both_runtimes(tmp_path) -> None:
+    """A QDQ model: quantized, and OpenVINO computes what ONNX Runtime computes (within a quantization step)."""
+    fp32_path = tiny_classifier(tmp_path / "tiny.onnx", metadata=export_metadata("tiny", weights="x", num_classes=10))
+    x = torch.randn(6, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    quantize_onnx(fp32_path, tmp_path / "int8.onnx", CalibrationSet(x))
+    reference = tiny_reference(x, fp32_path)
+    results = {}
+    for runtime in ("onnxruntime", "openvino") if HAS_OPENVINO else ("onnxruntime",):
+        model = load_onnx_model(tmp_path / "int8.onnx", runtime)
+        assert model.quantized and model.metadata["quantization"]["calibration_images"] == 6
+        results[runtime] = model(x).numpy()
+        spread = float(reference.max() - reference.min())
+        assert max_diff(results[runtime], reference) <= 0.05 * spread, runtime
+    if len(results) == 2:
+        assert max_diff(results["openvino"], results["onnxruntime"]) <= 0.02 * spread
+
+
+# --------------------------------------------------------------------------- files from elsewhere
+
+
+def test_file_without_metadata_runs_with_imagenet_names_and_a_warning(exported, tmp_path) -> None:
+    proto = onnx.load(str(exported))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    assert read_onnx_metadata(bare) == {}
+    with pytest.warns(UserWarning, match="no export metadata.*ImageNet"):
+        model = load_onnx_model(bare)
+    assert model.class_names == [str(n) for n in get_imgnet_classes()]
+    assert max_diff(model(parity_input("resnet50")), load_expected("resnet50")["logits"]) <= TOLERANCE
+
+
+def test_class_names_come_from_metadata_or_are_numbered(tmp_path) -> None:
+    names = [f"kind {i}" for i in range(10)]
+    meta = dict(export_metadata("tiny", weights="x", num_classes=10), class_names=names)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with_names = tiny_classifier(tmp_path / "named.onnx", metadata=meta)
+    model = load_onnx_model(with_names)
+    assert model.class_names == names
+    assert max_diff(model(x), tiny_reference(x, with_names)) <= 1e-5
+    with torch.inference_mode():  # as the classify command calls its model
+        assert max_diff(model(x.clone()), tiny_reference(x, with_names)) <= 1e-5
+    with pytest.warns(UserWarning, match="10 classes; its classes are named by number"):
+        anonymous = load_onnx_model(tiny_classifier(tmp_path / "anonymous.onnx"))
+    assert anonymous.class_names == [f"class {i}" for i in range(10)]
+
+
+def test_fixed_batch_model_runs_any_batch_in_slices(tmp_path) -> None:
+    path = tiny_classifier(tmp_path / "fixed.onnx", batch=2, metadata=export_metadata("t", weights="x", num_classes=10))
+    model = load_onnx_model(path)
+    assert model.fixed_batch == 2
+    x = torch.randn(5, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    out = model(x)
+    assert out.shape == (5, 10)
+    assert max_diff(out, tiny_reference(x, path)) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "options, fragments",
+    [
+        (dict(second_input=True), ["2 inputs (input, scale)", "one float32 input"]),
+        (dict(channels=1, side=28), ["input 'input'", "(N, 1, 28, 28)", "(N, 3, 224, 224)"]),
+        (dict(input_type=TensorProto.INT64), ["input 'input' is int64", "float32"]),
+        (dict(output_rank=3), ["output 'logits'", "(N, 10, 1)", "(N, classes)"]),
+        (dict(outputs=("a", "b")), ["2 outputs (a, b)", "named 'logits'"]),
+    ],
+    ids=["two-inputs", "input-shape", "input-type", "output-rank", "two-outputs"],
+)
+def test_interface_that_does_not_fit_is_refused_naming_what(tmp_path, options, fragments) -> None:
+    path = tiny_classifier(tmp_path / "odd.onnx", **options)
+    with pytest.raises(RuntimeModelError) as caught:
+        load_onnx_model(path)
+    message = str(caught.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_openvino_missing_says_how_to_install(exported, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert not runtime_available("openvino")
+    with pytest.raises(RuntimeUnavailableError, match=r"pip install openvino.*onnxruntime"):
+        load_onnx_model(exported, "openvino")
+
+
+def test_bad_arguments_and_files(tmp_path, exported) -> None:
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        load_onnx_model(exported, "tensorrt")
+    with pytest.raises(ValueError, match="use runtime='openvino'"):
+        load_onnx_model(exported, "onnxruntime", precision="bf16")
+    with pytest.raises(ValueError, match="threads"):
+        load_onnx_model(exported, threads=0)
+    with pytest.raises(RuntimeModelError, match="does not exist"):
+        load_onnx_model(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_text("not a model")
+    with pytest.raises(RuntimeModelError, match="is not an ONNX model"):
+        load_onnx_model(tmp_path / "junk.onnx")
+    meta = export_metadata("t", weights="x", num_classes=10)
+    model = load_onnx_model(tiny_classifier(tmp_path / "t.onnx", metadata=meta))
+    with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\), got \(2, 3, 32, 32\)"):
+        model(torch.zeros(2, 3, 32, 32))
