@@ -613,8 +613,7 @@ def photo_batch(folder: Path, n: int) -> torch.Tensor:
 def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
                  calibration_images: int) -> list[Row]:
     """Every path of the issue's table that can run here; missing packages are reported and skipped."""
-    from resnet.export import export_metadata, export_onnx, prepare_for_export
-    from resnet.prepacked import prepack_for_cpu
+    from resnet.exporters import export_metadata, export_onnx, prepare_for_export
 
     baseline = torchvision_model(checkpoint).eval()
     documented = hub_model().eval()
@@ -629,20 +628,25 @@ def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
     bf16_note = "" if native_bf16 else "emulated: no native BF16 on this CPU"
     fp32_fast = optimize_for_inference(documented, dtype="float32")
     bf16_fast = optimize_for_inference(documented, dtype="bfloat16")
-    packed32 = prepack_for_cpu(documented, dtype="float32")
-    packed16 = prepack_for_cpu(documented, dtype="bfloat16")
+    fp32_plain = optimize_for_inference(documented, dtype="float32", prepack=False)
+    bf16_plain = optimize_for_inference(documented, dtype="bfloat16", prepack=False)
+
+    def fused(model):
+        def says(batch: int) -> str:
+            if not model.fused:
+                return "no"
+            return "yes, packed" if model.prepacked and batch >= model.micro_batch else "yes"
+        return says
+
     rows = [
         Row("(a) torchvision resnet50, eager fp32 NCHW [baseline]", torch_call(baseline), "fp32", lambda b: "no"),
         Row("(b) ours, hub model as documented (fp32)", torch_call(documented), "fp32",
-            lambda b: "yes" if b >= fastpath.EVAL_MIN_BATCH else "no (batch 1 runs layer by layer)"),
-        Row("(c1) ours, optimize_for_inference fp32", torch_call(fp32_fast), "fp32",
-            lambda b: "yes" if fp32_fast.fused else "no"),
-        Row("(c4) ours, optimize_for_inference bf16", torch_call(bf16_fast), "bf16",
-            lambda b: "yes" if bf16_fast.fused else "NO (fused probe refused)", bf16_note),
-        Row("(p1) ours, prepacked fused fp32 (resnet.prepacked)", torch_call(packed32), "fp32",
-            lambda b: ("yes, packed" if packed32.packed else "yes") if packed32.fused else "no"),
-        Row("(p2) ours, prepacked fused bf16 (resnet.prepacked)", torch_call(packed16), "bf16",
-            lambda b: ("yes, packed" if packed16.packed else "yes") if packed16.fused else "NO", bf16_note),
+            lambda b: "yes" if b >= EVAL_MIN_BATCH else "no (batch 1 runs layer by layer)"),
+        Row("(c1) ours, optimize_for_inference fp32", torch_call(fp32_fast), "fp32", fused(fp32_fast)),
+        Row("(c1') the same, weights not packed (prepack=False)", torch_call(fp32_plain), "fp32", fused(fp32_plain)),
+        Row("(c4) ours, optimize_for_inference bf16", torch_call(bf16_fast), "bf16", fused(bf16_fast), bf16_note),
+        Row("(c4') the same, weights not packed (prepack=False)", torch_call(bf16_plain), "bf16", fused(bf16_plain),
+            bf16_note),
     ]
     try:
         from resnet.runtimes import load_onnx_model, runtime_available

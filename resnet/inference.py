@@ -10,6 +10,7 @@ graphs; large CPU batches run in slices (:func:`resnet.trunk.in_slices`).
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Callable, Literal, Optional, Union
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from . import onednn, trunk
 from .devices import DtypeName, resolve_dtype
-from .folding import fold_batchnorm, is_folded_resnet, resnet_blocks
+from .folding import fold_batchnorm, is_folded_resnet, resnet_blocks, trunk_pairs
 from .model import Bottleneck
 
 __all__ = ["REDUCED_PRECISION_TOLERANCE", "InferenceModel", "optimize_for_inference"]
@@ -30,14 +31,63 @@ REDUCED_PRECISION_TOLERANCE: dict[torch.dtype, float] = {torch.bfloat16: 0.02, t
 
 
 class _FusedFeatures(nn.Module):
-    """``forward_features`` of a BN-folded ResNet with every conv epilogue fused (CPU)."""
+    """``forward_features`` of a BN-folded ResNet with every conv epilogue fused (CPU).
 
-    def __init__(self, model: nn.Module) -> None:
+    With ``prepack_batch``, the first input of that many images packs the convolution weights once into
+    oneDNN's blocked layout for that input shape (:func:`resnet.onednn.pack_weight`), and later inputs of
+    the same shape run on them: the same arithmetic, without oneDNN reordering every weight on every call.
+    Inputs of other shapes run on the plain weights. The packed weights are a cache: a copy or a pickle of
+    the model leaves them out and packs again when used.
+    """
+
+    def __init__(self, model: nn.Module, prepack_batch: Optional[int] = None) -> None:
         super().__init__()
         self.model = model
+        self.prepack_batch = prepack_batch
+        self._packed: Optional[tuple[tuple[int, ...], dict]] = None
+        self._lock = threading.Lock()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return trunk.fused_features(self.model, x, trunk.own_params)
+        params: trunk.ConvParams = trunk.own_params
+        if self.prepack_batch is not None and x.shape[0] == self.prepack_batch:
+            packed = self._packed or self._pack(tuple(x.shape))
+            if packed[0] == tuple(x.shape):
+                params = packed[1].__getitem__
+        return trunk.fused_features(self.model, x, params)
+
+    @torch.no_grad()
+    def _pack(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], dict]:
+        with self._lock:
+            if self._packed is None:
+                inputs: dict[nn.Module, list[int]] = {}
+                convs = [conv for conv, _ in trunk_pairs(self.model)]
+                hooks = [conv.register_forward_hook(lambda conv, args, _: inputs.__setitem__(conv, list(args[0].shape)))
+                         for conv in convs]
+                try:  # one pass layer by layer tells the input shape of every convolution
+                    self.model.forward_features(torch.zeros(shape, dtype=self.model.conv1.weight.dtype))
+                finally:
+                    for hook in hooks:
+                        hook.remove()
+                self._packed = (shape, {
+                    conv: (onednn.pack_weight(conv, conv.weight.detach(), inputs[conv]),
+                           None if conv.bias is None else conv.bias.detach())
+                    for conv in convs
+                })
+            return self._packed
+
+    @property
+    def packed(self) -> bool:
+        """Whether packed weights are in use (after the first input of ``prepack_batch`` images)."""
+        return self._packed is not None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_packed"], state["_lock"] = None, None  # opaque oneDNN tensors copy or pickle as nothing
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class _Features(nn.Module):
@@ -106,7 +156,8 @@ class InferenceModel(nn.Module):
     Call it like the original model with a float32 NCHW batch (on any device; it is moved to
     :attr:`device`); it returns float32 logits on :attr:`device`, computed without autograd. The
     attributes say how it runs: :attr:`device`, :attr:`dtype` (compute dtype), :attr:`layout`
-    (``"channels_last"`` or ``"contiguous"``), :attr:`fused` (oneDNN conv epilogue fusion),
+    (``"channels_last"`` or ``"contiguous"``), :attr:`fused` (oneDNN conv epilogue fusion), :attr:`prepacked`
+    (convolution weights packed once for oneDNN, for slices of :attr:`micro_batch` images),
     :attr:`compiled`, :attr:`cuda_graphs`, :attr:`micro_batch` (larger batches are run in slices of
     this many images, whose activations stay in the CPU caches; ``None``: whole batches).
     It is fixed to its device and dtype: do not ``.to()`` it, build another one instead.
@@ -128,6 +179,7 @@ class InferenceModel(nn.Module):
         self.dtype = pipeline.dtype
         self.layout = pipeline.layout
         self.fused = isinstance(pipeline.features, _FusedFeatures)
+        self.prepacked = self.fused and pipeline.features.prepack_batch is not None
         self.compiled = compiled
         self.cuda_graphs = cuda_graphs
         run: Callable[[torch.Tensor], torch.Tensor] = pipeline
@@ -156,6 +208,7 @@ class InferenceModel(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"device={self.device}, dtype={self.dtype}, layout={self.layout!r}, fused={self.fused}, "
+            f"prepacked={self.prepacked}, "
             f"compiled={self.compiled}, cuda_graphs={self.cuda_graphs}, micro_batch={self.micro_batch}"
         )
 
@@ -177,6 +230,7 @@ def optimize_for_inference(
     channels_last: bool = True,
     fuse: Optional[bool] = None,
     micro_batch: Union[int, Literal["auto"], None] = "auto",
+    prepack: Optional[bool] = None,
 ) -> InferenceModel:
     """Return a fast inference-only version of ``model`` (which is left unchanged).
 
@@ -202,7 +256,15 @@ def optimize_for_inference(
     * ``micro_batch``: batches larger than this run as slices of this size (each image's result is
       independent of the others in the batch, so the logits are the same). ``"auto"`` =
       8 (:data:`resnet.trunk.CPU_MICRO_BATCH`) on CPU without ``compile`` (ResNet-50 activations of 8 images stay in a
-      32 MB L3 cache: about 1.1x the throughput of whole batches of 32 on 2 cores), ``None`` elsewhere.
+      32 MB L3 cache: about 1.1x the throughput of whole batches of 32 on 2 cores), ``None`` elsewhere;
+    * ``prepack`` (fused CPU path with a ``micro_batch``): the convolution weights are packed once into the
+      blocked layout oneDNN's kernels read, for the input shape of a full slice, when the first such slice
+      arrives (:func:`resnet.onednn.pack_weight`, as ``torch.compile``'s freezing does); without it oneDNN
+      reorders every weight on every call. Same logits; measured on a 2-core Zen 5 at batch 32: fp32 1.78x ->
+      1.93x, bf16 3.74x -> 4.13x torchvision's speed (benchmarks/README.md). Costs one more copy of the
+      convolution weights (98 MB float32 for ResNet-50). Slices of other shapes (a smaller last slice, one
+      image) run on the plain weights. ``None`` = whenever this torch can pack
+      (:func:`resnet.onednn.prepacking_works`); :attr:`InferenceModel.prepacked` says whether it does.
 
     Args:
         model: a model of this repository's family (or any ``nn.Module`` taking NCHW images; the
@@ -247,8 +309,15 @@ def optimize_for_inference(
     layout = "channels_last" if channels_last else "contiguous"
     head: Optional[nn.Module] = model.fc.float() if has_head else None  # the classifier and logits stay float32
 
+    can_pack = use_fused and micro_batch is not None and onednn.prepacking_works()
+    if prepack and not can_pack:
+        raise ValueError(
+            "prepack=True needs the fused CPU path (see fuse), a micro_batch to pack for, and a torch whose oneDNN "
+            "can pack convolution weights"
+        )
     if use_fused:
-        pipeline = _try_fused(model, head, compute_dtype, layout, reference, strict=bool(fuse))
+        prepack_batch = micro_batch if can_pack and prepack is not False else None
+        pipeline = _try_fused(model, head, compute_dtype, layout, reference, prepack_batch, strict=bool(fuse))
         if pipeline is not None:
             return InferenceModel(pipeline, device=device, compiled=False, cuda_graphs=False, micro_batch=micro_batch)
 
@@ -275,7 +344,8 @@ def _probe_logits(model: nn.Module) -> torch.Tensor:
 
 
 def _try_fused(
-    model: nn.Module, head: nn.Module, dtype: torch.dtype, layout: str, reference: torch.Tensor, *, strict: bool
+    model: nn.Module, head: nn.Module, dtype: torch.dtype, layout: str, reference: torch.Tensor,
+    prepack_batch: Optional[int], *, strict: bool,
 ) -> Optional[_Pipeline]:
     """The fused pipeline, or ``None`` when it does not keep the accuracy promised for ``dtype`` here.
 
@@ -285,7 +355,7 @@ def _try_fused(
     check scales with the logits: weights with logits of 50 round 50 times more than logits of 1).
     """
     try:
-        fused = _Pipeline(_FusedFeatures(model), head, dtype, layout)
+        fused = _Pipeline(_FusedFeatures(model, prepack_batch), head, dtype, layout)
         with torch.no_grad():
             got = fused(_probe_input())
         problem = _probe_disagreement(got, reference, dtype)

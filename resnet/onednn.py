@@ -2,7 +2,8 @@
 
 ``torch.ops.mkldnn._convolution_pointwise`` (a convolution with its ReLU as a fused post-op) and its
 ``.binary`` overload (convolution, residual add and ReLU in one pass) are the kernels ``torch.compile``
-emits for CPU convolutions. They are not public API: a torch build may lack them (no oneDNN), a
+emits for CPU convolutions; ``torch.ops.mkldnn._reorder_convolution_weight`` packs a weight once into
+the layout those kernels read (:func:`pack_weight`). They are not public API: a torch build may lack them (no oneDNN), a
 release may rename or change them. So nothing calls them before :func:`fused_kernels_work` has
 checked, once per process, that they exist and agree with ``F.conv2d``; when it says no, every user
 of this module (the model's eval fast path, :func:`resnet.inference.optimize_for_inference`) runs the
@@ -22,7 +23,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["ENV_VAR", "FusedKernelsUnavailable", "conv", "conv_add_relu", "fused_kernels_work"]
+__all__ = [
+    "ENV_VAR", "FusedKernelsUnavailable", "conv", "conv_add_relu", "fused_kernels_work", "pack_weight",
+    "prepacking_works",
+]
 
 #: Environment variable: ``0`` / ``false`` / ``no`` / ``off`` switch the fused kernels off.
 ENV_VAR = "RESNET_FUSED_KERNELS"
@@ -97,5 +101,52 @@ def _kernels_agree() -> bool:
         return torch.allclose(got, expected.relu(), atol=1e-5) and torch.allclose(
             added, (2 * expected).relu(), atol=1e-5
         )
+    except (RuntimeError, NotImplementedError, AttributeError, TypeError):
+        return False
+
+
+def _reorder_operator():
+    """``torch.ops.mkldnn._reorder_convolution_weight``, or ``None`` where this torch lacks it."""
+    namespace = getattr(torch.ops, "mkldnn", None)
+    try:
+        return getattr(namespace, "_reorder_convolution_weight")
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def pack_weight(conv: nn.Conv2d, weight: torch.Tensor, input_shape: "list[int]") -> torch.Tensor:
+    """``weight`` reordered once into the blocked layout oneDNN's kernels read for inputs of ``input_shape``.
+
+    The fused convolutions take it in place of the plain weight with the same arithmetic; without it
+    oneDNN makes this reorder inside every call (about 100 MB of float32 weights per ResNet-50 pass).
+    This is what ``torch.compile``'s weight freezing does for CPU convolutions. Check
+    :func:`prepacking_works` first.
+    """
+    reorder = _reorder_operator()
+    if reorder is None:
+        raise FusedKernelsUnavailable("this torch cannot pack convolution weights for oneDNN")
+    return reorder(weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+                   list(input_shape))
+
+
+def prepacking_works() -> bool:
+    """Whether convolution weights may be packed once (:func:`pack_weight`): the fused kernels may be used,
+    and in this torch a packed weight exists and gives the same result as the plain one (checked once)."""
+    return fused_kernels_work() and _packing_agrees()
+
+
+@functools.lru_cache(maxsize=None)
+def _packing_agrees() -> bool:
+    x = torch.arange(2 * 16 * 9 * 9, dtype=torch.float32).reshape(2, 16, 9, 9).mul(0.29).sin()
+    x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.arange(16 * 16 * 3 * 3, dtype=torch.float32).reshape(16, 16, 3, 3).mul(0.43).cos().mul(0.2)
+    weight = weight.contiguous(memory_format=torch.channels_last)
+    bias = torch.linspace(-0.5, 0.5, 16)
+    layer = nn.Conv2d(16, 16, 3, padding=1, device="meta")
+    try:
+        with torch.no_grad():
+            packed = pack_weight(layer, weight, list(x.shape))
+            return torch.allclose(conv(x, layer, packed, bias, relu=True), conv(x, layer, weight, bias, relu=True),
+                                  atol=1e-5)
     except (RuntimeError, NotImplementedError, AttributeError, TypeError):
         return False

@@ -1,19 +1,21 @@
-"""resnet.prepacked: the fused CPU path on weights packed once for oneDNN gives the model's logits."""
+"""optimize_for_inference packs the convolution weights once for oneDNN: same logits, any batch or shape."""
 
 from __future__ import annotations
+
+import copy
+import pickle
 
 import pytest
 import torch
 
 from support import load_expected, parity_input
-from resnet import prepacked
+from resnet import onednn
 from resnet.builder import create_model
-from resnet.prepacked import prepack_for_cpu, prepacking_works
+from resnet.inference import REDUCED_PRECISION_TOLERANCE, optimize_for_inference
 
 TOLERANCE = 1e-4
-BF16_RELATIVE = 0.02  # the fast path's documented bf16 bound, relative to the largest fp32 logit
 
-needs_packing = pytest.mark.skipif(not prepacking_works(), reason="this torch cannot pack oneDNN conv weights")
+needs_packing = pytest.mark.skipif(not onednn.prepacking_works(), reason="this torch cannot pack oneDNN conv weights")
 
 
 @pytest.fixture(scope="module")
@@ -21,46 +23,70 @@ def standin(ngc_file) -> torch.nn.Module:
     return create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).eval()
 
 
+def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
 @needs_packing
-def test_prepacked_fp32_matches_reference_logits_for_any_batch(standin) -> None:
-    model = prepack_for_cpu(standin, micro_batch=2)
-    assert model.packed and model.fused and model.dtype == torch.float32
-    diff = (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max().item()
-    print(f"prepacked fp32: max abs diff to the reference logits {diff:.3g}")
+def test_packed_fp32_matches_the_reference_for_any_batch_and_shape(standin) -> None:
+    fast = optimize_for_inference(standin, micro_batch=2)
+    assert fast.fused and fast.prepacked and "prepacked=True" in repr(fast)
+    assert not fast.pipeline.features.packed  # packed when the first full slice arrives
+    diff = (fast(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max().item()
+    assert fast.pipeline.features.packed
     assert diff <= TOLERANCE
-    for batch in (1, 5):  # smaller than and not a multiple of the packed slice
-        x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(batch))
-        with torch.no_grad():
-            expected = standin(x)
-        out = model(x)
-        assert out.shape == (batch, 1000) and out.dtype == torch.float32
-        assert (out - expected).abs().max().item() <= TOLERANCE
+    for shape in ((1, 3, 224, 224), (5, 3, 224, 224), (2, 3, 160, 192)):  # other slices and sizes: plain weights
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(shape[0]))
+        out = fast(x)
+        assert out.shape == (shape[0], 1000) and out.dtype == torch.float32
+        assert (out - logits(standin, x)).abs().max().item() <= TOLERANCE, shape
 
 
 @needs_packing
-def test_prepacked_bf16_stays_within_the_bf16_bound(standin) -> None:
+def test_packed_and_plain_weights_give_the_same_logits(standin) -> None:
+    x = parity_input("resnet50")
+    packed = optimize_for_inference(standin, micro_batch=2)
+    plain = optimize_for_inference(standin, micro_batch=2, prepack=False)
+    assert packed.prepacked and not plain.prepacked and plain.fused
+    assert (packed(x) - plain(x)).abs().max().item() <= 1e-5
+
+
+@needs_packing
+def test_packed_bfloat16_stays_within_the_bf16_bound(standin) -> None:
     x = parity_input("resnet50")
     expected = load_expected("resnet50")["logits"]
-    model = prepack_for_cpu(standin, dtype="bfloat16", micro_batch=2)
-    relative = ((model(x) - expected).abs().max() / expected.abs().max()).item()
-    print(f"prepacked bf16: packed={model.packed}, max error {100 * relative:.2f}% of the largest logit")
-    assert relative <= BF16_RELATIVE
+    fast = optimize_for_inference(standin, dtype="bfloat16", micro_batch=2)
+    relative = ((fast(x) - expected).abs().max() / expected.abs().max()).item()
+    assert fast.pipeline.features.packed == fast.prepacked
+    assert relative <= REDUCED_PRECISION_TOLERANCE[torch.bfloat16]
+
+
+@needs_packing
+def test_a_packed_model_copies_and_pickles_and_packs_again(standin) -> None:
+    x = parity_input("resnet50")
+    fast = optimize_for_inference(standin, micro_batch=2)
+    expected = fast(x)
+    for clone in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        assert not clone.pipeline.features.packed
+        assert torch.equal(clone(x), expected) and clone.pipeline.features.packed
 
 
 def test_without_the_packing_operator_the_fused_path_runs_unpacked(standin, monkeypatch) -> None:
-    monkeypatch.setattr(prepacked, "_reorder_op", lambda: None)
-    prepacked.prepacking_works.cache_clear()
+    monkeypatch.setattr(onednn, "_reorder_operator", lambda: None)
+    onednn._packing_agrees.cache_clear()
     try:
-        assert not prepacked.prepacking_works()
-        model = prepack_for_cpu(standin, micro_batch=2)
-        assert not model.packed and "packed=False" in repr(model)
-        diff = (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max().item()
-        assert diff <= TOLERANCE
+        assert not onednn.prepacking_works()
+        fast = optimize_for_inference(standin, micro_batch=2)
+        assert fast.fused == onednn.fused_kernels_work() and not fast.prepacked
+        assert (fast(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= TOLERANCE
+        with pytest.raises(ValueError, match="prepack=True needs"):
+            optimize_for_inference(standin, micro_batch=2, prepack=True)
     finally:
-        prepacked.prepacking_works.cache_clear()
+        onednn._packing_agrees.cache_clear()
 
 
-def test_micro_batch_must_be_positive(standin) -> None:
-    for bad in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match="micro_batch must be a positive integer"):
-            prepack_for_cpu(standin, micro_batch=bad)
+def test_prepack_needs_a_slice_size(standin) -> None:
+    with pytest.raises(ValueError, match="prepack=True needs"):
+        optimize_for_inference(standin, micro_batch=None, prepack=True)
+    assert not optimize_for_inference(standin, micro_batch=None).prepacked

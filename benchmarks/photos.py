@@ -1,7 +1,7 @@
 """Photos made from the sample photos (examples/images) for calibration and held-out checks.
 
-Used by the INT8 tests and the benchmark: random crops, mirroring, colour and brightness changes of
-the four sample photos, deterministic for a seed.
+Used by the benchmark and by the INT8 tests (which import it from here): random crops, mirroring,
+colour and brightness changes of the four sample photos, deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
-from support import PHOTOS
+#: The sample photos that ship with the repository, in name order.
+PHOTOS = sorted(p for p in (Path(__file__).resolve().parent.parent / "examples" / "images").iterdir()
+                if p.suffix in {".png", ".jpg"})
 
 
 def jittered_photos(folder: Path, count: int, seed: int) -> list[Path]:
