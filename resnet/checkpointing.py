@@ -70,8 +70,22 @@ def atomic_write(path: os.PathLike | str, write: Callable[[BinaryIO], None]) -> 
 
 
 def save(obj: Any, path: os.PathLike | str) -> None:
-    """``torch.save(obj)`` into ``path`` atomically."""
-    atomic_write(path, lambda file: torch.save(obj, file))
+    """``torch.save(obj)`` into ``path`` atomically.
+
+    Raises:
+        OSError: as :func:`atomic_write` (also when the disk fills inside ``torch.save``, which reports it as
+            a ``RuntimeError`` of its zip writer raised while handling the ``OSError``).
+    """
+
+    def write(file: BinaryIO) -> None:
+        try:
+            torch.save(obj, file)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            raise
+
+    atomic_write(path, write)
 
 
 def write_bytes(path: os.PathLike | str, data: bytes) -> None:

@@ -127,22 +127,18 @@ def match_classes(folders: Sequence[str], classes: Sequence[str], *, where: str)
     from .synsets import imagenet_class_names, imagenet_wnids
 
     imagenet = list(classes) == imagenet_class_names()
-    exact = {}
-    for index, name in enumerate(classes):
-        exact.setdefault(name, index)
-    if imagenet:
-        for index, wnid in enumerate(imagenet_wnids()):
-            exact.setdefault(wnid, index)
+    exact: dict[str, set[int]] = {}
     loose: dict[str, set[int]] = {}
     for index, name in enumerate(classes):
+        exact.setdefault(name, set()).add(index)
         for key in {name.casefold(), name.split(",")[0].strip().casefold()}:
             loose.setdefault(key, set()).add(index)
+    if imagenet:
+        for index, wnid in enumerate(imagenet_wnids()):
+            exact.setdefault(wnid, set()).add(index)
     indices, unmatched, ambiguous = [], [], []
     for folder in folders:
-        if folder in exact:
-            indices.append(exact[folder])
-            continue
-        found = loose.get(folder.casefold(), set())
+        found = exact.get(folder) or loose.get(folder.casefold(), set())
         if len(found) == 1:
             indices.append(next(iter(found)))
         else:

@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=_number(0, float("inf")), default=1.0,
                         help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
     parser.add_argument("--mixup", type=_number(0, float("inf"), low_open=True), metavar="ALPHA",
-                        help="mixup with Beta(ALPHA, ALPHA) blends (default off; NVIDIA uses 0.2 for its 250-epoch runs)")
+                        help="mixup with Beta(ALPHA, ALPHA) blends (default off; NVIDIA uses 0.2 for 250 epochs)")
     parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
                         help="training crop; validation resizes to 256/224 of it and crops it (default 224; "
                         "e.g. 128 for a quick CPU run)")
@@ -241,6 +241,7 @@ class Trainer:
     def _build_training(self, stored: Optional[dict]) -> None:
         args, procs = self.args, self.procs
         self.head = self.model.fc if args.freeze_backbone else self.model
+        self.features = self._frozen_features() if args.freeze_backbone else None
         self.trainable: nn.Module = self.head
         if procs.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -277,6 +278,17 @@ class Trainer:
             if self.main:  # the partial epoch's sums are global; one rank carries them
                 self.partial = dict(stored["partial"])
             torch.set_rng_state(stored["rng"]["torch"])
+
+    def _frozen_features(self) -> nn.Module:
+        """The frozen backbone as a feature extractor on the inference fast path: BatchNorm folded once,
+        weights cast once to the training precision, channels-last."""
+        from .fastpath import optimize_for_inference
+
+        head, self.model.fc = self.model.fc, nn.Identity()
+        try:
+            return optimize_for_inference(self.model, device=self.device, dtype=self.dtype or torch.float32)
+        finally:
+            self.model.fc = head
 
     def _announce(self) -> None:
         args, data = self.args, self.data
@@ -338,9 +350,9 @@ class Trainer:
             generator = torch.Generator().manual_seed(sample_seed(args.seed, epoch, self.step) + self.procs.rank)
             images, labels, partners, weight = recipe.mixup(images, labels, args.mixup, generator)
         with recipe.autocast(self.device, self.dtype):
-            if args.freeze_backbone:
+            if self.features is not None:
                 with torch.no_grad():
-                    features = self.model.forward_features(images)
+                    features = self.features(images)
                 logits = self.trainable(features)
             else:
                 logits = self.trainable(images)
