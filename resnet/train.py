@@ -161,12 +161,12 @@ class Trainer:
 
     def run(self) -> int:
         args = self.args
+        self.dtype = recipe.resolve_precision(args.precision, self.device)
         stored = self._stored_run()
         self.data: TrainingData = load_training_data(args.data, val_split=args.val_split, seed=args.seed,
                                                      global_batch=args.batch_size * self.procs.world)
         if stored is not None:
             files.check_resumable(stored, self.options, self.data.classes, self.out)
-        self.dtype = recipe.resolve_precision(args.precision, self.device)
         self.model = self._build_model(stored)
         self._build_training(stored)
         if stored is not None and stored["epoch"] >= args.epochs and stored["step"] == 0:

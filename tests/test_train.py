@@ -300,3 +300,47 @@ def test_default_ngc_weights_from_the_cache_with_bf16_and_mixup(tmp_path, hub_di
     reference = standin_state_dict("resnet50")
     assert not torch.equal(trained["layer4.2.conv3.weight"], reference["layer4.2.conv3.weight"])
     assert not torch.equal(trained["bn1.running_mean"], reference["bn1.running_mean"])
+
+
+def snapshot(run: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run.iterdir())}
+
+
+def test_an_existing_run_is_refused_without_resume(trained, ngc_file, capsys) -> None:
+    data, run = trained
+    before = snapshot(run)
+    same = ["train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "2", "--batch-size", "4",
+            "--freeze-backbone", *FAST]
+    assert main(*same) == 2
+    assert "already holds a training run of the same arguments (2 of 2 epochs done)" in capsys.readouterr().err
+    assert main(*same, "--lr", "0.1") == 2
+    err = capsys.readouterr().err
+    assert "started with other arguments: --lr 0.1 (the run: 0.256)" in err and "--force" in err
+    assert snapshot(run) == before
+
+
+def test_resume_with_another_arch_or_class_list_is_refused(trained, ngc_file, tmp_path, capsys) -> None:
+    data, run = trained
+    before = snapshot(run)
+    args = ["train", "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "3", "--batch-size", "4",
+            "--freeze-backbone", "--resume", *FAST]
+    assert main(*args, data, "--arch", "resnext101_32x4d") == 2
+    err = capsys.readouterr().err
+    assert "is a run of other arguments: --arch resnext101-32x4d (the run: resnet50)" in err
+    other = make_dataset(tmp_path / "other", classes=("blue", "green", "yellow"), per_class=4, val_per_class=2)
+    assert main(*args, other) == 2
+    err = capsys.readouterr().err
+    assert "DATA's classes differ" in err and "missing: 'red'" in err and "not in the run: 'yellow'" in err
+    assert main(*args, data, "--epochs", "1") == 2
+    assert "has already trained 2 epochs" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
+def test_force_starts_over(trained, ngc_file, tmp_path) -> None:
+    data, trained_run = trained
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "1",
+                "--batch-size", "4", "--freeze-backbone", "--lr", "0.1", "--force", *FAST) == 0
+    assert [r["epoch"] for r in read_log(run)] == [1]
+    assert load_checkpoint(run)["options"]["lr"] == 0.1
