@@ -20,12 +20,12 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from . import distributed, recipe
-from .folders import match_classes, scan_folder
+from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import EpochBatches, ImageDataset, add_workers_option, default_workers, image_size, make_loader
 from .metrics import Metrics, Predict, measure
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
@@ -101,21 +101,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shard the images over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)")
 
 
-def load_predictor(args: argparse.Namespace, device: torch.device) -> Predictor:
-    """The model of ``--arch``/``--weights``/``--mirror`` on the inference fast path, in ``--precision``."""
+def load_predictor(args: argparse.Namespace, device: torch.device,
+                   check: Optional[Callable[[Optional[list[str]], int], object]] = None) -> Predictor:
+    """The model of ``--arch``/``--weights``/``--mirror`` on the inference fast path, in ``--precision``.
+
+    ``check(class names, outputs)`` runs once the weights are read, before the fast path is built.
+    """
     from .fastpath import optimize_for_inference
 
-    dtype = recipe.resolve_precision(args.precision, device) or torch.float32
+    dtype = recipe.resolve_precision(args.precision, device)
     model = load_model(args)
-    fast = optimize_for_inference(model.to(device), device=device, dtype=dtype)
+    if check is not None:
+        check(model.classes, model.fc.out_features)
+    fast = optimize_for_inference(model.to(device), device=device, dtype=dtype or torch.float32)
     source = args.weights or "NVIDIA's NGC weights"
     return Predictor(fast, model.classes, model.fc.out_features,
-                     f"{args.arch} ({source}), {recipe.precision_name(None if dtype == torch.float32 else dtype)}")
+                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}")
+
+
+def match_folders(scan: LabelledFolder, classes: Optional[list[str]], num_classes: int) -> tuple[list[str], list[int]]:
+    """The model's class names (the sorted folders for weights without names) and each folder's class index.
+
+    Raises:
+        CommandError: a folder matches no class; or the weights carry no names and the number of folders is not
+            their number of outputs.
+    """
+    if classes is None:
+        if len(scan.classes) != num_classes:
+            raise CommandError(
+                f"the weights carry no class names, and DATA has {len(scan.classes)} class folders for "
+                f"{num_classes} outputs; name the folders so that their sorted order is the class order"
+            )
+        classes = list(scan.classes)  # ImageFolder's convention: output i is the i-th folder in sorted order
+    return classes, match_classes(scan.classes, classes, where=f"DATA ({str(scan.root)!r})")
 
 
 def evaluate_folder(
     predictor: Predictor,
-    data: str | Path,
+    data: str | Path | LabelledFolder,
     *,
     batch_size: int = 64,
     workers: int = 0,
@@ -131,16 +154,8 @@ def evaluate_folder(
             model, or no image could be read.
     """
     processes = processes or distributed.Processes(device=device)
-    scan = scan_folder(data)
-    classes = predictor.classes
-    if classes is None:
-        if len(scan.classes) != predictor.num_classes:
-            raise CommandError(
-                f"the weights carry no class names, and DATA has {len(scan.classes)} class folders for "
-                f"{predictor.num_classes} outputs; name the folders so that their sorted order is the class order"
-            )
-        classes = list(scan.classes)  # ImageFolder's convention: output i is the i-th folder in sorted order
-    targets = match_classes(scan.classes, classes, where=f"DATA ({str(data)!r})")
+    scan = data if isinstance(data, LabelledFolder) else scan_folder(data)
+    classes, targets = match_folders(scan, predictor.classes, predictor.num_classes)
     dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size))
     batches = EpochBatches(len(dataset), batch_size, rank=processes.rank, world=processes.world)
     loader = make_loader(dataset, batches, workers=workers, pin_memory=device.type == "cuda")
@@ -149,7 +164,7 @@ def evaluate_folder(
                                total=len(range(processes.rank, len(dataset), processes.world)))
     seconds = max(processes.gather_objects(seconds))
     if metrics.count == 0:
-        raise CommandError(f"none of the {len(dataset)} image files in DATA ({str(data)!r}) could be read; "
+        raise CommandError(f"none of the {len(dataset)} image files in DATA ({str(scan.root)!r}) could be read; "
                            f"the first: {metrics.failures[0][1] if metrics.failures else 'none found'}")
     return Report(metrics, scan.classes, targets, classes, seconds)
 
@@ -157,9 +172,10 @@ def evaluate_folder(
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``evaluate`` subcommand; returns the exit status."""
     with distributed.job(args.device, distributed=args.distributed, command="evaluate") as procs:
-        predictor = load_predictor(args, procs.device)
+        scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
+        predictor = load_predictor(args, procs.device, check=lambda names, outputs: match_folders(scan, names, outputs))
         report = evaluate_folder(
-            predictor, args.data, batch_size=args.batch_size,
+            predictor, scan, batch_size=args.batch_size,
             workers=default_workers() if args.workers is None else args.workers, image_size=args.image_size,
             device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
         )
