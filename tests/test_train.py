@@ -20,6 +20,7 @@ from support import PHOTOS, REPO_ROOT, standin_state_dict
 from train_support import FAST, main, make_dataset, peer_schedule, subprocess_env, torchrun
 
 import resnet.checkpointing as run_files
+from resnet import recipe
 from resnet.train import INTERRUPTED, Trainer
 
 
@@ -283,17 +284,28 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ngc_file) 
     assert result.stdout.count("epoch 1/2") == 1  # rank 0 alone reports
 
 
-def test_default_ngc_weights_from_the_cache_with_bf16_and_mixup(tmp_path, hub_dir, ngc_file, capsys) -> None:
+def test_default_ngc_weights_from_the_cache_with_bf16_and_mixup(tmp_path, hub_dir, ngc_file, monkeypatch,
+                                                                capsys) -> None:
     """NVIDIA's weights through the hub cache, as the entrypoints find them; explicit bf16 autocast (native or
     emulated: one tiny step), mixup, and BatchNorm trained."""
     (hub_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
     data = make_dataset(tmp_path / "data", classes=("blue", "red"), per_class=2)
     run = tmp_path / "run"
+    autocasts, mixups = [], []
+
+    class Autocast(torch.autocast):
+        def __init__(self, device_type, dtype=None, *args, **kwargs):
+            autocasts.append((device_type, dtype))
+            super().__init__(device_type, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", Autocast)
+    real_mixup = recipe.mixup
+    monkeypatch.setattr(recipe, "mixup", lambda *a: mixups.append(a[2]) or real_mixup(*a))
     assert main("train", data, "--output", run, "--epochs", "1", "--batch-size", "4", "--val-split", "0",
                 "--mixup", "0.2", "--image-size", "32", "--precision", "bf16", "--workers", "0", "--quiet") == 0
     out = capsys.readouterr().out
-    assert "bf16 on cpu" in out
+    assert "bf16 on cpu" in out and autocasts == [("cpu", torch.bfloat16)] and mixups == [0.2]
     record = read_log(run)[0]
     assert record["images"] == 4 and torch.isfinite(torch.tensor(record["train_loss"]))
     trained = torch.load(run / "model.pth", weights_only=True)["state_dict"]
