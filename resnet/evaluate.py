@@ -26,7 +26,7 @@ import torch
 
 from . import distributed, recipe
 from .folders import LabelledFolder, match_classes, scan_folder
-from .loading import EpochBatches, ImageDataset, add_workers_option, default_workers, image_size, make_loader
+from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
 from .preprocessing import CROP_SIZE, build_transform
@@ -157,11 +157,10 @@ def evaluate_folder(
     scan = data if isinstance(data, LabelledFolder) else scan_folder(data)
     classes, targets = match_folders(scan, predictor.classes, predictor.num_classes)
     dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size))
-    batches = EpochBatches(len(dataset), batch_size, rank=processes.rank, world=processes.world)
-    loader = make_loader(dataset, batches, workers=workers, pin_memory=device.type == "cuda")
-    metrics, seconds = measure(predictor.predict, loader, predictor.num_classes, device=device,
-                               processes=processes, progress=progress,
-                               total=len(range(processes.rank, len(dataset), processes.world)))
+    mine = range(processes.rank, len(dataset), processes.world)
+    batches = ordered_batches(dataset, mine, batch_size, workers=workers)
+    metrics, seconds = measure(predictor.predict, batches, predictor.num_classes, device=device,
+                               processes=processes, progress=progress, total=len(mine))
     seconds = max(processes.gather_objects(seconds))
     if metrics.count == 0:
         raise CommandError(f"none of the {len(dataset)} image files in DATA ({str(scan.root)!r}) could be read; "

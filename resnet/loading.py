@@ -16,7 +16,7 @@ import argparse
 import os
 import signal
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -98,45 +98,35 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 class EpochBatches:
-    """The batches of ``(epoch, index)`` keys one rank loads in the current epoch.
+    """The training batches of ``(epoch, index)`` keys one rank loads in the current epoch.
 
-    ``shuffle``: a permutation drawn from ``seed + epoch`` and sharded over the ranks as
+    A permutation drawn from ``seed + epoch``, sharded over the ranks as
     ``torch.utils.data.DistributedSampler`` does (rank r takes every world-th index from r), so the union
     of the ranks' k-th batches is the k-th batch of one process with the global batch size; incomplete
-    batches are dropped. Without ``shuffle`` (validation): rank r takes indices r, r + world, ... in order,
-    nothing padded or dropped. :meth:`set_epoch` chooses the epoch and the batch to start from.
+    batches are dropped. :meth:`set_epoch` chooses the epoch and the batch to start from.
     """
 
-    def __init__(self, size: int, batch_size: int, *, rank: int = 0, world: int = 1, shuffle: bool = False,
-                 seed: int = 0) -> None:
-        self.size, self.batch_size, self.rank, self.world = size, batch_size, rank, world
-        self.shuffle, self.seed = shuffle, seed
+    def __init__(self, size: int, batch_size: int, *, rank: int = 0, world: int = 1, seed: int = 0) -> None:
+        self.size, self.batch_size, self.rank, self.world, self.seed = size, batch_size, rank, world, seed
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def _indices(self) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.rank, self.size, self.world))
+    def batches(self) -> list[list[tuple[int, int]]]:
+        """All of this epoch's batches from :attr:`start` on."""
         from torch.utils.data import DistributedSampler
 
         sampler = DistributedSampler(range(self.size), num_replicas=self.world, rank=self.rank, shuffle=True,
                                      seed=self.seed)
         sampler.set_epoch(self.epoch)
-        return list(sampler)
-
-    def batches(self) -> list[list[tuple[int, int]]]:
-        """All of this epoch's batches from :attr:`start` on."""
-        keys = [(self.epoch, i) for i in self._indices()]
-        stop = len(keys) - len(keys) % self.batch_size if self.shuffle else len(keys)
-        every = [keys[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
-        return every[self.start:]
+        keys = [(self.epoch, i) for i in sampler]
+        stop = len(keys) - len(keys) % self.batch_size
+        return [keys[i:i + self.batch_size] for i in range(0, stop, self.batch_size)][self.start:]
 
     def steps_per_epoch(self) -> int:
         """Batches in a whole epoch."""
-        per_rank = -(-self.size // self.world) if self.shuffle else len(range(self.rank, self.size, self.world))
-        return per_rank // self.batch_size if self.shuffle else -(-per_rank // self.batch_size)
+        return -(-self.size // self.world) // self.batch_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         return iter(self.batches())
@@ -151,7 +141,8 @@ def _ignore_sigint(_worker: int) -> None:
 
 
 def make_loader(dataset: ImageDataset, batches: EpochBatches, *, workers: int, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``batches`` of ``dataset`` with ``workers`` decoding processes (0: in this process).
+    """The training DataLoader over ``batches`` of ``dataset``: ``workers`` processes (0: this one) decode a
+    batch each.
 
     Workers persist across epochs (:meth:`EpochBatches.set_epoch` takes effect at the next iteration) and
     ignore SIGINT, which the main process handles.
@@ -160,6 +151,34 @@ def make_loader(dataset: ImageDataset, batches: EpochBatches, *, workers: int, p
         dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
         persistent_workers=workers > 0, worker_init_fn=_ignore_sigint if workers > 0 else None,
     )
+
+
+def _as_is(sample: Sample) -> Sample:
+    return sample
+
+
+def ordered_batches(dataset: ImageDataset, indices: Sequence[int], batch_size: int, *, workers: int) -> Iterator[Batch]:
+    """Batches of ``batch_size`` of ``dataset[indices]``, in order (evaluation, validation).
+
+    ``workers`` processes decode one image at a time, whichever comes next, up to two batches ahead of the
+    consumer: decoding is parallel from the first batch on, also for a folder smaller than a batch, and
+    overlaps the model's work. 0 decodes in this process.
+    """
+    if workers > 0:
+        samples: Iterable[Sample] = DataLoader(
+            dataset, sampler=list(indices), batch_size=None, num_workers=workers, collate_fn=_as_is,
+            worker_init_fn=_ignore_sigint, prefetch_factor=max(2, -(-2 * batch_size // workers)),
+        )
+    else:
+        samples = (dataset[i] for i in indices)
+    chunk: list[Sample] = []
+    for sample in samples:
+        chunk.append(sample)
+        if len(chunk) == batch_size:
+            yield collate(chunk)
+            chunk = []
+    if chunk:
+        yield collate(chunk)
 
 
 def default_workers() -> int:

@@ -36,6 +36,7 @@ from .loading import (
     default_workers,
     image_size,
     make_loader,
+    ordered_batches,
     sample_seed,
 )
 from .options import CommandError, add_device_option, add_model_options, load_model, non_negative_int, positive_int
@@ -255,14 +256,10 @@ class Trainer:
         workers = default_workers() if args.workers is None else args.workers
         train_set = ImageDataset(self.data.train, build_train_transform(args.image_size), seed=args.seed)
         self.batches = EpochBatches(len(train_set), args.batch_size, rank=procs.rank, world=procs.world,
-                                    shuffle=True, seed=args.seed)
-        cuda = self.device.type == "cuda"
-        self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=cuda)
-        self.val_loader = None
-        if self.data.val:
-            val_set = ImageDataset(self.data.val, build_transform(args.image_size))
-            val_batches = EpochBatches(len(val_set), args.batch_size, rank=procs.rank, world=procs.world)
-            self.val_loader = make_loader(val_set, val_batches, workers=workers, pin_memory=cuda)
+                                    seed=args.seed)
+        self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=self.device.type == "cuda")
+        self.workers = workers
+        self.val_set = ImageDataset(self.data.val, build_transform(args.image_size)) if self.data.val else None
         self.steps = self.batches.steps_per_epoch()
         total = self.steps * args.epochs
         warmup = min(total, round(args.warmup_epochs * self.steps))
@@ -371,13 +368,15 @@ class Trainer:
     # ------------------------------------------------------------------ after an epoch
 
     def _validate(self) -> Optional[dict]:
-        if self.val_loader is None:
+        if self.val_set is None:
             return None
         from .metrics import measure
 
         self.model.eval()
+        mine = range(self.procs.rank, len(self.val_set), self.procs.world)
+        batches = ordered_batches(self.val_set, mine, self.args.batch_size, workers=self.workers)
         with recipe.autocast(self.device, self.dtype):
-            metrics, _ = measure(self.model, self.val_loader, len(self.data.classes), device=self.device,
+            metrics, _ = measure(self.model, batches, len(self.data.classes), device=self.device,
                                  loss_fn=self.loss_fn, processes=self.procs)
         return {"val_loss": metrics.loss, "top1": metrics.top1, "top5": metrics.top5, "failures": metrics.failures}
 
