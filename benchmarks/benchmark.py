@@ -557,8 +557,9 @@ def evaluate_vs_classify(n_images: int, repeats: int) -> None:
 
         variants = [
             Variant("python -m resnet classify FOLDER [baseline]", run(["classify"])),
-            Variant("python -m resnet evaluate FOLDER (DataLoader processes)", run(["evaluate"])),
-            Variant("python -m resnet evaluate FOLDER --workers 0", run(["evaluate", "--workers", "0"])),
+            Variant("python -m resnet evaluate FOLDER", run(["evaluate"])),
+            Variant("python -m resnet evaluate FOLDER --workers 0 (decoding in the main thread)",
+                    run(["evaluate", "--workers", "0"])),
         ]
         interleaved(variants, repeats, warmup=False)
         base = variants[0]

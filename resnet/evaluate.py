@@ -85,9 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="folder with one sub-folder of images per class (folders "
                         "named by class name, or by WordNet id for ImageNet)")
     add_model_options(parser)
-    parser.add_argument("-b", "--batch-size", type=positive_int, default=64,
-                        help="images per forward pass and process (default 64)")
-    add_workers_option(parser)
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
+                        help="images per forward pass and process (default 32)")
+    add_workers_option(parser, "threads")
     add_device_option(parser)
     recipe.add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
                                 "accuracy)")
@@ -140,7 +140,7 @@ def evaluate_folder(
     predictor: Predictor,
     data: str | Path | LabelledFolder,
     *,
-    batch_size: int = 64,
+    batch_size: int = 32,
     workers: int = 0,
     image_size: int = CROP_SIZE,
     device: torch.device = torch.device("cpu"),

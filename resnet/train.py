@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train only the classifier head; BatchNorm statistics stay frozen too (fast on a CPU)")
     parser.add_argument("--val-split", type=_number(0, 1), default=0.1, metavar="F",
                         help="share of each class held out for validation when DATA has no val/ (default 0.1)")
-    add_workers_option(parser)
+    add_workers_option(parser, "processes for training, threads for validation")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the data order, "
                         "the augmentation and the new head (default 0)")
     add_device_option(parser)
@@ -168,12 +168,12 @@ class Trainer:
                                                      global_batch=args.batch_size * self.procs.world)
         if stored is not None:
             files.check_resumable(stored, self.options, self.data.classes, self.out)
+            if stored["epoch"] >= args.epochs and stored["step"] == 0:
+                self.say(f"the run in {self.out} has finished its {stored['epoch']} epochs; "
+                         f"--epochs N with N > {stored['epoch']} extends it")
+                return 0
         self.model = self._build_model(stored)
         self._build_training(stored)
-        if stored is not None and stored["epoch"] >= args.epochs and stored["step"] == 0:
-            self.say(f"the run in {self.out} has finished its {stored['epoch']} epochs; "
-                     f"--epochs N with N > {stored['epoch']} extends it")
-            return 0
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
             if args.force and stored is None:
