@@ -177,6 +177,25 @@ def test_undecodable_files_become_failures_not_worker_errors(tmp_path) -> None:
     assert len(collate([dataset[3]])) == 0
 
 
+class _SigintState(ImageDataset):
+    """Reports, from the process that decodes, whether Ctrl+C is ignored there."""
+
+    def __getitem__(self, key):
+        import signal
+
+        from resnet.loading import Sample
+
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        return Sample(torch.tensor([float(ignored)]), os.getpid(), "")
+
+
+def test_loader_processes_leave_ctrl_c_to_the_training_process() -> None:
+    """A terminal's Ctrl+C reaches every process of the group: the loader processes must not die of it
+    while the training process writes its checkpoint."""
+    (batch,) = list(make_loader(_SigintState([("", 0)] * 2, None), EpochBatches(2, 2), workers=1))
+    assert batch.images.flatten().tolist() == [1.0, 1.0] and os.getpid() not in batch.labels.tolist()
+
+
 def test_ordered_batches_keep_the_order_with_any_number_of_workers(tmp_path) -> None:
     from resnet.preprocessing import build_transform
 
