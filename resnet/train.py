@@ -394,7 +394,9 @@ class Trainer:
             "seconds": time.perf_counter() - started, "unreadable": len(self.unreadable),
             "unreadable_files": sorted(new),
         }
-        improved = validation is None or not self.best or record["top1"] > self.best["top1"]
+        # The best epoch: highest validation top-1; on a tie (small validation sets), the lower validation loss.
+        improved = validation is None or not self.best or (record["top1"], -record["val_loss"]) > (
+            self.best["top1"], -self.best["val_loss"])
         record["best"] = improved
         self.history.append(record)
         if improved:
