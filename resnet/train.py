@@ -314,7 +314,7 @@ class Trainer:
             counts = procs.all_gather(torch.tensor([-1 if batch is None else len(batch), int(self.stop.requested)]))
             if bool(counts[:, 1].any()):
                 bar.close()
-                self._interrupt(epoch, loss_sum, images, started)
+                self._interrupt(epoch, loss_sum, images, started, failures)
             if batch is None:
                 break
             failures.extend(batch.failures)
@@ -416,9 +416,11 @@ class Trainer:
         for path, message in list(new.items())[:10]:
             self.say(f"warning: skipped unreadable image: {message}", file=sys.stderr)
 
-    def _interrupt(self, epoch: int, loss_sum: torch.Tensor, images: int, started: float) -> None:
+    def _interrupt(self, epoch: int, loss_sum: torch.Tensor, images: int, started: float,
+                   failures: list[tuple[str, str]]) -> None:
         totals = self.procs.all_reduce(torch.tensor([float(loss_sum) + self.partial["loss_sum"],
                                                      images + self.partial["images"]], dtype=torch.float64))
+        self.unreadable.update(f for part in self.procs.gather_objects(failures) for f in part)
         self.partial = {"loss_sum": float(totals[0]), "images": int(totals[1]),
                         "seconds": time.perf_counter() - started}
         self.epoch = epoch
