@@ -454,13 +454,14 @@ class Trainer:
     def _write_files(self, improved: bool) -> Optional[str]:
         from .plots import curves_png
 
-        target = self.out / files.CHECKPOINT
+        # model.pth before the checkpoint: a checkpoint never records a best epoch that model.pth lacks.
+        target = self.out / files.MODEL
         try:
-            files.save(self._checkpoint(), target)
             if improved:
-                target = self.out / files.MODEL
                 files.save(files.model_file(self.model.state_dict(), arch=self.args.arch, classes=self.data.classes,
                                             image_size=self.args.image_size, metrics=self.best), target)
+            target = self.out / files.CHECKPOINT
+            files.save(self._checkpoint(), target)
             target = self.out / files.LOG
             files.write_bytes(target, "".join(json.dumps(r) + "\n" for r in self.history).encode())
             if self.history:
