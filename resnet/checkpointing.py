@@ -18,6 +18,8 @@ from typing import Any, BinaryIO, Callable, Optional
 
 import torch
 
+from .options import CommandError
+
 CHECKPOINT = "checkpoint.pth.tar"
 MODEL = "model.pth"
 LOG = "log.jsonl"
@@ -161,8 +163,6 @@ def refuse_existing(folder: Path, options: dict) -> None:
     Raises:
         CommandError: ``folder`` holds files of a run; the message says how it differs from ``options``.
     """
-    from .options import CommandError
-
     present = existing_run_files(folder)
     if not present:
         return
@@ -188,8 +188,6 @@ def check_resumable(stored: dict, options: dict, classes: list[str], folder: Pat
     Raises:
         CommandError: naming each option that differs, or the classes that differ.
     """
-    from .options import CommandError
-
     diff = differences(stored["options"], options, ignore=RESUMABLE_CHANGES)
     if diff:
         raise CommandError(

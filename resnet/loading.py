@@ -28,9 +28,12 @@ from .options import non_negative_int, positive_int
 from .preprocessing import MIN_IMAGE_SIZE
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of image ``index``'s random augmentation in ``epoch``."""
-    return (seed * 1_000_003 + epoch * 10_007 + index) % (2**63 - 1)
+def sample_seed(*keys: int) -> int:
+    """A seed drawn from non-negative integer ``keys`` (seed, epoch, image ...): distinct keys give
+    unrelated seeds (numpy's SeedSequence mixing), the same keys the same seed in any process."""
+    import numpy as np
+
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 @dataclass

@@ -344,7 +344,7 @@ class Trainer:
         labels = batch.labels.to(self.device, non_blocking=True)
         partners, weight = labels, 1.0
         if args.mixup:
-            generator = torch.Generator().manual_seed(sample_seed(args.seed, epoch, self.step) + self.procs.rank)
+            generator = torch.Generator().manual_seed(sample_seed(args.seed, epoch, self.step, self.procs.rank))
             images, labels, partners, weight = recipe.mixup(images, labels, args.mixup, generator)
         with recipe.autocast(self.device, self.dtype):
             if self.features is not None:
