@@ -164,3 +164,11 @@ def test_two_processes_report_the_numbers_of_one(fruit_model, tmp_path, capsys) 
     for key in ("images_per_second", "seconds"):
         single.pop(key), double.pop(key)
     assert double == single and single["images"] == 5
+
+
+def test_distributed_without_torchrun_is_a_clear_error(fruit_model, tmp_path, monkeypatch, capsys) -> None:
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    place(tmp_path / "data", "apple", PHOTOS[0])
+    assert main("evaluate", tmp_path / "data", "--weights", fruit_model[0], "--distributed") == 2
+    assert "--distributed needs torchrun" in capsys.readouterr().err
