@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py            # CPU, full (about 10-15 minutes on 2 cores)
     python benchmarks/benchmark.py --quick    # CPU, few repeats, no compile (about 3 minutes)
     python benchmarks/benchmark.py --device cuda [--quick]
+    python benchmarks/benchmark.py --train    # CPU training step and evaluate vs classify only
 
 Every figure is the median of repeats in which the variants take turns (interleaved), so load from
 other processes on the machine hits all of them alike; ratios are to the peer baseline in the same
@@ -479,6 +480,110 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- training and evaluate
+
+
+def training_steps(checkpoint: Path, batch: int, repeats: int) -> None:
+    """Images/s of one training step (forward, backward, SGD) at ``batch``, 224x224, on the CPU.
+
+    (a) torchvision's ``resnet50()`` as its reference script trains by default: NCHW, float32, SGD with
+    momentum 0.9 and weight decay 1e-4, cross-entropy; (b) our training step as ``python -m resnet train``
+    runs it with the default ``--precision auto`` (bfloat16 autocast on CPUs with native BF16, float32
+    elsewhere), channels-last, NVIDIA's SGD (momentum 0.875, no decay on BatchNorm and biases), label
+    smoothing; (c) the same in float32. Every variant starts from the same weights and trains its own copy.
+    """
+    import torchvision
+
+    from resnet import recipe
+    from resnet.builder import create_model
+
+    device = torch.device("cpu")
+    auto = recipe.resolve_precision("auto", device)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 224, 224, generator=generator)
+    labels = torch.randint(0, 1000, (batch,), generator=generator)
+
+    def theirs() -> Callable[[], None]:
+        model = torchvision.models.resnet50()
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step() -> None:
+            loss = loss_fn(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    def ours(dtype: Optional[torch.dtype]) -> Callable[[], None]:
+        model = create_model("resnet50", pretrained_from_file=checkpoint, progress=False).train()
+        optimizer = recipe.make_optimizer(model, recipe.scaled_lr(batch))
+        loss_fn = recipe.loss_function()
+        x = images.contiguous(memory_format=torch.channels_last)
+
+        def step() -> None:
+            with recipe.autocast(device, dtype):
+                logits = model(x)
+            loss = loss_fn(logits.float(), labels) / batch
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    variants = [
+        Variant("(a) torchvision resnet50, NCHW fp32, SGD (reference script defaults) [baseline]", theirs()),
+        Variant(f"(b) ours, default --precision auto ({recipe.precision_name(auto)}), channels-last", ours(auto)),
+        Variant("(c) ours, fp32, channels-last", ours(None)),
+    ]
+    interleaved(variants, repeats)
+    base = variants[0]
+    rows = [[v.name, f"{batch / v.median:.2f}", f"{base.median / v.median:.2f}x", f"{v.median:.2f}", str(len(v.times))]
+            for v in variants]
+    print_table(f"CPU training step, batch {batch}, 224x224 (forward + backward + SGD; median of {repeats} "
+                f"interleaved rounds; native BF16 {cpu_supports_bf16()})",
+                ["variant", "img/s", "vs (a)", "s/step", "n"], rows)
+
+
+def evaluate_vs_classify(n_images: int, repeats: int) -> None:
+    """Fresh-process wall time of ``evaluate FOLDER`` against ``classify FOLDER`` on the same photos."""
+    from resnet.synsets import imagenet_wnids
+
+    photos = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    folder = Path(tempfile.mkdtemp(prefix="bench_labelled_"))
+    try:
+        for i in range(n_images):
+            source = photos[i % len(photos)]
+            # ImageNet's layout: a folder per class, named by WordNet id (which class does not matter here).
+            target = folder / imagenet_wnids()[i % len(photos)] / f"{i:03d}{source.suffix}"
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy(source, target)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+
+        def run(args: list[str]) -> Callable[[], None]:
+            def call() -> None:
+                subprocess.run([sys.executable, "-m", "resnet", *args, str(folder), "--quiet"], cwd=REPO, env=env,
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return call
+
+        variants = [
+            Variant("python -m resnet classify FOLDER [baseline]", run(["classify"])),
+            Variant("python -m resnet evaluate FOLDER", run(["evaluate"])),
+            Variant("python -m resnet evaluate FOLDER --workers 0 (decoding in the main thread)",
+                    run(["evaluate", "--workers", "0"])),
+        ]
+        interleaved(variants, repeats, warmup=False)
+        base = variants[0]
+        rows = [[v.name, f"{v.median:.1f}", f"{n_images / v.median:.2f}", f"{base.median / v.median:.2f}x"]
+                for v in variants]
+        print_table(f"evaluate vs classify on {n_images} photos in {len(photos)} class folders, fresh process each "
+                    f"(start-up and model load included; median of {repeats})",
+                    ["command", "s", "img/s", "vs classify"], rows)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- CUDA
 
 
@@ -841,6 +946,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--runtimes", action="store_true",
                         help="only the runtimes table: ours vs ONNX Runtime, OpenVINO, INT8, AOTInductor (batch and 1)")
     parser.add_argument("--calibration-images", type=int, default=64, help="with --runtimes: INT8 calibration images")
+    parser.add_argument("--train", action="store_true",
+                        help="only the training-step and evaluate-vs-classify sections (CPU)")
+    parser.add_argument("--no-train-steps", action="store_true",
+                        help="with --train: only the evaluate-vs-classify section")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -855,6 +964,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             runtimes_section(checkpoint, batch=args.batch, repeats=args.repeats or (3 if args.quick else 5),
                              quick=args.quick, aoti=not (args.quick or args.no_compile),
                              calibration_images=args.calibration_images)
+        elif args.train:
+            if not args.no_train_steps:
+                training_steps(checkpoint, args.batch, args.repeats or (2 if args.quick else 3))
+            evaluate_vs_classify(args.images, 1 if args.quick else 3)
         elif args.device == "cuda":
             batches = [1, 32, 256] if args.quick else [1, 8, 32, 64, 128, 256]
             cuda_section(checkpoint, args.quick, batches, not (args.quick or args.no_compile))

@@ -15,6 +15,8 @@ from .options import ArgumentParser, run_command
 COMMANDS = {
     "classify": ("resnet.classify", "classify image files, folders and URLs"),
     "export": ("resnet.export", "export TorchScript / ONNX models and Triton model repositories"),
+    "train": ("resnet.train", "fine-tune a model on a folder of labelled images (NVIDIA's recipe, torchrun)"),
+    "evaluate": ("resnet.evaluate", "measure top-1 / top-5 accuracy on a folder of labelled images"),
 }
 
 

@@ -18,8 +18,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 __all__ = [
     "DIR_MODE",
@@ -92,30 +93,33 @@ def _check_writable_folder(folder: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: os.PathLike | str, *, mode: int = FILE_MODE) -> Iterator[Path]:
+def atomic_file(target: os.PathLike | str, *, mode: Optional[int] = FILE_MODE) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` to write to; on success it becomes ``target``.
 
     The temporary name ends with ``target``'s suffix, so writers that pick a format from the suffix
-    (``savefig``) pick the right one. On leaving the block the file gets ``mode``, is flushed to disk
-    and renamed over ``target`` in one step; on any error (or interrupt) it is removed and an
-    existing ``target`` is left as it was. Raises :class:`OutputPathError` first when ``target``
-    cannot be written (see :func:`check_file_target`). ::
+    (``savefig``) pick the right one. On leaving the block the file gets ``mode`` (``None``: what any new
+    file of the process gets, 0o666 less its umask), is flushed to disk and renamed over ``target`` in one
+    step, and the rename is flushed to disk too; on any error (or interrupt) it is removed and an existing
+    ``target`` is left as it was. Raises :class:`OutputPathError` first when ``target`` cannot be written
+    (see :func:`check_file_target`). ::
 
         with atomic_file(checkpoint_path) as path:
             torch.save(state, path)
     """
     target = check_file_target(target)
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{target.suffix}", dir=target.parent)
-    os.close(handle)
-    staging = Path(name)
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.partial{target.suffix}")
+    # Exclusive create (never someone else's file); 0o666 lets the kernel apply the umask, with no need to read it.
+    os.close(os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield staging
-        os.chmod(staging, mode)
+        if mode is not None:
+            os.chmod(staging, mode)
         _flush_to_disk(staging)
         os.replace(staging, target)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+    _flush_folder(target.parent)
 
 
 @contextlib.contextmanager
@@ -151,6 +155,20 @@ def atomic_directory(
 def _flush_to_disk(path: Path) -> None:
     with open(path, "rb") as file:
         os.fsync(file.fileno())
+
+
+def _flush_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk, where the platform allows it (not on Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def _finish_tree(root: Path, dir_mode: int, file_mode: int) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from .cache import check_file_hash, discard, fetch_checkpoint, normalise_sha256, removal_note
 from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
+from .synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
 from .weights import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -32,7 +33,7 @@ def create_model(
     pretrained: bool = False,
     pretrained_from_file: Optional[PathLike] = None,
     state_dict_key_map_fn: Optional[KeyMapFn] = None,
-    num_classes: int = 1000,
+    num_classes: Optional[int] = None,
     last_bn_0_init: bool = False,
     conv_init: ConvInit = "fan_in",
     trt: bool = False,
@@ -54,6 +55,9 @@ def create_model(
     with ``channels_last`` its 4-D weights use the channels-last memory format; with
     ``fast_inference`` its eval-mode, no-grad CPU batches run BN-folded and fused
     (:attr:`resnet.model.ResNet.fast_inference`).
+    ``num_classes=None`` takes the number of classes of the weights file (1000 without one).
+    The model's ``classes`` attribute holds its class names: those stored in the file (a ``model.pth``
+    written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``.
     See :mod:`resnet.hub` for the meaning of every argument.
     """
     get_arch(arch)
@@ -82,7 +86,9 @@ def create_model(
             check_file_hash(path, sha256)
         model = _load_pretrained(arch, path, False, state_dict_key_map_fn, arch_kwargs)
     else:
+        arch_kwargs["num_classes"] = NUM_IMAGENET_CLASSES if num_classes is None else num_classes
         model = ResNet(arch, **arch_kwargs)
+        model.classes = _class_names(model.num_classes, None)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -104,8 +110,11 @@ def _load_pretrained(
         ) from error
     source = repr(str(path))
     state = extract_state_dict(obj, source, key_map_fn)
-    num_classes = arch_kwargs["num_classes"]
     file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
+    num_classes = arch_kwargs["num_classes"]
+    if num_classes is None:
+        num_classes = file_classes or NUM_IMAGENET_CLASSES
+        arch_kwargs = {**arch_kwargs, "num_classes": num_classes}
     new_head = num_classes != 1000 and file_classes is not None and file_classes != num_classes
 
     with torch.device("meta"):
@@ -126,7 +135,16 @@ def _load_pretrained(
             "loaded and the new classifier head (fc) is freshly initialised; train it before use.",
             stacklevel=3,
         )
+    stored = obj.get("classes") if isinstance(obj, dict) and not new_head else None
+    model.classes = _class_names(num_classes, stored)
     return model
+
+
+def _class_names(num_classes: int, stored: object) -> Optional[list[str]]:
+    """The file's class names when it stores one per output, ImageNet's for 1000 outputs, else None."""
+    if isinstance(stored, (list, tuple)) and len(stored) == num_classes and all(isinstance(n, str) for n in stored):
+        return list(stored)
+    return imagenet_class_names() if num_classes == NUM_IMAGENET_CLASSES else None
 
 
 def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:

@@ -26,7 +26,7 @@ from typing import Optional, TextIO
 import torch
 from tqdm import tqdm
 
-from processing_utils import get_imgnet_classes, iter_batches
+from processing_utils import iter_batches
 from processing_utils.display import PLOT_LIMIT, save_predictions_chart
 from processing_utils.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 from processing_utils.inputs import expand_inputs
@@ -216,12 +216,13 @@ def run(args: argparse.Namespace) -> int:
         if not uris:
             raise CommandError("no images found in " + " ".join(args.inputs))
         model = load_model(args)
+        # ImageNet's names, or those a fine-tuned model.pth stores ('python -m resnet train').
+        classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
         # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
         model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
-        classes = get_imgnet_classes().tolist()
         mine = uris[rank::world]
         outcomes = classify(
-            mine, model, classes, top_k=args.top_k, batch_size=args.batch_size, device=device,
+            mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
             workers=args.workers, timeout=args.timeout,
             progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD,
         )

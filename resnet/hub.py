@@ -23,7 +23,8 @@ _DOC = """{title} image classifier ({params:,} parameters), NVIDIA's ConvNets mo
 
 Returns a ``torch.nn.Module`` on the CPU, float32, in training mode (call ``.eval()``
 for inference), mapping a normalised (N, 3, 224, 224) batch to (N, num_classes) raw
-logits; apply softmax for probabilities. Preprocess images with
+logits; apply softmax for probabilities. ``model.classes`` names the outputs: ImageNet's
+1000 classes, the names stored in a fine-tuned model.pth, or None for a fresh head. Preprocess images with
 ``nvidia_convnets_processing_utils().prepare_input_from_uri``.
 
 Weights (pretrained=True): NVIDIA's AMP-trained ImageNet checkpoint {file} from NGC,
@@ -38,8 +39,9 @@ Args:
         NVIDIA's 'layers.N' naming, or a torchvision-layout state dict. Loaded with
         torch.load(weights_only=True).
     state_dict_key_map_fn: function applied to every checkpoint key before loading.
-    num_classes: classifier outputs (1000). With weights and another value, the backbone
-        loads and the new head starts fresh, with a warning (fine-tuning).
+    num_classes: classifier outputs; by default the file's (a model.pth written by
+        'python -m resnet train' builds with its classes), else 1000. With weights and another
+        value, the backbone loads and the new head starts fresh, with a warning (fine-tuning).
     last_bn_0_init: start each block's last BatchNorm at zero (training from scratch).
     conv_init: 'fan_in' or 'fan_out', the Kaiming mode for convolutions.
     trt: squeeze-excitation as 1x1 convolutions (TensorRT-friendly; SE models only).

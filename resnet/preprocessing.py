@@ -20,23 +20,50 @@ CROP_SIZE: int = 224
 MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 #: Per-channel RGB standard deviation of ImageNet, on the 0..1 scale.
 STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: Smallest input side the models take in training (the last stage then works on 1x1 feature maps).
+MIN_IMAGE_SIZE: int = 32
 #: Input shape of one image, channels first.
 INPUT_SHAPE: tuple[int, int, int] = (3, CROP_SIZE, CROP_SIZE)
 
 
-def build_transform() -> Callable[[object], torch.Tensor]:
-    """Return the torchvision pipeline that maps an RGB PIL image to a (3, 224, 224) tensor.
+def resize_size(image_size: int = CROP_SIZE) -> int:
+    """Shorter side to resize to before a centre crop of ``image_size``: 256 for 224, scaled in proportion."""
+    return round(image_size * RESIZE_SIZE / CROP_SIZE)
+
+
+def build_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Tensor]:
+    """Return the torchvision pipeline that maps an RGB PIL image to a (3, image_size, image_size) tensor.
 
     Resize(256) (bilinear) -> CenterCrop(224) -> ToTensor() -> Normalize(MEAN, STD): the same
     operations, in the same order and with the same constants, as NVIDIA's
-    ``prepare_input_from_uri``.
+    ``prepare_input_from_uri``. Another ``image_size`` scales the resize in proportion
+    (:func:`resize_size`), as validation does for a model trained at that size.
     """
     from torchvision import transforms
 
     return transforms.Compose(
         [
-            transforms.Resize(RESIZE_SIZE, interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(CROP_SIZE),
+            transforms.Resize(resize_size(image_size), interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
+
+
+def build_train_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Tensor]:
+    """Return the training augmentation of NVIDIA's recipe for an RGB PIL image.
+
+    RandomResizedCrop(image_size) (scale 0.08-1, aspect 3/4-4/3, bilinear) -> RandomHorizontalFlip ->
+    ToTensor() -> Normalize(MEAN, STD). The random draws come from torch's global generator, so a
+    caller that seeds it per image gets the same crops in any process.
+    """
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size, interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             transforms.Normalize(MEAN, STD),
         ]

@@ -60,11 +60,12 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from processing_utils.inputs import IMAGE_SUFFIXES  # the one list of image suffixes (any case)
+
 __all__ = [
     "CALIBRATION_METHODS",
     "DEFAULT_CALIBRATION_IMAGES",
     "DEFAULT_CALIBRATION_METHOD",
-    "IMAGE_SUFFIXES",
     "MIN_CALIBRATION_IMAGES",
     "CalibrationSet",
     "QuantizationError",
@@ -84,8 +85,6 @@ DEFAULT_CALIBRATION_IMAGES = 256
 #: Fewer readable calibration images than this give a warning: the measured activation ranges of a
 #: handful of images need not cover the photos the model will see.
 MIN_CALIBRATION_IMAGES = 32
-#: File suffixes taken from a calibration folder.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 #: Images per calibration run of the model (the ranges do not depend on it; memory does).
 CALIBRATION_BATCH = 8
 #: Metadata key of the ONNX file (and of export.json) that describes the quantization.

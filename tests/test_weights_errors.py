@@ -71,8 +71,9 @@ def test_wrong_head_size_suggests_num_classes(tmp_path) -> None:
     state["fc.weight"], state["fc.bias"] = state["fc.weight"][:7].clone(), state["fc.bias"][:7].clone()
     path = tmp_path / "seven.pth"
     torch.save(state, path)
+    # Without num_classes the file's 7 classes are used; an explicit 1000 that does not fit says what does.
     with pytest.raises(CheckpointMismatchError, match="num_classes=7"):
-        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path, num_classes=1000)
 
 
 def test_not_a_state_dict_is_refused(tmp_path) -> None:

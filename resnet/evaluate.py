@@ -1,0 +1,213 @@
+"""``python -m resnet evaluate DATA``: the accuracy of a model on a folder of labelled images.
+
+DATA has one sub-folder of images per class (ImageNet's validation set in ImageFolder layout, or your
+own). Folders are matched to the model's classes: by WordNet id (``n01440764``) or class name for
+NVIDIA's 1000-class weights, by the stored class names for a ``model.pth`` written by ``train``; a
+folder that matches no class is an error naming it. Prints top-1 and top-5 accuracy, the number of
+images and of unreadable files, the classes with the lowest accuracy and the speed; ``--json`` prints
+one JSON object with all of it (per-class accuracy included), ``--confusion PNG`` draws the confusion
+matrix. Runs on the inference fast path. Exit status: 0 every image was read, 1 some could not be
+(they are listed and left out of the accuracy), 2 nothing could run.
+
+With ``--distributed`` under torchrun each process measures every WORLD_SIZE-th image and rank 0
+reports the sums, the same numbers as one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from . import distributed, recipe
+from .folders import LabelledFolder, match_classes, scan_folder
+from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
+from .metrics import Metrics, Predict, measure
+from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
+from .preprocessing import CROP_SIZE, build_transform
+
+
+@dataclass
+class Predictor:
+    """A model-like callable with the names of its outputs.
+
+    Attributes:
+        predict: float32 (N, 3, H, W) batch, normalised as :mod:`resnet.preprocessing` defines -> (N, C) logits.
+        classes: the C class names in output order, or ``None`` when the weights carry none.
+        num_classes: C.
+        description: what is measured, for the report.
+    """
+
+    predict: Predict
+    classes: Optional[list[str]]
+    num_classes: int
+    description: str
+
+
+@dataclass
+class Report:
+    """What :func:`evaluate_folder` measured."""
+
+    metrics: Metrics
+    folders: list[str]
+    targets: list[int]
+    classes: list[str]
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.metrics.count / max(self.seconds, 1e-9)
+
+    def as_json(self, data: str, description: str, lowest: int) -> dict:
+        per_class = self.metrics.per_class()
+        rows = []
+        for folder, index in zip(self.folders, self.targets):
+            correct, total = per_class.get(index, (0, 0))
+            rows.append({"folder": folder, "index": index, "class": self.classes[index], "images": total,
+                         "correct": correct, "top1": round(100.0 * correct / total, 4) if total else None})
+        return {
+            "data": data, "model": description, "images": self.metrics.count, "classes": len(self.folders),
+            "top1": round(self.metrics.top1, 4), "top5": round(self.metrics.top5, 4),
+            "unreadable": [{"path": path, "error": message} for path, message in self.metrics.failures],
+            "images_per_second": round(self.images_per_second, 2), "seconds": round(self.seconds, 3),
+            "lowest": [self.classes[i] for i, *_ in self.metrics.lowest(lowest)],
+            "per_class": rows,
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m resnet evaluate``."""
+    parser.add_argument("data", metavar="DATA", help="folder with one sub-folder of images per class (folders "
+                        "named by class name, or by WordNet id for ImageNet)")
+    add_model_options(parser)
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
+                        help="images per forward pass and process (default 32)")
+    add_workers_option(parser, "threads")
+    add_device_option(parser)
+    recipe.add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
+                                "accuracy)")
+    parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
+                        help="centre crop, after resizing to 256/224 of it (default 224)")
+    parser.add_argument("--lowest", type=positive_int, default=5, metavar="N",
+                        help="classes with the lowest accuracy to list (default 5)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
+    parser.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG file")
+    parser.add_argument("--distributed", action="store_true",
+                        help="shard the images over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)")
+
+
+def load_predictor(args: argparse.Namespace, device: torch.device,
+                   check: Optional[Callable[[Optional[list[str]], int], object]] = None) -> Predictor:
+    """The model of ``--arch``/``--weights``/``--mirror`` on the inference fast path, in ``--precision``.
+
+    ``check(class names, outputs)`` runs once the weights are read, before the fast path is built.
+    """
+    from .fastpath import optimize_for_inference
+
+    dtype = recipe.resolve_precision(args.precision, device)
+    model = load_model(args)
+    if check is not None:
+        check(model.classes, model.fc.out_features)
+    fast = optimize_for_inference(model.to(device), device=device, dtype=dtype or torch.float32)
+    source = args.weights or "NVIDIA's NGC weights"
+    return Predictor(fast, model.classes, model.fc.out_features,
+                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}")
+
+
+def match_folders(scan: LabelledFolder, classes: Optional[list[str]], num_classes: int) -> tuple[list[str], list[int]]:
+    """The model's class names (the sorted folders for weights without names) and each folder's class index.
+
+    Raises:
+        CommandError: a folder matches no class; or the weights carry no names and the number of folders is not
+            their number of outputs.
+    """
+    if classes is None:
+        if len(scan.classes) != num_classes:
+            raise CommandError(
+                f"the weights carry no class names, and DATA has {len(scan.classes)} class folders for "
+                f"{num_classes} outputs; name the folders so that their sorted order is the class order"
+            )
+        classes = list(scan.classes)  # ImageFolder's convention: output i is the i-th folder in sorted order
+    return classes, match_classes(scan.classes, classes, where=f"DATA ({str(scan.root)!r})")
+
+
+def evaluate_folder(
+    predictor: Predictor,
+    data: str | Path | LabelledFolder,
+    *,
+    batch_size: int = 32,
+    workers: int = 0,
+    image_size: int = CROP_SIZE,
+    device: torch.device = torch.device("cpu"),
+    processes: Optional[distributed.Processes] = None,
+    progress: bool = False,
+) -> Report:
+    """Measure ``predictor`` on the labelled folder ``data`` (shared over ``processes``).
+
+    Raises:
+        CommandError: ``data`` is missing or has no class folders, a folder matches no class of the
+            model, or no image could be read.
+    """
+    processes = processes or distributed.Processes(device=device)
+    scan = data if isinstance(data, LabelledFolder) else scan_folder(data)
+    classes, targets = match_folders(scan, predictor.classes, predictor.num_classes)
+    dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size))
+    mine = range(processes.rank, len(dataset), processes.world)
+    batches = ordered_batches(dataset, mine, batch_size, workers=workers)
+    metrics, seconds = measure(predictor.predict, batches, predictor.num_classes, device=device,
+                               processes=processes, progress=progress, total=len(mine))
+    seconds = max(processes.gather_objects(seconds))
+    if metrics.count == 0:
+        raise CommandError(f"none of the {len(dataset)} image files in DATA ({str(scan.root)!r}) could be read; "
+                           f"the first: {metrics.failures[0][1] if metrics.failures else 'none found'}")
+    return Report(metrics, scan.classes, targets, classes, seconds)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the ``evaluate`` subcommand; returns the exit status."""
+    with distributed.job(args.device, distributed=args.distributed, command="evaluate") as procs:
+        scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
+        predictor = load_predictor(args, procs.device, check=lambda names, outputs: match_folders(scan, names, outputs))
+        report = evaluate_folder(
+            predictor, scan, batch_size=args.batch_size,
+            workers=default_workers() if args.workers is None else args.workers, image_size=args.image_size,
+            device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
+        )
+    if not procs.is_main:
+        return 0
+    if args.confusion:
+        from .checkpointing import write_bytes
+        from .plots import confusion_png
+
+        try:
+            write_bytes(args.confusion, confusion_png(report.metrics.confusion, report.classes))
+        except OSError as error:
+            raise CommandError(f"cannot write --confusion {args.confusion!r}: {error.strerror or error}") from error
+    if args.json:
+        print(json.dumps(report.as_json(args.data, predictor.description, args.lowest)))
+    else:
+        print_report(report, args.data, predictor.description, args.lowest)
+    for path, message in report.metrics.failures:
+        print(f"warning: unreadable image skipped: {message}", file=sys.stderr)
+    return 1 if report.metrics.failures else 0
+
+
+def print_report(report: Report, data: str, description: str, lowest: int) -> None:
+    """The human-readable report on stdout."""
+    m = report.metrics
+    folder_of = {index: folder for folder, index in zip(report.folders, report.targets)}
+    print(f"{data}: {m.count} images in {len(report.folders)} class folders"
+          + (f", {len(m.failures)} unreadable files skipped" if m.failures else "") + f"; model {description}")
+    print(f"top-1 {m.top1:.2f}%  top-5 {m.top5:.2f}%")
+    print(f"lowest top-1 per class ({min(lowest, len(m.per_class()))} of {len(m.per_class())}):")
+    for index, percent, correct, total in m.lowest(lowest):
+        name = report.classes[index]
+        folder = folder_of.get(index, name)
+        label = folder if folder == name else f"{folder} ({name})"
+        print(f"  {percent:6.2f}%  {label}: {correct} of {total}")
+    print(f"{report.images_per_second:.1f} images/s ({report.seconds:.1f} s)")

@@ -1,0 +1,481 @@
+"""``python -m resnet train DATA --output RUN``: fine-tune a model of the family on a folder of images.
+
+DATA holds one sub-folder of images per class (or DATA/train and DATA/val of that layout; without val/,
+--val-split holds out a stratified, seeded share of each class). Training starts from NVIDIA's NGC
+weights (or --weights FILE, or --from-scratch) with a head for DATA's classes, and follows NVIDIA's
+recipe scaled to the batch: SGD (momentum 0.875, lr 0.256 per 256 images, no weight decay on BatchNorm
+and biases), label smoothing 0.1, linear warm-up then cosine, mixed precision on the device's fast type,
+channels-last. RUN receives checkpoint.pth.tar (every epoch and on Ctrl+C), model.pth (the best epoch by
+validation top-1, with the class names), log.jsonl and curves.png. Under torchrun each process trains on
+its share of every batch (DistributedDataParallel); the learning rate follows the global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from . import checkpointing as files
+from . import distributed, recipe
+from .folders import TrainingData, load_training_data
+from .loading import (
+    EpochBatches,
+    ImageDataset,
+    add_workers_option,
+    default_workers,
+    image_size,
+    make_loader,
+    ordered_batches,
+    sample_seed,
+)
+from .options import CommandError, add_device_option, add_model_options, load_model, non_negative_int, positive_int
+from .preprocessing import CROP_SIZE, build_train_transform, build_transform
+
+#: Exit status after Ctrl+C (128 + SIGINT), once the checkpoint is written.
+INTERRUPTED = 130
+
+
+def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+            lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+            raise argparse.ArgumentTypeError(f"must be in {lo}, {hi}, not {text}")
+        return value
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m resnet train``."""
+    parser.add_argument("data", metavar="DATA", help="folder with one sub-folder of images per class, "
+                        "or with train/ and val/ folders of that layout")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN", help="folder for the run's files")
+    add_model_options(parser, weights_help="start from this checkpoint (any layout the hub entrypoints accept) "
+                      "instead of NVIDIA's NGC weights")
+    parser.add_argument("--from-scratch", action="store_true", help="start from random weights")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="epochs to train (default 10)")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
+                        help="images per step and process (default 32); the global batch is this times the "
+                        "number of processes")
+    parser.add_argument("--lr", type=_number(0, float("inf"), low_open=True), default=recipe.LR_PER_256,
+                        help=f"learning rate per 256 images of the global batch (default {recipe.LR_PER_256})")
+    parser.add_argument("--warmup-epochs", type=_number(0, float("inf")), default=1.0,
+                        help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
+    parser.add_argument("--mixup", type=_number(0, float("inf"), low_open=True), metavar="ALPHA",
+                        help="mixup with Beta(ALPHA, ALPHA) blends (default off; NVIDIA uses 0.2 for 250 epochs)")
+    parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
+                        help="training crop; validation resizes to 256/224 of it and crops it (default 224; "
+                        "e.g. 128 for a quick CPU run)")
+    parser.add_argument("--freeze-backbone", action="store_true",
+                        help="train only the classifier head; BatchNorm statistics stay frozen too (fast on a CPU)")
+    parser.add_argument("--val-split", type=_number(0, 1), default=0.1, metavar="F",
+                        help="share of each class held out for validation when DATA has no val/ (default 0.1)")
+    add_workers_option(parser, "processes for training, threads for validation")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split, the data order, "
+                        "the augmentation and the new head (default 0)")
+    add_device_option(parser)
+    recipe.add_precision_option(parser, "auto", "compute precision (default auto; fp16 uses a gradient scaler)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN where it stopped")
+    parser.add_argument("--force", action="store_true", help="start over in a RUN that holds a run")
+
+
+def run_options(args: argparse.Namespace, world: int) -> dict:
+    """The arguments that define a run (stored in its checkpoint and compared on --resume)."""
+    return {
+        "data": os.path.abspath(args.data), "arch": args.arch,
+        "weights": os.path.abspath(args.weights) if args.weights else None, "from_scratch": args.from_scratch,
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
+        "mixup": args.mixup, "image_size": args.image_size, "freeze_backbone": args.freeze_backbone,
+        "val_split": args.val_split, "seed": args.seed, "precision": args.precision, "world_size": world,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of the ``train`` subcommand; returns the exit status."""
+    if args.resume and args.force:
+        raise CommandError("--resume continues the run in RUN and --force starts it over: give one of them")
+    if args.from_scratch and args.weights:
+        raise CommandError("--from-scratch and --weights exclude each other: give one of them")
+    if args.batch_size < 2 and not args.freeze_backbone:
+        raise CommandError("--batch-size 1 cannot train BatchNorm layers (they need 2 or more images per step "
+                           "and process): give --batch-size 2 or more, or --freeze-backbone")
+    with distributed.job(args.device, distributed=distributed.launched_by_torchrun(), command="train") as procs:
+        return Trainer(args, procs).run()
+
+
+class StopRequests:
+    """Ctrl+C (SIGINT) or SIGTERM asks the training to stop after the current step, with a checkpoint.
+
+    A second Ctrl+C stops at once, without one.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, _frame) -> None:
+        # Nothing is printed here: the handler may run while the main thread is writing to the same stream.
+        self.requested = True
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+class Interrupted(Exception):
+    """Training stopped on request; the checkpoint is written."""
+
+
+class Trainer:
+    """One training run: the model, its optimizer and schedule, the data, and RUN's files."""
+
+    def __init__(self, args: argparse.Namespace, procs: distributed.Processes) -> None:
+        self.args, self.procs, self.device = args, procs, procs.device
+        self.out = Path(args.output)
+        self.options = run_options(args, procs.world)
+        self.main = procs.is_main
+        self.say = print if self.main else (lambda *a, **k: None)
+
+    # ------------------------------------------------------------------ set-up
+
+    def run(self) -> int:
+        args = self.args
+        self.dtype = recipe.resolve_precision(args.precision, self.device)
+        stored = self._stored_run()
+        self.data: TrainingData = load_training_data(args.data, val_split=args.val_split, seed=args.seed,
+                                                     global_batch=args.batch_size * self.procs.world)
+        if stored is not None:
+            files.check_resumable(stored, self.options, self.data.classes, self.out)
+            if stored["epoch"] >= args.epochs and stored["step"] == 0:
+                self.say(f"the run in {self.out} has finished its {stored['epoch']} epochs; "
+                         f"--epochs N with N > {stored['epoch']} extends it")
+                return 0
+        self.model = self._build_model(stored)
+        self._build_training(stored)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if args.force and stored is None:
+                for name in files.existing_run_files(self.out):
+                    (self.out / name).unlink()
+        self._announce()
+        with StopRequests() as stop:
+            self.stop = stop
+            try:
+                for epoch in range(self.epoch, args.epochs):
+                    self._epoch(epoch)
+            except Interrupted:
+                return INTERRUPTED
+        best = self.best
+        self.say(f"done: {self.out / files.MODEL} holds epoch {best['epoch']}"
+                 + (f" (validation top-1 {best['top1']:.2f}%)" if best.get("top1") is not None else ""))
+        return 0
+
+    def _stored_run(self) -> Optional[dict]:
+        path = self.out / files.CHECKPOINT
+        if not self.args.resume:
+            error = None
+            if self.main and not self.args.force:
+                try:
+                    files.refuse_existing(self.out, self.options)
+                except CommandError as refused:
+                    error = str(refused)
+            error = self.procs.broadcast(error)
+            if error:
+                raise CommandError(error)
+            return None
+        if not path.is_file():
+            raise CommandError(f"--resume: there is no checkpoint at {str(path)!r}; leave out --resume to start "
+                               "a new run there, or give the --output of an existing run")
+        try:
+            return files.load(path, files.CHECKPOINT_FORMAT)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise CommandError(f"--resume: cannot read {str(path)!r}: {error}") from error
+
+    def _build_model(self, stored: Optional[dict]) -> nn.Module:
+        args, classes = self.args, self.data.classes
+        torch.manual_seed(args.seed)  # the new head starts the same in every process and every run
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if stored is not None:
+                resume = argparse.Namespace(**{**vars(args), "weights": str(self.out / files.CHECKPOINT)})
+                model = load_model(resume, num_classes=len(classes))
+            else:
+                model = load_model(args, pretrained_default=not args.from_scratch, num_classes=len(classes))
+        for warning in caught:
+            if issubclass(warning.category, UserWarning):
+                self.say(f"note: {warning.message}", file=sys.stderr)
+        if stored is None and model.classes not in (None, classes) and not _imagenet(model.classes):
+            # A fine-tuned file of as many, but other, classes: its head rows mean something else.
+            self.say(f"note: the head of {args.weights} was trained for other classes ({', '.join(model.classes[:3])}"
+                     "...); it starts fresh", file=sys.stderr)
+            from .model import init_module
+
+            init_module(model.fc)
+        model.classes = list(classes)
+        if args.freeze_backbone:
+            model.requires_grad_(False)
+            model.fc.requires_grad_(True)
+        return model.to(self.device)
+
+    def _build_training(self, stored: Optional[dict]) -> None:
+        args, procs = self.args, self.procs
+        self.head = self.model.fc if args.freeze_backbone else self.model
+        self.features = self._frozen_features() if args.freeze_backbone else None
+        self.trainable: nn.Module = self.head
+        if procs.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.trainable = DistributedDataParallel(self.head, device_ids=ids)
+        global_batch = args.batch_size * procs.world
+        self.optimizer = recipe.make_optimizer(self.head, recipe.scaled_lr(global_batch, args.lr))
+        self.scaler = recipe.grad_scaler(self.dtype == torch.float16)
+        self.loss_fn = recipe.loss_function()
+        workers = default_workers() if args.workers is None else args.workers
+        train_set = ImageDataset(self.data.train, build_train_transform(args.image_size), seed=args.seed)
+        self.batches = EpochBatches(len(train_set), args.batch_size, rank=procs.rank, world=procs.world,
+                                    seed=args.seed)
+        self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=self.device.type == "cuda")
+        self.workers = workers
+        self.val_set = ImageDataset(self.data.val, build_transform(args.image_size)) if self.data.val else None
+        self.steps = self.batches.steps_per_epoch()
+        total = self.steps * args.epochs
+        warmup = min(total, round(args.warmup_epochs * self.steps))
+        self.schedule = recipe.WarmupCosine(recipe.scaled_lr(global_batch, args.lr), warmup, total)
+        self.epoch, self.step, self.history, self.best, self.unreadable = 0, 0, [], {}, {}
+        self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}
+        if stored is not None:
+            self.optimizer.load_state_dict(stored["optimizer"])
+            self.scaler.load_state_dict(stored["scaler"])
+            self.epoch, self.step = stored["epoch"], stored["step"]
+            self.history, self.best = list(stored["history"]), dict(stored["best"])
+            self.unreadable = dict(stored["unreadable"])
+            if self.main:  # the partial epoch's sums are global; one rank carries them
+                self.partial = dict(stored["partial"])
+            torch.set_rng_state(stored["rng"]["torch"])
+
+    def _frozen_features(self) -> nn.Module:
+        """The frozen backbone as a feature extractor on the inference fast path: BatchNorm folded once,
+        weights cast once to the training precision, channels-last."""
+        from .fastpath import optimize_for_inference
+
+        head, self.model.fc = self.model.fc, nn.Identity()
+        try:
+            return optimize_for_inference(self.model, device=self.device, dtype=self.dtype or torch.float32)
+        finally:
+            self.model.fc = head
+
+    def _announce(self) -> None:
+        args, data = self.args, self.data
+        held = f"{len(data.val)} images in {data.val_source}" if data.val else "none"
+        procs = f"{self.procs.world} processes x " if self.procs.world > 1 else ""
+        where = f"resume at epoch {self.epoch + 1}, step {self.step + 1}" if self.epoch or self.step else "start"
+        self.say(f"train {args.arch} on {len(data.train)} images of {len(data.classes)} classes (validation: "
+                 f"{held}); {procs}batch {args.batch_size}, {self.steps} steps per epoch, lr {self.schedule.lr:g}, "
+                 f"{recipe.precision_name(self.dtype)} on {self.device}; {where} -> {self.out}", flush=True)
+
+    # ------------------------------------------------------------------ training
+
+    def _epoch(self, epoch: int) -> None:
+        args, procs = self.args, self.procs
+        started = time.perf_counter() - self.partial["seconds"]
+        self.model.eval() if args.freeze_backbone else self.model.train()
+        self.batches.set_epoch(epoch, self.step)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        bar = torch.hub.tqdm(total=self.steps, initial=self.step, desc=f"epoch {epoch + 1}/{args.epochs}",
+                             unit="step", file=sys.stderr, disable=args.quiet or not self.main, dynamic_ncols=True)
+        failures: list[tuple[str, str]] = []
+        images = 0
+        batches = iter(self.loader)
+        while True:
+            batch = next(batches, None)
+            counts = procs.all_gather(torch.tensor([-1 if batch is None else len(batch), int(self.stop.requested)]))
+            if bool(counts[:, 1].any()):
+                bar.close()
+                self._interrupt(epoch, loss_sum, images, started, failures)
+            if batch is None:
+                break
+            failures.extend(batch.failures)
+            global_count = int(counts[:, 0].sum())
+            if int(counts[:, 0].min()) >= (1 if args.freeze_backbone else 2):
+                lr = self.schedule(epoch * self.steps + self.step)
+                loss_sum += self.train_step(batch, global_count, lr, epoch)
+                images += len(batch)
+            self.step += 1
+            bar.update(1)
+            if self.step % 10 == 0 or self.step == self.steps:
+                bar.set_postfix(loss=f"{float(loss_sum) / max(1, images):.4f}",
+                                img_s=f"{images * procs.world / (time.perf_counter() - started):.1f}", refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        totals = procs.all_reduce(torch.tensor([float(loss_sum) + self.partial["loss_sum"],
+                                                images + self.partial["images"]], dtype=torch.float64))
+        self._finish_epoch(epoch, float(totals[0]) / max(1.0, float(totals[1])), int(totals[1]), train_seconds,
+                           started, failures)
+
+    def train_step(self, batch, global_count: int, lr: float, epoch: int) -> torch.Tensor:
+        """One optimizer step on this process's share of a global batch of ``global_count`` images; returns
+        the summed loss of the share. Gradients are those of the global batch's mean loss."""
+        args = self.args
+        recipe.set_lr(self.optimizer, lr)
+        images = batch.images.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        labels = batch.labels.to(self.device, non_blocking=True)
+        partners, weight = labels, 1.0
+        if args.mixup:
+            generator = torch.Generator().manual_seed(sample_seed(args.seed, epoch, self.step, self.procs.rank))
+            images, labels, partners, weight = recipe.mixup(images, labels, args.mixup, generator)
+        with recipe.autocast(self.device, self.dtype):
+            if self.features is not None:
+                with torch.no_grad():
+                    features = self.features(images)
+                logits = self.trainable(features)
+            else:
+                logits = self.trainable(images)
+        logits = logits.float()
+        loss_sum = self.loss_fn(logits, labels)
+        if weight != 1.0:
+            loss_sum = weight * loss_sum + (1.0 - weight) * self.loss_fn(logits, partners)
+        # DistributedDataParallel averages gradients over the processes: scale to the global mean.
+        loss = loss_sum * (self.procs.world / global_count)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss_sum.detach().double()
+
+    # ------------------------------------------------------------------ after an epoch
+
+    def _validate(self) -> Optional[dict]:
+        if self.val_set is None:
+            return None
+        from .metrics import measure
+
+        self.model.eval()
+        mine = range(self.procs.rank, len(self.val_set), self.procs.world)
+        batches = ordered_batches(self.val_set, mine, self.args.batch_size, workers=self.workers)
+        with recipe.autocast(self.device, self.dtype):
+            metrics, _ = measure(self.model, batches, len(self.data.classes), device=self.device,
+                                 loss_fn=self.loss_fn, processes=self.procs)
+        return {"val_loss": metrics.loss, "top1": metrics.top1, "top5": metrics.top5, "failures": metrics.failures}
+
+    def _finish_epoch(self, epoch, train_loss, images, train_seconds, started, failures) -> None:
+        validation = self._validate()
+        failures = [f for part in self.procs.gather_objects(failures) for f in part]
+        failures += validation.pop("failures") if validation else []
+        new = {path: message for path, message in failures if path not in self.unreadable}
+        self.unreadable.update(new)
+        record = {
+            "epoch": epoch + 1, "train_loss": train_loss,
+            "val_loss": None, "top1": None, "top5": None, **(validation or {}),
+            "lr": self.schedule((epoch + 1) * self.steps - 1), "images": images,
+            "images_per_second": images / max(train_seconds, 1e-9),
+            "seconds": time.perf_counter() - started, "unreadable": len(self.unreadable),
+            "unreadable_files": sorted(new),
+        }
+        # The best epoch: highest validation top-1; on a tie (small validation sets), the lower validation loss.
+        improved = validation is None or not self.best or (record["top1"], -record["val_loss"]) > (
+            self.best["top1"], -self.best["val_loss"])
+        record["best"] = improved
+        self.history.append(record)
+        if improved:
+            self.best = {k: record[k] for k in ("epoch", "train_loss", "val_loss", "top1", "top5")}
+        self.epoch, self.step = epoch + 1, 0
+        self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}
+        self._write(improved)
+        self._summary(record, new)
+
+    def _summary(self, record: dict, new: dict) -> None:
+        val = (f", val loss {record['val_loss']:.4f}, top-1 {record['top1']:.2f}%, top-5 {record['top5']:.2f}%"
+               if record["top1"] is not None else "")
+        self.say(f"epoch {record['epoch']}/{self.args.epochs}: train loss {record['train_loss']:.4f}{val}, "
+                 f"lr {record['lr']:.4g}, {record['images_per_second']:.1f} img/s, {record['seconds']:.1f} s"
+                 + (" [best]" if record["best"] else "")
+                 + (f", {record['unreadable']} unreadable files skipped" if record["unreadable"] else ""), flush=True)
+        for path, message in list(new.items())[:10]:
+            self.say(f"warning: skipped unreadable image: {message}", file=sys.stderr)
+
+    def _interrupt(self, epoch: int, loss_sum: torch.Tensor, images: int, started: float,
+                   failures: list[tuple[str, str]]) -> None:
+        totals = self.procs.all_reduce(torch.tensor([float(loss_sum) + self.partial["loss_sum"],
+                                                     images + self.partial["images"]], dtype=torch.float64))
+        self.unreadable.update(f for part in self.procs.gather_objects(failures) for f in part)
+        self.partial = {"loss_sum": float(totals[0]), "images": int(totals[1]),
+                        "seconds": time.perf_counter() - started}
+        self.epoch = epoch
+        self._write(False)
+        self.say(f"interrupted (Ctrl+C or SIGTERM) at epoch {epoch + 1}, step {self.step} of {self.steps}: "
+                 f"{self.out / files.CHECKPOINT} is saved; run the same command with --resume to continue",
+                 file=sys.stderr)
+        raise Interrupted
+
+    def _checkpoint(self) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": files.CHECKPOINT_FORMAT, "version": files.VERSION, "arch": self.args.arch,
+            "classes": list(self.data.classes), "options": self.options, "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step, "partial": self.partial,
+            "history": self.history, "best": self.best, "unreadable": self.unreadable, "rng": rng,
+        }
+
+    def _write(self, improved: bool) -> None:
+        """Rank 0 writes RUN's files; a failed write (a full disk) stops every rank with the same message."""
+        error = None
+        if self.main:
+            error = self._write_files(improved)
+        error = self.procs.broadcast(error)
+        if error:
+            raise CommandError(error)
+
+    def _write_files(self, improved: bool) -> Optional[str]:
+        from .plots import curves_png
+
+        # model.pth before the checkpoint: a checkpoint never records a best epoch that model.pth lacks.
+        target = self.out / files.MODEL
+        try:
+            if improved:
+                files.save(files.model_file(self.model.state_dict(), arch=self.args.arch, classes=self.data.classes,
+                                            image_size=self.args.image_size, metrics=self.best), target)
+            target = self.out / files.CHECKPOINT
+            files.save(self._checkpoint(), target)
+            target = self.out / files.LOG
+            files.write_bytes(target, "".join(json.dumps(r) + "\n" for r in self.history).encode())
+            if self.history:
+                target = self.out / files.CURVES
+                files.write_bytes(target, curves_png(self.history))
+        except OSError as error:
+            kept = (f"the previous {target.name} is kept unchanged" if target.exists()
+                    else f"{target.name} was not written")
+            return (f"could not write {str(target)!r}: {error.strerror or error}; {kept}. Free some space "
+                    "and continue with the same command and --resume")
+        return None
+
+
+def _imagenet(names: list[str]) -> bool:
+    from .synsets import imagenet_class_names
+
+    return names == imagenet_class_names()

@@ -1,0 +1,356 @@
+"""``python -m resnet train`` end to end on small generated image folders (CPU, a few seconds per run)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from support import PHOTOS, REPO_ROOT, standin_state_dict
+from train_support import FAST, main, make_dataset, peer_schedule, subprocess_env, torchrun
+
+import resnet.checkpointing as run_files
+from resnet import recipe
+from resnet.train import INTERRUPTED, Trainer
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def load_checkpoint(run: Path) -> dict:
+    return torch.load(run / "checkpoint.pth.tar", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ngc_file) -> tuple[Path, Path]:
+    """(DATA, RUN): 2 epochs with a frozen backbone on DATA/train, validated on DATA/val."""
+    root = tmp_path_factory.mktemp("trained")
+    data = make_dataset(root / "data", per_class=4, val_per_class=2)
+    run = root / "run"
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "2",
+                "--batch-size", "4", "--freeze-backbone", *FAST) == 0
+    return data, run
+
+
+def torchvision_peer(state_dict: dict) -> torch.nn.Module:
+    from torchvision.models import resnet50
+
+    peer = resnet50(num_classes=state_dict["fc.weight"].shape[0])
+    peer.load_state_dict(state_dict)
+    return peer.eval()
+
+
+def peer_predictions(model: torch.nn.Module, paths: list[Path], size: int) -> torch.Tensor:
+    """Top-1 class of each image with torchvision's own transforms (resize 256/224 of size, crop size)."""
+    from torchvision import transforms
+
+    pipeline = transforms.Compose([transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size),
+                                   transforms.ToTensor(),
+                                   transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    batch = torch.stack([pipeline(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        return model(batch).argmax(1)
+
+
+def test_run_files_and_validation_accuracy_against_torchvision(trained) -> None:
+    data, run = trained
+    records = read_log(run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"train_loss", "val_loss", "top1", "top5", "lr", "images_per_second", "seconds"} <= set(records[0])
+    assert all(r["images"] == 12 and r["unreadable"] == 0 for r in records)
+    saved = torch.load(run / "model.pth", weights_only=True)
+    assert saved["arch"] == "resnet50" and saved["classes"] == ["blue", "green", "red"]
+    best = max(records, key=lambda r: (r["top1"], -r["val_loss"]))
+    assert saved["metrics"]["epoch"] == best["epoch"] and saved["metrics"]["top1"] == best["top1"]
+    # The logged top-1 of the best epoch is what torchvision's resnet50, holding model.pth's weights, scores
+    # on DATA/val with torchvision's transforms.
+    val = sorted((data / "val").rglob("*.png"))
+    labels = torch.tensor([["blue", "green", "red"].index(p.parent.name) for p in val])
+    predicted = peer_predictions(torchvision_peer(saved["state_dict"]), val, 32)
+    assert 100.0 * (predicted == labels).float().mean().item() == pytest.approx(best["top1"])
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["epoch"] == 2 and checkpoint["step"] == 0 and checkpoint["options"]["freeze_backbone"]
+    with Image.open(run / "curves.png") as image:
+        assert image.format == "PNG" and image.width >= 400
+    assert sorted(p.name for p in run.iterdir()) == sorted(run_files.RUN_FILES)  # no temporary file left
+
+
+def test_frozen_backbone_changes_only_the_head(trained, ngc_file) -> None:
+    _, run = trained
+    saved = torch.load(run / "model.pth", weights_only=True)["state_dict"]
+    reference = standin_state_dict("resnet50")
+    for key, value in saved.items():
+        if not key.startswith("fc."):
+            assert torch.equal(value, reference[key]), key  # BatchNorm statistics included
+
+
+def test_hub_load_and_classify_use_the_stored_class_names(trained, capsys) -> None:
+    data, run = trained
+    model = torch.hub.load(str(REPO_ROOT), "nvidia_resnet50", pretrained=False,
+                           pretrained_from_file=str(run / "model.pth"), source="local")
+    assert model.fc.out_features == 3 and model.classes == ["blue", "green", "red"]
+    image = sorted((data / "val" / "red").iterdir())[0]
+    assert main("classify", image, "--weights", run / "model.pth", "--json", "--quiet") == 0
+    record = json.loads(capsys.readouterr().out)
+    assert {t["class"] for t in record["top"]} == {"blue", "green", "red"}  # top-5 capped at 3 classes
+    saved = torch.load(run / "model.pth", weights_only=True)["state_dict"]
+    expected = peer_predictions(torchvision_peer(saved), [image], 224).item()
+    assert record["top"][0]["class"] == ["blue", "green", "red"][expected]
+
+
+def interrupt_after(monkeypatch, calls: int) -> None:
+    """Ctrl+C (a real SIGINT to this process) right after the ``calls``-th optimizer step."""
+    real = Trainer.train_step
+    count = {"n": 0}
+
+    def step(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        count["n"] += 1
+        if count["n"] == calls:
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+
+
+def test_resume_from_mid_epoch_gives_the_uninterrupted_run(tmp_path, ngc_file, monkeypatch, capsys) -> None:
+    data = make_dataset(tmp_path / "data", per_class=4)  # 9 to train, 3 held out: 3 steps per epoch
+
+    def train(output: str, epochs: int, *more: str) -> int:
+        return main("train", data, "--output", tmp_path / output, "--weights", ngc_file("resnet50"),
+                    "--epochs", str(epochs), "--batch-size", "3", "--freeze-backbone", *FAST, *more)
+
+    assert train("whole", 2) == 0
+    interrupt_after(monkeypatch, 4)  # epoch 2, after its first step
+    assert train("split", 2) == INTERRUPTED
+    assert "--resume" in capsys.readouterr().err
+    stopped = load_checkpoint(tmp_path / "split")
+    assert (stopped["epoch"], stopped["step"]) == (1, 1)
+    assert [r["epoch"] for r in read_log(tmp_path / "split")] == [1]
+    monkeypatch.undo()
+    assert train("split", 2, "--resume") == 0
+    whole, split = read_log(tmp_path / "whole"), read_log(tmp_path / "split")
+    keys = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "images")
+    assert [{k: r[k] for k in keys} for r in split] == [{k: r[k] for k in keys} for r in whole]
+    a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "split")
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for slot, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][slot]["momentum_buffer"])
+
+    # A larger --epochs extends the finished run on the cosine of the new length.
+    assert train("split", 3, "--resume") == 0
+    extended = read_log(tmp_path / "split")
+    assert [r["epoch"] for r in extended] == [1, 2, 3] and extended[:2] == split
+    # Epoch 3's last step has the rate of a 3-epoch schedule there (9 steps, 3 of warm-up, lr 0.003).
+    assert extended[2]["lr"] == pytest.approx(peer_schedule(0.003, 3, 9)[-1], rel=1e-9)
+    assert train("split", 3, "--resume") == 0
+    assert "finished" in capsys.readouterr().out and len(read_log(tmp_path / "split")) == 3
+
+
+def test_ctrl_c_in_a_terminal_leaves_a_resumable_checkpoint(tmp_path, ngc_file) -> None:
+    """A real Ctrl+C to the whole process group (DataLoader workers included), then --resume."""
+    data = make_dataset(tmp_path / "data", per_class=7)  # 18 to train at batch 2: 9 steps per epoch
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "resnet", "train", str(data), "--output", str(run), "--weights",
+            str(ngc_file("resnet50")), "--epochs", "2", "--batch-size", "2", "--freeze-backbone",
+            "--image-size", "32", "--precision", "fp32", "--workers", "2"]
+    child = subprocess.Popen(args, cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    seen = b""
+    progress = re.compile(rb"epoch 1/2:\s+\d+%\|[^|]*\|\s+([1-4])/9")
+    try:
+        while not progress.search(seen):  # the progress bar shows 1 to 4 steps done
+            chunk = child.stderr.read1(4096)
+            assert chunk, f"training ended before the signal: {seen.decode(errors='replace')[-2000:]}"
+            seen += chunk
+        os.killpg(child.pid, signal.SIGINT)
+        out, err = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    err = seen + err
+    assert child.returncode == INTERRUPTED, err.decode(errors="replace")[-3000:]
+    assert b"--resume" in err and b"Traceback" not in err
+    stopped = load_checkpoint(run)
+    assert stopped["epoch"] == 0 and 1 <= stopped["step"] < 9
+    assert not (run / "log.jsonl").read_text()  # no epoch finished
+    assert main(*args[3:], "--resume", "--quiet") == 0  # python -m resnet train ... --resume
+    assert [r["epoch"] for r in read_log(run)] == [1, 2] and load_checkpoint(run)["epoch"] == 2
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, ngc_file, monkeypatch, capsys) -> None:
+    data = make_dataset(tmp_path / "data", per_class=3)
+    run = tmp_path / "run"
+    args = ["train", data, "--output", run, "--weights", ngc_file("resnet50"), "--batch-size", "3",
+            "--freeze-backbone", *FAST]
+    real_create = run_files._open_temp
+
+    class FillingDisk:
+        """A file on a disk that fills after 1 MB."""
+
+        def __init__(self, file):
+            self.file, self.written = file, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    def create(path):
+        file = real_create(path)
+        return FillingDisk(file) if ".checkpoint.pth.tar" in path.name and (run / "checkpoint.pth.tar").exists() \
+            else file
+
+    monkeypatch.setattr(run_files, "_open_temp", create)
+    assert main(*args, "--epochs", "2") == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "checkpoint.pth.tar" in err and "--resume" in err
+    assert err.splitlines()[-1].startswith("error: could not write") and "Traceback" not in err
+    kept = load_checkpoint(run)
+    assert kept["epoch"] == 1 and [r["epoch"] for r in read_log(run)] == [1]
+    assert sorted(p.name for p in run.iterdir()) == sorted(run_files.RUN_FILES)  # no temporary file left
+    monkeypatch.undo()
+    assert main(*args, "--epochs", "2", "--resume") == 0
+    assert [r["epoch"] for r in read_log(run)] == [1, 2]
+
+
+def test_undecodable_images_are_skipped_counted_and_listed(tmp_path, ngc_file, capsys) -> None:
+    data = make_dataset(tmp_path / "data", per_class=4)
+    broken = data / "red" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a PNG")
+    truncated = data / "green" / "truncated.jpg"
+    truncated.write_bytes(PHOTOS[0].read_bytes()[:300])
+    run = tmp_path / "run"
+    options = [o if o != "0" else "1" for o in FAST]  # decoded in a DataLoader worker process
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "1",
+                "--batch-size", "2", "--freeze-backbone", "--val-split", "0", *options) == 0
+    out, err = capsys.readouterr()
+    assert "2 unreadable files skipped" in out
+    assert "broken.png" in err and "truncated.jpg" in err
+    record = read_log(run)[0]
+    assert record["unreadable"] == 2 and sorted(Path(p).name for p in record["unreadable_files"]) == [
+        "broken.png", "truncated.jpg"]
+    assert record["images"] == 12  # 14 files, 7 steps of 2, the 2 broken ones skipped
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ngc_file) -> None:
+    """torchrun, 2 CPU processes (gloo on 127.0.0.1), batch 3 each, against 1 process with batch 6.
+
+    With the backbone frozen (BatchNorm statistics frozen too) the two runs do the same arithmetic but
+    for the order of floating-point sums: each process sums its 3 images' gradients and gloo adds the two
+    partial sums, where one process sums 6 at once. float32 rounding (about 1e-7 relative per step) over
+    6 steps stays far below the bounds: 1e-5 relative for the losses, 1e-6 absolute for the head's
+    weights (which are about 1e-2 in size); the validation counts agree exactly.
+    """
+    data = make_dataset(tmp_path / "data", per_class=6, val_per_class=2)
+    common = ["train", data, "--weights", ngc_file("resnet50"), "--epochs", "2", "--freeze-backbone", *FAST]
+    assert main(*common, "--output", tmp_path / "one", "--batch-size", "6") == 0
+    result = torchrun(2, *common, "--output", tmp_path / "two", "--batch-size", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, two = read_log(tmp_path / "one"), read_log(tmp_path / "two")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+        assert (b["top1"], b["top5"], b["images"], b["lr"]) == (a["top1"], a["top5"], a["images"], a["lr"])
+    head_one = torch.load(tmp_path / "one" / "model.pth", weights_only=True)["state_dict"]["fc.weight"]
+    head_two = torch.load(tmp_path / "two" / "model.pth", weights_only=True)["state_dict"]["fc.weight"]
+    assert (head_one - head_two).abs().max().item() < 1e-6
+    assert load_checkpoint(tmp_path / "two")["options"]["world_size"] == 2
+    assert result.stdout.count("epoch 1/2") == 1  # rank 0 alone reports
+
+
+def test_default_ngc_weights_from_the_cache_with_bf16_and_mixup(tmp_path, hub_dir, ngc_file, monkeypatch,
+                                                                capsys) -> None:
+    """NVIDIA's weights through the hub cache, as the entrypoints find them; explicit bf16 autocast (native or
+    emulated: one tiny step), mixup, and BatchNorm trained."""
+    (hub_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
+    data = make_dataset(tmp_path / "data", classes=("blue", "red"), per_class=2)
+    run = tmp_path / "run"
+    autocasts, mixups = [], []
+
+    class Autocast(torch.autocast):
+        def __init__(self, device_type, dtype=None, *args, **kwargs):
+            autocasts.append((device_type, dtype))
+            super().__init__(device_type, dtype, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", Autocast)
+    real_mixup = recipe.mixup
+    monkeypatch.setattr(recipe, "mixup", lambda *a: mixups.append(a[2]) or real_mixup(*a))
+    assert main("train", data, "--output", run, "--epochs", "1", "--batch-size", "4", "--val-split", "0",
+                "--mixup", "0.2", "--image-size", "32", "--precision", "bf16", "--workers", "0", "--quiet") == 0
+    out = capsys.readouterr().out
+    assert "bf16 on cpu" in out and autocasts == [("cpu", torch.bfloat16)] and mixups == [0.2]
+    record = read_log(run)[0]
+    assert record["images"] == 4 and torch.isfinite(torch.tensor(record["train_loss"]))
+    trained = torch.load(run / "model.pth", weights_only=True)["state_dict"]
+    reference = standin_state_dict("resnet50")
+    assert not torch.equal(trained["layer4.2.conv3.weight"], reference["layer4.2.conv3.weight"])
+    assert not torch.equal(trained["bn1.running_mean"], reference["bn1.running_mean"])
+
+
+def snapshot(run: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run.iterdir())}
+
+
+def test_an_existing_run_is_refused_without_resume(trained, ngc_file, capsys) -> None:
+    data, run = trained
+    before = snapshot(run)
+    same = ["train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "2", "--batch-size", "4",
+            "--freeze-backbone", *FAST]
+    assert main(*same) == 2
+    assert "already holds a training run of the same arguments (2 of 2 epochs done)" in capsys.readouterr().err
+    assert main(*same, "--lr", "0.1") == 2
+    err = capsys.readouterr().err
+    assert "started with other arguments: --lr 0.1 (the run: 0.256)" in err and "--force" in err
+    assert snapshot(run) == before
+
+
+def test_resume_with_another_arch_or_class_list_is_refused(trained, ngc_file, tmp_path, capsys) -> None:
+    data, run = trained
+    before = snapshot(run)
+    args = ["train", "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "3", "--batch-size", "4",
+            "--freeze-backbone", "--resume", *FAST]
+    assert main(*args, data, "--arch", "resnext101_32x4d") == 2
+    err = capsys.readouterr().err
+    assert "is a run of other arguments: --arch resnext101-32x4d (the run: resnet50)" in err
+    other = make_dataset(tmp_path / "other", classes=("blue", "green", "yellow"), per_class=4, val_per_class=2)
+    assert main(*args, other) == 2
+    err = capsys.readouterr().err
+    assert "DATA's classes differ" in err and "missing: 'red'" in err and "not in the run: 'yellow'" in err
+    assert main(*args, data, "--epochs", "1") == 2
+    assert "has already trained 2 epochs" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
+def test_force_starts_over(trained, ngc_file, tmp_path) -> None:
+    data, trained_run = trained
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "1",
+                "--batch-size", "4", "--freeze-backbone", "--lr", "0.1", "--force", *FAST) == 0
+    assert [r["epoch"] for r in read_log(run)] == [1]
+    assert load_checkpoint(run)["options"]["lr"] == 0.1
