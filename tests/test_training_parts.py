@@ -16,7 +16,7 @@ from support import REPO_ROOT, standin_state_dict
 from train_support import peer_schedule, write_images
 
 import resnet.checkpointing as run_files
-from resnet import fastpath, recipe
+from resnet import devices, recipe
 from resnet.builder import create_model
 from resnet.folders import load_training_data, match_classes, stratified_split
 from resnet.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches
@@ -88,9 +88,10 @@ def test_learning_rate_follows_the_global_batch() -> None:
 
 def test_precision_auto_follows_the_device_and_the_cpu_flags(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(fastpath, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))  # e.g. Zen 4/5
     assert recipe.resolve_precision("auto", cpu) == torch.bfloat16
-    monkeypatch.setattr(fastpath, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(devices, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no native BF16
     assert recipe.resolve_precision("auto", cpu) is None
     assert recipe.resolve_precision("auto", cuda) == torch.float16
     assert recipe.resolve_precision("bf16", cpu) == torch.bfloat16 and recipe.resolve_precision("fp32", cuda) is None
