@@ -78,6 +78,7 @@ __all__ = [
     "Int8Plan",
     "Plan",
     "add_arguments",
+    "aoti_devices",
     "model_name",
     "plan_export",
     "run",
@@ -138,11 +139,16 @@ def _write_onnx(model: nn.Module, path: Path, settings: ExportSettings) -> list[
 AOTI_COMPILE_TIME = "ResNet-50 took 20 s to 4 min on 2 CPU cores"
 
 
+def aoti_devices() -> tuple[str, ...]:
+    """Devices ``--format pt2`` compiles an AOTInductor package for: the CPU, and CUDA where it is available."""
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
 def _write_pt2(model: nn.Module, path: Path, settings: ExportSettings) -> list[Path]:
-    """``<arch>.pt2`` (the ExportedProgram) and ``<arch>-aoti-cpu.pt2`` (+ ``-aoti-cuda.pt2`` where CUDA is)."""
+    """``<arch>.pt2`` (the ExportedProgram) and ``<arch>-aoti-<device>.pt2`` for each of :func:`aoti_devices`."""
     _, program = export_program(model, path, metadata=settings.metadata)
     written = [path]
-    for device in ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",):
+    for device in aoti_devices():
         if device != "cpu":  # a program traced on the GPU compiles to GPU code; the CPU copy stays as it is
             program = make_program(copy.deepcopy(model), device=device)
         settings.say(f"compiling the AOTInductor package for {device.upper()} ({AOTI_COMPILE_TIME})")
@@ -373,8 +379,9 @@ def _check_int8_options(args: argparse.Namespace, formats: Sequence[str]) -> Non
         ("--calibration-method", args.calibration_method)) if value is not None]
     if not args.int8:
         if calibration_options:
-            raise CommandError(f"{', '.join(calibration_options)} apply to --int8; add --int8 to write an INT8 "
-                               "model, or leave them out")
+            verb = "applies" if len(calibration_options) == 1 else "apply"
+            raise CommandError(f"{' and '.join(calibration_options)} {verb} to --int8; add --int8 to write an INT8 "
+                               "model, or leave out the calibration options")
         return
     if args.calibration is None:
         raise CommandError(
