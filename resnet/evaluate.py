@@ -35,7 +35,6 @@ from .options import (
     add_model_options,
     add_onnx_options,
     check_onnx_options,
-    describe_onnx,
     load_model,
     load_onnx,
     onnx_precision,
@@ -129,7 +128,9 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
         model = load_onnx(args, onnx_precision(args.runtime, args.precision))
         if check is not None:
             check(model.classes, model.num_classes)
-        return Predictor(model, model.classes, model.num_classes, describe_onnx(model))
+        kind = "INT8" if model.quantized else "fp32"
+        description = f"{model.path.name} ({kind} ONNX) on {model.runtime}, {model.precision}"
+        return Predictor(model, model.classes, model.num_classes, description)
     dtype = recipe.resolve_precision(args.precision, device)
     model = load_model(args)
     if check is not None:

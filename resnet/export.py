@@ -268,7 +268,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  python -m resnet export --weights RUN/model.pth --format pt2 --output out/"
     )
     add_model_options(
-        parser, pretrained_option=True, weights_help="local checkpoint (NGC file or training checkpoint)",
+        parser, pretrained_option=True,
+        weights_help="local checkpoint (NGC file, training checkpoint, or a model.pth written by 'python -m resnet "
+        "train', exported with its number of classes and class names)",
         quiet_help="no download progress bar, no list of the files written",
     )
     where = parser.add_mutually_exclusive_group(required=True)
@@ -297,7 +299,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(dynamo when onnxscript is installed; default)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     int8 = parser.add_argument_group(
-        "INT8", "static INT8 quantization of the ONNX export (ONNX Runtime, QDQ, int8 weights per channel, "
+        "INT8", "static INT8 quantization of the ONNX export (ONNX Runtime, QDQ, int8 weights per channel,\n"
         "fp32 classifier), calibrated on sample images; needs onnxruntime")
     int8.add_argument("--int8", action="store_true",
                       help=f"also write <arch>{INT8_SUFFIX} beside <arch>.onnx (with --triton: a model "

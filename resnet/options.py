@@ -279,12 +279,6 @@ def load_onnx(args: argparse.Namespace, precision: str):
     return model
 
 
-def describe_onnx(model) -> str:
-    """What an :class:`resnet.runtimes.OnnxModel` runs, for reports: file, INT8 or not, runtime, precision."""
-    kind = "INT8" if model.quantized else "fp32"
-    return f"{model.path.name} ({kind} ONNX) on {model.runtime}, {model.precision}"
-
-
 # --------------------------------------------------------------------------- the model
 
 
