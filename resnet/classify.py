@@ -44,7 +44,6 @@ from .options import (
     check_onnx_options,
     load_model,
     load_onnx,
-    onnx_precision,
     output_file,
     positive_int,
     resolve_device,
@@ -206,8 +205,7 @@ def _refuse_torchrun_without_distributed() -> Optional[int]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
     rank, world, local_rank = 0, 1, 0
-    check_onnx_options(args)
-    precision = onnx_precision(args.runtime, DTYPE_PRECISIONS[args.dtype]) if args.onnx else None
+    check_onnx_options(args, DTYPE_PRECISIONS[args.dtype])
     device_name = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     if not args.distributed:
         refused = _refuse_torchrun_without_distributed()
@@ -233,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         if not uris:
             raise CommandError("no images found in " + " ".join(args.inputs))
         if args.onnx:
-            model = load_onnx(args, precision)  # its class names come from the export's metadata
+            model = load_onnx(args, DTYPE_PRECISIONS[args.dtype])  # class names from the export's metadata
             classes = model.class_names
         else:
             model = load_model(args)

@@ -29,17 +29,8 @@ from . import distributed, recipe
 from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
-from .options import (
-    CommandError,
-    add_device_option,
-    add_model_options,
-    add_onnx_options,
-    check_onnx_options,
-    load_model,
-    load_onnx,
-    onnx_precision,
-    positive_int,
-)
+from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
+from .options import add_onnx_options, check_onnx_options, load_onnx
 from .preprocessing import CROP_SIZE, build_transform
 
 
@@ -125,7 +116,7 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
     from .fastpath import optimize_for_inference
 
     if args.onnx:
-        model = load_onnx(args, onnx_precision(args.runtime, args.precision))
+        model = load_onnx(args, args.precision)
         if check is not None:
             check(model.classes, model.num_classes)
         kind = "INT8" if model.quantized else "fp32"
@@ -192,12 +183,10 @@ def evaluate_folder(
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``evaluate`` subcommand; returns the exit status."""
-    check_onnx_options(args)
-    if args.onnx:
-        if args.image_size != CROP_SIZE:
-            raise CommandError(f"--image-size {args.image_size} does not apply to --onnx: an exported model takes "
-                               f"{CROP_SIZE}x{CROP_SIZE} images")
-        onnx_precision(args.runtime, args.precision)  # a precision the runtime cannot give fails before any work
+    check_onnx_options(args, args.precision)
+    if args.onnx and args.image_size != CROP_SIZE:
+        raise CommandError(f"--image-size {args.image_size} does not apply to --onnx: an exported model takes "
+                           f"{CROP_SIZE}x{CROP_SIZE} images")
     device = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     with distributed.job(device, distributed=args.distributed, command="evaluate") as procs:
         scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read

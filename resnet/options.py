@@ -199,12 +199,14 @@ def add_onnx_options(parser: argparse.ArgumentParser) -> None:
                        "for INT8 models)")
 
 
-def check_onnx_options(args: argparse.Namespace) -> None:
+def check_onnx_options(args: argparse.Namespace, precision: str) -> None:
     """Refuse options that do not go with ``--onnx`` (or ``--runtime`` without it), before any work.
 
+    ``precision`` is the one asked for (``fp32``, ``bf16``, ``fp16`` or ``auto``; see :func:`onnx_precision`).
+
     Raises:
-        CommandError: ``--runtime`` without ``--onnx``; ``--onnx`` with ``--weights``, ``--mirror``, ``--arch``
-            or a CUDA ``--device`` (the runtimes run on the CPU here).
+        CommandError: ``--runtime`` without ``--onnx``; ``--onnx`` with ``--weights``, ``--mirror``, ``--arch``,
+            a CUDA ``--device`` (the runtimes run on the CPU here) or a precision the runtime cannot give.
     """
     if not args.onnx:
         if args.runtime is not None:
@@ -219,6 +221,7 @@ def check_onnx_options(args: argparse.Namespace) -> None:
     if args.device not in ("auto", "cpu"):
         raise CommandError(f"--onnx runs on the CPU (ONNX Runtime's or OpenVINO's CPU device), not --device "
                            f"{args.device}; leave out --device, or run the PyTorch model on the GPU")
+    onnx_precision(args.runtime, precision)
 
 
 def onnx_precision(runtime: str, asked: str) -> str:
@@ -253,7 +256,8 @@ def onnx_precision(runtime: str, asked: str) -> str:
 
 
 def load_onnx(args: argparse.Namespace, precision: str):
-    """The :class:`resnet.runtimes.OnnxModel` of ``--onnx`` on ``--runtime``, in ``precision`` (:func:`onnx_precision`).
+    """The :class:`resnet.runtimes.OnnxModel` of ``--onnx`` on ``--runtime``, for the ``precision`` asked for
+    (``fp32``, ``bf16``, ``fp16`` or ``auto``; the runtime's is :func:`onnx_precision`'s answer).
 
     Its warnings (a file without this repository's metadata runs with ImageNet's names) are printed as
     ``warning:`` lines.
@@ -261,7 +265,7 @@ def load_onnx(args: argparse.Namespace, precision: str):
     Raises:
         CommandError: the runtime (or onnx) is not installed (the message names the ``pip install``), the
             file is missing or is not an image classifier of this interface (the message says what does
-            not fit).
+            not fit), or the runtime cannot give ``precision``.
     """
     import warnings
 
@@ -270,7 +274,8 @@ def load_onnx(args: argparse.Namespace, precision: str):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = load_onnx_model(args.onnx, args.runtime or ONNX_RUNTIMES[0], precision=precision)
+            model = load_onnx_model(args.onnx, args.runtime or ONNX_RUNTIMES[0],
+                                    precision=onnx_precision(args.runtime, precision))
         except (RuntimeUnavailableError, RuntimeModelError) as error:
             raise CommandError(str(error)) from None
     for warning in caught:
