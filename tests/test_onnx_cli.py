@@ -211,15 +211,19 @@ def test_evaluate_onnx_reports_what_the_pytorch_model_reports(tuned, exported, d
         [{k: row[k] for k in ("folder", "index", "class", "images")} for row in reference["per_class"]]
 
 
-def test_evaluate_onnx_in_two_processes_reports_the_numbers_of_one(exported, data, capsys) -> None:
-    args = ["evaluate", data, "--onnx", exported[0] / "resnet50.onnx", "--json", "--workers", "0", "--quiet"]
-    status, out, _ = run(capsys, *args)
+@pytest.mark.parametrize("command", ["evaluate", "classify"])
+def test_onnx_in_two_processes_gives_the_output_of_one(command, exported, data, capsys) -> None:
+    target = [data, "--workers", "0"] if command == "evaluate" else [*PHOTOS, PHOTOS[0]]  # 5 inputs: uneven shards
+    args = [command, *target, "--onnx", exported[0] / "resnet50.onnx", "--json", "--quiet"]
+    status, single, _ = run(capsys, *args)
     assert status == 0
-    single = json.loads(out)
     result = torchrun(2, *args, "--distributed")
     assert result.returncode == 0, result.stderr[-3000:]
-    (line,) = result.stdout.strip().splitlines()  # rank 0 alone reports
-    assert without_speed(json.loads(line)) == without_speed(single)
+    if command == "evaluate":
+        (line,) = result.stdout.strip().splitlines()  # rank 0 alone reports
+        assert without_speed(json.loads(line)) == without_speed(json.loads(single))
+    else:
+        assert result.stdout == single
 
 
 # --------------------------------------------------------------------------- precision
