@@ -6,6 +6,9 @@ or as JSON lines. A bad image is reported and skipped. Exit status: 0 when every
 input was classified, 1 when some failed, 2 when nothing could run (bad arguments,
 no weights).
 
+With ``--onnx FILE`` an exported model runs instead of the PyTorch one, on ONNX Runtime or
+OpenVINO (``--runtime``), with the class names its metadata holds.
+
 With ``--distributed`` under ``torchrun``, each rank classifies every WORLD_SIZE-th
 input and rank 0 writes all results in input order, identical to a single process.
 Under ``torchrun`` with more than one process but without ``--distributed``, the
@@ -21,7 +24,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 import torch
 from tqdm import tqdm
@@ -37,7 +40,10 @@ from .options import (
     CommandError,
     add_device_option,
     add_model_options,
+    add_onnx_options,
+    check_onnx_options,
     load_model,
+    load_onnx,
     output_file,
     positive_int,
     resolve_device,
@@ -76,9 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
     add_device_option(parser)
     parser.add_argument(
-        "--dtype", default="float32", choices=("float32", "auto", "bfloat16", "float16"),
+        "--dtype", default="float32", choices=tuple(DTYPE_PRECISIONS),
         help="compute precision of the inference fast path: float32 (default, same logits as the plain model "
-        "within 1e-4), or auto (bfloat16 on CPUs with native BF16, float16 on CUDA)",
+        "within 1e-4), or auto (bfloat16 on CPUs with native BF16, float16 on CUDA). With --onnx: ONNX Runtime "
+        "runs the file's own precision (float32 or auto); OpenVINO computes in bfloat16 with auto or bfloat16 "
+        "on a CPU with native BF16",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     parser.add_argument("--plot", type=output_file, metavar="PNG",
@@ -95,6 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shard the inputs over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA); required "
         "under torchrun with more than one process",
     )
+    add_onnx_options(parser)
+
+
+#: ``--dtype`` name -> the precision name of ``--onnx`` (:func:`resnet.options.onnx_precision`).
+DTYPE_PRECISIONS = {"float32": "fp32", "auto": "auto", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def url_timeout(text: str) -> Timeout:
@@ -115,7 +128,7 @@ def top_k(text: str) -> int:
 
 def classify(
     uris: list[str],
-    model: torch.nn.Module,
+    model: Callable[[torch.Tensor], torch.Tensor],
     classes: list[str],
     *,
     top_k: int,
@@ -192,6 +205,8 @@ def _refuse_torchrun_without_distributed() -> Optional[int]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
     rank, world, local_rank = 0, 1, 0
+    check_onnx_options(args, DTYPE_PRECISIONS[args.dtype])
+    device_name = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     if not args.distributed:
         refused = _refuse_torchrun_without_distributed()
         if refused is not None:
@@ -202,11 +217,11 @@ def run(args: argparse.Namespace) -> int:
         if "RANK" not in os.environ:
             raise CommandError("--distributed needs torchrun (e.g. torchrun --nproc-per-node 2 -m resnet classify ...)")
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        device = resolve_device(args.device, local_rank)
+        device = resolve_device(device_name, local_rank)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
-        device = resolve_device(args.device)
+        device = resolve_device(device_name)
 
     try:
         expanded = expand_inputs(args.inputs)
@@ -215,11 +230,15 @@ def run(args: argparse.Namespace) -> int:
         uris = expanded.uris
         if not uris:
             raise CommandError("no images found in " + " ".join(args.inputs))
-        model = load_model(args)
-        # ImageNet's names, or those a fine-tuned model.pth stores ('python -m resnet train').
-        classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
-        # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
-        model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
+        if args.onnx:
+            model = load_onnx(args, DTYPE_PRECISIONS[args.dtype])  # class names from the export's metadata
+            classes = model.class_names
+        else:
+            model = load_model(args)
+            # ImageNet's names, or those a fine-tuned model.pth stores ('python -m resnet train').
+            classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
+            # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
+            model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
         mine = uris[rank::world]
         outcomes = classify(
             mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,

@@ -6,8 +6,9 @@ NVIDIA's 1000-class weights, by the stored class names for a ``model.pth`` writt
 folder that matches no class is an error naming it. Prints top-1 and top-5 accuracy, the number of
 images and of unreadable files, the classes with the lowest accuracy and the speed; ``--json`` prints
 one JSON object with all of it (per-class accuracy included), ``--confusion PNG`` draws the confusion
-matrix. Runs on the inference fast path. Exit status: 0 every image was read, 1 some could not be
-(they are listed and left out of the accuracy), 2 nothing could run.
+matrix. Runs on the inference fast path, or with ``--onnx FILE`` an exported model (fp32 or INT8) on ONNX
+Runtime or OpenVINO (``--runtime``), with the same report. Exit status: 0 every image was read, 1 some
+could not be (they are listed and left out of the accuracy), 2 nothing could run.
 
 With ``--distributed`` under torchrun each process measures every WORLD_SIZE-th image and rank 0
 reports the sums, the same numbers as one process.
@@ -29,6 +30,7 @@ from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
+from .options import add_onnx_options, check_onnx_options, load_onnx
 from .preprocessing import CROP_SIZE, build_transform
 
 
@@ -92,23 +94,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
                                 "accuracy)")
     parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
-                        help="centre crop, after resizing to 256/224 of it (default 224)")
+                        help="centre crop, after resizing to 256/224 of it (default 224; an --onnx export takes "
+                        "224 only)")
     parser.add_argument("--lowest", type=positive_int, default=5, metavar="N",
                         help="classes with the lowest accuracy to list (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     parser.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG file")
     parser.add_argument("--distributed", action="store_true",
                         help="shard the images over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)")
+    add_onnx_options(parser)
 
 
 def load_predictor(args: argparse.Namespace, device: torch.device,
                    check: Optional[Callable[[Optional[list[str]], int], object]] = None) -> Predictor:
-    """The model of ``--arch``/``--weights``/``--mirror`` on the inference fast path, in ``--precision``.
+    """The model of ``--arch``/``--weights``/``--mirror`` on the inference fast path, in ``--precision``;
+    or the exported model of ``--onnx`` on ``--runtime`` (``--precision`` as :func:`resnet.options.onnx_precision`
+    says).
 
     ``check(class names, outputs)`` runs once the weights are read, before the fast path is built.
     """
     from .fastpath import optimize_for_inference
 
+    if args.onnx:
+        model = load_onnx(args, args.precision)
+        if check is not None:
+            check(model.classes, model.num_classes)
+        kind = "INT8" if model.quantized else "fp32"
+        description = f"{model.path.name} ({kind} ONNX) on {model.runtime}, {model.precision}"
+        return Predictor(model, model.classes, model.num_classes, description)
     dtype = recipe.resolve_precision(args.precision, device)
     model = load_model(args)
     if check is not None:
@@ -170,7 +183,12 @@ def evaluate_folder(
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``evaluate`` subcommand; returns the exit status."""
-    with distributed.job(args.device, distributed=args.distributed, command="evaluate") as procs:
+    check_onnx_options(args, args.precision)
+    if args.onnx and args.image_size != CROP_SIZE:
+        raise CommandError(f"--image-size {args.image_size} does not apply to --onnx: an exported model takes "
+                           f"{CROP_SIZE}x{CROP_SIZE} images")
+    device = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
+    with distributed.job(device, distributed=args.distributed, command="evaluate") as procs:
         scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
         predictor = load_predictor(args, procs.device, check=lambda names, outputs: match_folders(scan, names, outputs))
         report = evaluate_folder(

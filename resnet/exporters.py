@@ -19,7 +19,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -112,12 +112,17 @@ def export_metadata(
     num_classes: int = 1000,
     opset: Optional[int] = None,
     onnx_exporter: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> dict[str, Any]:
     """Describe an export: model, weights, fast-path changes, interface and preprocessing.
 
     Stored as ``export.json`` beside the files, in the ONNX file's metadata and in the TorchScript
-    archive (``extra/metadata.json``), so a deployed model says how to feed it.
+    archive (``extra/metadata.json``), so a deployed model says how to feed it. ``class_names`` (one
+    per output; a fine-tuned model's) become the ``class_names`` entry, which
+    :mod:`resnet.runtimes` reads; without it a 1000-class export is named with ImageNet's classes.
     """
+    if class_names is not None and len(class_names) != num_classes:
+        raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
     meta: dict[str, Any] = {
         "arch": arch,
         "weights": weights,
@@ -134,6 +139,8 @@ def export_metadata(
         meta["onnx_opset"] = opset
     if onnx_exporter is not None:
         meta["onnx_exporter"] = onnx_exporter
+    if class_names is not None:
+        meta["class_names"] = [str(name) for name in class_names]
     return meta
 
 

@@ -2,10 +2,11 @@
 
 Each command adds the options it needs with :func:`add_model_options` / :func:`add_device_option`
 and builds its model with :func:`load_model`, so ``--arch``, ``--weights``, ``--mirror`` and ``--device``
-are spelled, checked and reported the same way everywhere. Anything a user can get wrong on the command
-line is refused at parse time by argparse (one ``error:`` line, exit status 2); what can only be found
-later (a checkpoint that does not load) is a :class:`CommandError`, which ``python -m resnet`` prints as
-one ``error:`` line with exit status 2.
+are spelled, checked and reported the same way everywhere. ``classify`` and ``evaluate`` also run an
+exported ONNX model instead (:func:`add_onnx_options`, :func:`check_onnx_options`, :func:`load_onnx`).
+Anything a user can get wrong on the command line is refused at parse time by argparse (one ``error:``
+line, exit status 2); what can only be found later (a checkpoint that does not load) is a
+:class:`CommandError`, which ``python -m resnet`` prints as one ``error:`` line with exit status 2.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def add_model_options(
     weights are used unless ``--weights`` is given.
     """
     parser.add_argument(
-        "--arch", type=arch_name, default="resnet50", metavar="ARCH",
+        "--arch", type=arch_name, default="resnet50", metavar="ARCH", action=_NoteGiven,
         help=f"architecture: {', '.join(ARCHS)} (underscores accepted; default resnet50)",
     )
     source = parser.add_mutually_exclusive_group(required=True) if pretrained_option else parser
@@ -140,6 +141,14 @@ def add_model_options(
     parser.add_argument("--mirror", type=base_url, metavar="URL",
                         help="http(s) base URL serving the NGC checkpoint files by name")
     parser.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
+class _NoteGiven(argparse.Action):
+    """Store the value, and note on the namespace that the option was given (``args.<dest>_given``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:
@@ -169,6 +178,110 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if device.index >= count:
         raise CommandError(f"--device {name}: this machine has {count} CUDA device(s), numbered 0 to {count - 1}")
     return device
+
+
+# --------------------------------------------------------------------------- exported ONNX models
+
+#: ``--runtime`` choices, as :mod:`resnet.runtimes` names them (kept here so that ``--help`` imports no runtime).
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
+
+
+def add_onnx_options(parser: argparse.ArgumentParser) -> None:
+    """``--onnx FILE`` and ``--runtime onnxruntime|openvino``: run an exported model instead of a PyTorch one."""
+    group = parser.add_argument_group(
+        "exported models", "run an ONNX file written by 'python -m resnet export' (fp32 or --int8) on the CPU "
+        "instead of a PyTorch model: same inputs, outputs and class names (from the file's metadata)")
+    group.add_argument("--onnx", metavar="FILE",
+                       help="the ONNX file (instead of --weights/--mirror; --arch does not apply: the file holds "
+                       "its architecture)")
+    group.add_argument("--runtime", choices=ONNX_RUNTIMES, default=None,
+                       help="with --onnx: onnxruntime (default) or openvino (pip install openvino; fastest "
+                       "for INT8 models)")
+
+
+def check_onnx_options(args: argparse.Namespace, precision: str) -> None:
+    """Refuse options that do not go with ``--onnx`` (or ``--runtime`` without it), before any work.
+
+    ``precision`` is the one asked for (``fp32``, ``bf16``, ``fp16`` or ``auto``; see :func:`onnx_precision`).
+
+    Raises:
+        CommandError: ``--runtime`` without ``--onnx``; ``--onnx`` with ``--weights``, ``--mirror``, ``--arch``,
+            a CUDA ``--device`` (the runtimes run on the CPU here) or a precision the runtime cannot give.
+    """
+    if not args.onnx:
+        if args.runtime is not None:
+            raise CommandError("--runtime applies to --onnx FILE (an exported model); PyTorch models run on "
+                               "PyTorch")
+        return
+    given = [flag for flag, value in (("--weights", args.weights), ("--mirror", args.mirror),
+                                      ("--arch", getattr(args, "arch_given", False))) if value]
+    if given:
+        raise CommandError(f"{' and '.join(given)} cannot be combined with --onnx: the ONNX file holds the "
+                           "architecture, the weights and the class names")
+    if args.device not in ("auto", "cpu"):
+        raise CommandError(f"--onnx runs on the CPU (ONNX Runtime's or OpenVINO's CPU device), not --device "
+                           f"{args.device}; leave out --device, or run the PyTorch model on the GPU")
+    onnx_precision(args.runtime, precision)
+
+
+def onnx_precision(runtime: str, asked: str) -> str:
+    """The runtime precision (``fp32`` or ``bf16``) for ``asked`` = ``fp32``, ``bf16``, ``fp16`` or ``auto``.
+
+    ONNX Runtime runs what the file holds (fp32, or INT8 with fp32 between): ``fp32`` and ``auto``.
+    OpenVINO honours bf16 (its inference-precision hint) where the CPU computes it natively
+    (:func:`resnet.devices.cpu_supports_bf16`): ``auto`` picks it there and fp32 elsewhere; ``bf16``
+    asked for on a CPU without native BF16 is refused rather than emulated.
+
+    Raises:
+        CommandError: a precision the runtime cannot give here.
+    """
+    from .devices import cpu_supports_bf16
+
+    if asked == "fp16":
+        raise CommandError("float16 is for CUDA devices; --onnx runs on the CPU: use float32, or bfloat16 with "
+                           "--runtime openvino on a CPU with native BF16")
+    if runtime != "openvino":
+        if asked == "bf16":
+            raise CommandError("ONNX Runtime runs the precision the file holds (float32, or INT8 for an --int8 "
+                               "export); for bfloat16 use --runtime openvino (on a CPU with native BF16)")
+        return "fp32"
+    if asked == "fp32":
+        return "fp32"
+    if cpu_supports_bf16():
+        return "bf16"
+    if asked == "bf16":
+        raise CommandError("this CPU has no native BF16 (AVX512-BF16 or AMX), so OpenVINO would not compute in "
+                           "bfloat16 here; use float32 (or auto, which picks bfloat16 only where it is native)")
+    return "fp32"
+
+
+def load_onnx(args: argparse.Namespace, precision: str):
+    """The :class:`resnet.runtimes.OnnxModel` of ``--onnx`` on ``--runtime``, for the ``precision`` asked for
+    (``fp32``, ``bf16``, ``fp16`` or ``auto``; the runtime's is :func:`onnx_precision`'s answer).
+
+    Its warnings (a file without this repository's metadata runs with ImageNet's names) are printed as
+    ``warning:`` lines.
+
+    Raises:
+        CommandError: the runtime (or onnx) is not installed (the message names the ``pip install``), the
+            file is missing or is not an image classifier of this interface (the message says what does
+            not fit), or the runtime cannot give ``precision``.
+    """
+    import warnings
+
+    from .runtimes import RuntimeModelError, RuntimeUnavailableError, load_onnx_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = load_onnx_model(args.onnx, args.runtime or ONNX_RUNTIMES[0],
+                                    precision=onnx_precision(args.runtime, precision))
+        except (RuntimeUnavailableError, RuntimeModelError) as error:
+            raise CommandError(str(error)) from None
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            report_warning(str(warning.message))
+    return model
 
 
 # --------------------------------------------------------------------------- the model
@@ -213,3 +326,8 @@ def report_error(error: object) -> None:
     """Print ``error`` on stderr as one line, ``error: <message>`` (line breaks of the message become spaces)."""
     text = " ".join(str(error).split()) or type(error).__name__
     print(f"error: {text}", file=sys.stderr)
+
+
+def report_warning(message: str) -> None:
+    """Print ``message`` on stderr as one line, ``warning: <message>``."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)

@@ -40,6 +40,7 @@ __all__ = [
     "compile_package",
     "export_program",
     "load_metadata",
+    "make_program",
 ]
 
 #: Name of the metadata entry in the ExportedProgram archive (``extra_files``).
@@ -96,16 +97,7 @@ def export_program(
         Pt2Error: ``torch.export`` failed (the first line of its error is quoted).
     """
     path = Path(path)
-    device = torch.device(device)
-    model = model.eval().to(device)
-    example = torch.randn(_EXAMPLE_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
-    try:
-        with torch.no_grad():
-            program = torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
-    except Exception as error:
-        raise Pt2Error(
-            f"torch.export could not export the model: {type(error).__name__}: {_first_line(error)}"
-        ) from error
+    program = make_program(model, device=device)
     staged = _atomic_target(path)
     try:
         torch.export.save(program, str(staged), extra_files={METADATA_FILE: json.dumps(metadata or {})})
@@ -113,6 +105,24 @@ def export_program(
     finally:
         staged.unlink(missing_ok=True)
     return path, program
+
+
+def make_program(model: nn.Module, *, device: str | torch.device = "cpu") -> "torch.export.ExportedProgram":
+    """``torch.export`` of ``model`` on ``device`` (moved there, in eval mode) with a dynamic batch axis, unsaved.
+
+    Raises:
+        Pt2Error: ``torch.export`` failed (the first line of its error is quoted).
+    """
+    device = torch.device(device)
+    model = model.eval().to(device)
+    example = torch.randn(_EXAMPLE_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
+    except Exception as error:
+        raise Pt2Error(
+            f"torch.export could not export the model: {type(error).__name__}: {_first_line(error)}"
+        ) from error
 
 
 def compile_package(

@@ -333,8 +333,10 @@ def quantize_onnx(
     ``export.json``::
 
         {"format": "QDQ", "weights": "int8, symmetric, per channel", "activations": "uint8, per tensor",
-         "classifier": "float32", "calibration_images": 256, "calibration_skipped": 0, "calibration_method": "minmax",
-         "tool": "onnxruntime 1.32.0"}
+         "classifier": "float32", "calibration_images": 256, "calibration_skipped": 1,
+         "calibration_skipped_files": ["broken.jpg"], "calibration_method": "minmax", "tool": "onnxruntime 1.32.0"}
+
+    (the skipped files are named relative to the calibration folder).
 
     The output is written to a temporary file beside ``output_path`` and moved into place at the
     end, so a failure leaves nothing behind.
@@ -364,6 +366,7 @@ def quantize_onnx(
         "classifier": "float32" if float_classifier else "int8",
         "calibration_images": len(calibration),
         "calibration_skipped": len(calibration.skipped),
+        "calibration_skipped_files": [_relative(path, calibration.folder) for path, _ in calibration.skipped],
         "calibration_method": method,
         "tool": f"onnxruntime {onnxruntime.__version__}",
     }
@@ -399,6 +402,14 @@ def quantize_onnx(
         os.replace(staged, target)
     metadata["seconds"] = round(time.perf_counter() - start, 1)
     return metadata
+
+
+def _relative(path: Path, folder: Optional[Path]) -> str:
+    """``path`` relative to ``folder`` where it lies inside it, else as given."""
+    try:
+        return str(path.relative_to(folder)) if folder is not None else str(path)
+    except ValueError:
+        return str(path)
 
 
 def skipped_summary(calibration: CalibrationSet, limit: int = 3) -> Sequence[str]:

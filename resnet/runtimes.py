@@ -100,7 +100,13 @@ def read_onnx_metadata(path: os.PathLike | str) -> dict[str, Any]:
 
 
 def _load_proto(path: Path) -> tuple[Any, dict[str, Any]]:
-    import onnx
+    try:
+        import onnx
+    except ImportError as error:
+        raise RuntimeUnavailableError(
+            f"reading ONNX files needs the onnx package, not installed here ({error}); install it with "
+            "'pip install onnx'"
+        ) from None
 
     if not path.is_file():
         raise RuntimeModelError(f"ONNX model {str(path)!r} does not exist; check the path")
@@ -173,15 +179,20 @@ def _show(dims: Sequence[Any]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
 
 
-def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, ours: bool) -> list[str]:
+def _metadata_classes(metadata: dict[str, Any]) -> Optional[int]:
+    """The number of classes the export's metadata states (``output.shape[1]``), or ``None``."""
+    output = metadata.get("output")
+    shape = output.get("shape") if isinstance(output, dict) else None
+    if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
+        return shape[1]
+    return None
+
+
+def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, ours: bool) -> Optional[list[str]]:
+    """The class names the file's metadata gives, ImageNet's for a 1000-class model, else ``None``."""
     names = metadata.get("class_names")
     if isinstance(names, list) and all(isinstance(n, str) for n in names) and (classes in (None, len(names))):
         return list(names)
-    if classes is None:
-        output = metadata.get("output")
-        shape = output.get("shape") if isinstance(output, dict) else None
-        if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
-            classes = shape[1]
     if classes in (None, 1000):
         from processing_utils.classes import get_imgnet_classes
 
@@ -200,7 +211,7 @@ def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, o
             UserWarning,
             stacklevel=4,
         )
-    return [f"class {i}" for i in range(classes)]
+    return None
 
 
 class OnnxModel:
@@ -212,7 +223,9 @@ class OnnxModel:
         precision: ``fp32`` or ``bf16`` (OpenVINO's inference precision for the float parts).
         threads: intra-op threads.
         metadata: the export's metadata (empty for a file from elsewhere).
-        class_names: one name per output class.
+        class_names: one name per output class (``class 0``, ``class 1`` ... where the file names none).
+        classes: the class names the file's metadata gives (ImageNet's for a 1000-class model), or ``None``
+            where it gives none: as ``model.classes`` of the PyTorch models.
         quantized: whether the graph holds INT8 (QDQ) operators.
         input_name, output_name: the graph's interface.
         fixed_batch: the batch size baked into the graph, or ``None`` when the batch axis is dynamic
@@ -228,7 +241,10 @@ class OnnxModel:
         self.metadata = metadata
         self.input_name, self.output_name, self.fixed_batch, classes = _interface(proto, path)
         ours = "arch" in metadata and "output" in metadata
-        self.class_names = _class_names(metadata, classes, path, ours)
+        if classes is None:  # a dynamic class axis: the metadata may say
+            classes = _metadata_classes(metadata)
+        self.classes = _class_names(metadata, classes, path, ours)
+        self.class_names = self.classes or [f"class {i}" for i in range(classes or 0)]
         self.quantized = any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node)
         self._run = _make_runner(runtime, path, self.input_name, self.output_name, threads=threads,
                                  precision=precision)

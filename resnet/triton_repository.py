@@ -3,12 +3,14 @@
 ``write_triton_repository(model, root, model_name="resnet50")`` writes ::
 
     resnet50_onnx/config.pbtxt       ONNX Runtime backend
-    resnet50_onnx/labels.txt         class names, for Triton's classification extension (1000-class models)
+    resnet50_onnx/labels.txt         class names, for Triton's classification extension
     resnet50_onnx/1/model.onnx
-    resnet50_libtorch/config.pbtxt   PyTorch (libtorch) backend
+    resnet50_libtorch/config.pbtxt   PyTorch (libtorch) backend: TorchScript, the only format it loads
     resnet50_libtorch/labels.txt
     resnet50_libtorch/1/model.pt
 
+and :func:`write_triton_model` one such folder for a model file made elsewhere (``python -m resnet
+export --triton DIR --int8`` adds ``resnet50_int8_onnx``, the INT8 model on the ONNX Runtime backend).
 The configs describe the interface of :mod:`resnet.exporters` (input ``input`` FP32 [3, 224, 224],
 output ``logits`` FP32 [classes], Triton's own batch axis) with dynamic batching on.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from torch import nn
 
@@ -30,6 +32,9 @@ __all__ = [
     "LABELS_FILE",
     "TRITON_VERSION",
     "triton_config",
+    "model_file",
+    "model_folder_name",
+    "write_triton_model",
     "write_triton_repository",
 ]
 
@@ -95,6 +100,48 @@ dynamic_batching {{
 """
 
 
+def model_folder_name(model_name: str, backend: str) -> str:
+    """The folder of ``model_name``'s model for ``backend`` in a repository: ``<model_name>_onnx`` / ``_libtorch``."""
+    return f"{model_name}_{BACKENDS[backend][0]}"
+
+
+def model_file(root: os.PathLike | str, model_name: str, backend: str) -> Path:
+    """Where :func:`write_triton_repository` puts the model file of ``backend``: ``root/<folder>/1/model.onnx`` ..."""
+    return Path(root) / model_folder_name(model_name, backend) / TRITON_VERSION / BACKENDS[backend][2]
+
+
+def write_triton_model(
+    root: os.PathLike | str,
+    name: str,
+    backend: str,
+    write_model: Callable[[Path], object],
+    *,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    num_classes: int = 1000,
+    class_names: Optional[Sequence[str]] = None,
+) -> Path:
+    """Write the model folder ``root/name`` for Triton's ``backend``; return it.
+
+    ``write_model(path)`` writes the model file at ``path`` (``name/1/model.onnx`` or ``name/1/model.pt``);
+    ``config.pbtxt`` follows, and ``labels.txt`` when ``class_names`` are given (one per class).
+    """
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
+    folder = Path(root) / name
+    (folder / TRITON_VERSION).mkdir(parents=True)
+    write_model(folder / TRITON_VERSION / BACKENDS[backend][2])
+    label_filename = None
+    if class_names is not None:
+        (folder / LABELS_FILE).write_text("\n".join(class_names) + "\n", encoding="utf-8")
+        label_filename = LABELS_FILE
+    config = triton_config(name, backend, max_batch_size=max_batch_size, num_classes=num_classes,
+                           label_filename=label_filename)
+    (folder / "config.pbtxt").write_text(config, encoding="utf-8")
+    return folder
+
+
 def write_triton_repository(
     model: nn.Module,
     root: os.PathLike | str,
@@ -115,28 +162,16 @@ def write_triton_repository(
     ``class_names`` is given, ``labels.txt`` for Triton's classification extension. ``root`` must
     exist (the CLI makes it atomically); returns the model folders.
     """
-    root = Path(root)
+    writers: dict[str, Callable[[Path], object]] = {
+        "onnxruntime": lambda path: export_onnx(model, path, opset=opset, exporter=onnx_exporter, metadata=metadata),
+        "pytorch": lambda path: export_torchscript(model, path, metadata=metadata),
+    }
     folders = []
     for backend in backends:
         if backend not in BACKENDS:
             raise ExportError(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        suffix, _, filename = BACKENDS[backend]
-        name = f"{model_name}_{suffix}"
-        folder = root / name
-        (folder / TRITON_VERSION).mkdir(parents=True)
-        target = folder / TRITON_VERSION / filename
-        if backend == "onnxruntime":
-            export_onnx(model, target, opset=opset, exporter=onnx_exporter, metadata=metadata)
-        else:
-            export_torchscript(model, target, metadata=metadata)
-        label_filename = None
-        if class_names is not None:
-            if len(class_names) != num_classes:
-                raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
-            (folder / LABELS_FILE).write_text("\n".join(class_names) + "\n", encoding="utf-8")
-            label_filename = LABELS_FILE
-        config = triton_config(name, backend, max_batch_size=max_batch_size, num_classes=num_classes,
-                               label_filename=label_filename)
-        (folder / "config.pbtxt").write_text(config, encoding="utf-8")
-        folders.append(folder)
+        folders.append(write_triton_model(
+            root, model_folder_name(model_name, backend), backend, writers[backend],
+            max_batch_size=max_batch_size, num_classes=num_classes, class_names=class_names,
+        ))
     return folders

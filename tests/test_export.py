@@ -703,3 +703,162 @@ def test_interrupted_export_leaves_nothing_behind(tmp_path: Path) -> None:
             (staging / "model.onnx").write_bytes(b"partial")
             raise KeyboardInterrupt
     assert entries(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- fine-tuned weights, INT8, pt2
+
+FRUIT = ["apple", "banana", "cherry"]
+
+
+@pytest.fixture(scope="module")
+def fruit_model(tmp_path_factory) -> Path:
+    """A 3-class ``model.pth`` as ``python -m resnet train`` writes it: stand-in backbone, its own class names."""
+    import resnet.checkpointing as run_files
+    from support import standin_state_dict
+
+    state = standin_state_dict("resnet50")
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][:3].clone(), state["fc.bias"][:3].clone()
+    path = tmp_path_factory.mktemp("fruit") / "model.pth"
+    torch.save(run_files.model_file(state, arch="resnet50", classes=FRUIT, image_size=224), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for photo in PHOTOS:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    return folder
+
+
+def test_triton_int8_repository_of_a_fine_tuned_model(fruit_model: Path, photo_folder: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    """--triton --int8 adds <name>_int8_onnx; both models carry the fine-tuned names (labels.txt and metadata)."""
+    from resnet.__main__ import main
+
+    repo = tmp_path / "models"
+    assert main(["export", "--weights", str(fruit_model), "--triton", str(repo), "--backend", "onnxruntime",
+                 "--int8", "--calibration", str(photo_folder), "--calibration-images", "2",
+                 "--onnx-exporter", "torchscript", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --calibration: only 2 readable calibration image(s)"), err
+    assert sorted(p.name for p in repo.iterdir()) == ["resnet50_int8_onnx", "resnet50_onnx"]
+    x = parity_input("resnet50")
+    for folder in ("resnet50_onnx", "resnet50_int8_onnx"):
+        model_dir = repo / folder
+        assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.pbtxt", "labels.txt"]
+        config = parse_config(model_dir / "config.pbtxt")
+        assert (config.name, config.backend, config.platform) == (folder, "onnxruntime", "onnxruntime_onnx")
+        assert list(config.output[0].dims) == [3] and config.output[0].label_filename == "labels.txt"
+        assert (model_dir / "labels.txt").read_text().splitlines() == FRUIT
+        proto = onnx.load(str(model_dir / "1" / "model.onnx"))
+        props = {p.key: p.value for p in proto.metadata_props}
+        assert json.loads(props["class_names"]) == FRUIT
+        quantized = any(node.op_type == "QuantizeLinear" for node in proto.graph.node)
+        assert quantized == (folder == "resnet50_int8_onnx")
+        if quantized:
+            assert json.loads(props["quantization"])["calibration_images"] == 2
+        (logits,) = ort_session(model_dir / "1" / "model.onnx").run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        assert logits.shape == (2, 3)
+    assert {oct(p.stat().st_mode & 0o777) for p in repo.rglob("*") if p.is_file()} == {oct(FILE_MODE)}
+
+
+@pytest.mark.parametrize(
+    "argv, fragments",
+    [
+        (["--output", "OUT", "--int8"], ("--int8 needs --calibration DIR",)),
+        (["--output", "OUT", "--calibration", "PHOTOS"], ("--calibration applies to --int8",)),
+        (["--output", "OUT", "--calibration-method", "entropy"], ("--calibration-method applies to --int8",)),
+        (["--output", "OUT", "--int8", "--calibration", "PHOTOS", "--fp16"], ("cannot be combined with --fp16",)),
+        (["--output", "OUT", "--int8", "--calibration", "PHOTOS", "--format", "torchscript"],
+         ("--format torchscript writes none", "--format onnx")),
+        (["--output", "OUT", "--int8", "--calibration", "PHOTOS", "--format", "pt2"], ("--format pt2 writes none",)),
+        (["--triton", "OUT", "--int8", "--calibration", "PHOTOS", "--backend", "pytorch"],
+         ("--backend pytorch writes none", "onnxruntime")),
+        (["--output", "OUT", "--int8", "--calibration", "MISSING"], ("--calibration", "MISSING", "does not exist")),
+        (["--output", "OUT", "--int8", "--calibration", "EMPTY"], ("--calibration", "EMPTY", "holds no image files")),
+        (["--output", "OUT", "--int8", "--calibration", "BROKEN"], ("none of the 1 image files", "BROKEN")),
+        (["--output", "OUT", "--int8", "--calibration", "PHOTOS", "--calibration-images", "0"],
+         ("--calibration-images",)),
+        (["--output", "OUT", "--int8", "--calibration", "PHOTOS", "--calibration-method", "kl"],
+         ("--calibration-method",)),
+    ],
+)
+def test_int8_mix_ups_and_bad_calibration_folders_fail_before_the_model_is_built(
+    argv, fragments, ngc_file, photo_folder: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built despite bad options"))
+    inputs = tmp_path / "inputs"
+    (inputs / "EMPTY").mkdir(parents=True)
+    (inputs / "BROKEN").mkdir()
+    (inputs / "BROKEN" / "x.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    names = {"OUT": str(tmp_path / "out"), "PHOTOS": str(photo_folder), "MISSING": str(inputs / "MISSING"),
+             "EMPTY": str(inputs / "EMPTY"), "BROKEN": str(inputs / "BROKEN")}
+    assert exit_status(["export", "--weights", str(ngc_file("resnet50")), *[names.get(a, a) for a in argv]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert all(f in err for f in fragments), (fragments, err)
+    assert entries(tmp_path) == ["inputs"]
+
+
+def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, photo_folder, tmp_path, capsys,
+                                                                   monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without onnxruntime"))
+    argv = ["export", "--weights", str(ngc_file("resnet50")), "--output", str(tmp_path / "out"), "--int8",
+            "--calibration", str(photo_folder)]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--int8 needs the onnxruntime package" in err
+    assert "pip install onnxruntime" in err and entries(tmp_path) == []
+
+
+def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    """The AOTInductor compile itself (minutes) is tested in test_pt2.py; here: what --format pt2 writes and
+    hands to it, on a machine with CUDA (faked: the CUDA program is a stand-in) and without."""
+    from resnet.__main__ import main
+
+    compiled, traced = [], []
+
+    def compile_package(program, path, *, metadata):
+        compiled.append((program, Path(path).name, metadata))
+        Path(path).write_bytes(b"an AOTInductor package")
+        return Path(path), 0.0
+
+    def make_program(model, *, device):
+        traced.append((type(model).__name__, device))
+        return f"program on {device}"
+
+    monkeypatch.setattr(exporter, "compile_package", compile_package)
+    monkeypatch.setattr(exporter, "make_program", make_program)
+    monkeypatch.setattr(exporter, "aoti_devices", lambda: ("cpu", "cuda"))
+    out = tmp_path / "out"
+    assert main(["export", "--weights", str(ngc_file("resnet50")), "--format", "pt2", "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    files = ["resnet50.pt2", "resnet50-aoti-cpu.pt2", "resnet50-aoti-cuda.pt2"]
+    assert captured.out.splitlines() == [str(out / name) for name in files]
+    assert "AOTInductor package for CPU" in captured.err and "AOTInductor package for CUDA" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files, "export.json"])
+    record = json.loads((out / "export.json").read_text())
+    assert record["files"] == files and "onnx_opset" not in record
+
+    assert [name for _, name, _ in compiled] == files[1:] and traced == [("ExportModule", "cuda")]
+    assert isinstance(compiled[0][0], torch.export.ExportedProgram) and compiled[1][0] == "program on cuda"
+    assert all(meta == {k: v for k, v in record.items() if k != "files"} for _, _, meta in compiled)
+    extra = {"metadata.json": ""}
+    program = torch.export.load(str(out / "resnet50.pt2"), extra_files=extra)
+    assert json.loads(extra["metadata.json"])["arch"] == "resnet50"
+    with torch.no_grad():
+        logits = program.module()(parity_input("resnet50"))
+    assert max_diff(logits, load_expected("resnet50")["logits"]) <= TOLERANCE
+
+
+def test_pt2_without_aotinductor_is_refused_before_any_work(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(exporter, "aoti_available", lambda: False)
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without AOTInductor"))
+    argv = ["export", "--weights", str(ngc_file("resnet50")), "--format", "pt2", "--output", str(tmp_path / "o")]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "torch 2.6 or newer" in err and torch.__version__ in err
+    assert entries(tmp_path) == []
