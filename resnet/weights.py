@@ -91,8 +91,8 @@ def _allow_numpy_scalars() -> contextlib.AbstractContextManager:
 
 
 # How torch.load(weights_only=True) words a refused global ("Unsupported global: GLOBAL x.y",
-# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"); older torch ends
-# its advice line with "Unsupported class posix.system", of which only that part is kept.
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"); torch 2.1 to 2.3 end
+# their advice line with "Unsupported class posix.system", of which only that part is kept.
 _UNSAFE_DETAIL = re.compile(
     r"^.*(?:unsupported global|not an allowed global).*$|unsupported class \S+", re.IGNORECASE | re.MULTILINE
 )
@@ -132,7 +132,7 @@ def read_checkpoint(path: PathLike) -> Any:
         )
     use_mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format of torch.save
     with _allow_numpy_scalars():
-        try:  # a str: torch 2.1 takes mmap=True only with a file name given as str
+        try:  # a str: torch 2.1 and 2.2 take mmap=True only with a file name given as str
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
         except pickle.UnpicklingError as error:
             found = _UNSAFE_DETAIL.search(str(error))

@@ -348,7 +348,7 @@ def test_weights_that_are_not_real_floating_point_are_refused_at_load(tmp_path, 
     state[KEY] = make(state[KEY])
     path = tmp_path / "odd.pth"
     torch.save(state, path)
-    if not weights_only_reads(make(torch.ones(2))):  # torch 2.1's weights_only refuses quantized tensors
+    if not weights_only_reads(make(torch.ones(2))):  # torch 2.1-2.3's weights_only refuses quantized tensors
         with pytest.raises(UnsafeCheckpointError, match=re.escape(repr(str(path)))):
             hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
         return
