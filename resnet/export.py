@@ -295,8 +295,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N",
                         help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default="auto",
-                        help="torch's ONNX exporter: dynamo (needs onnxscript), torchscript, or auto "
-                             "(dynamo when onnxscript is installed; default)")
+                        help="torch's ONNX exporter: dynamo (needs onnxscript and torch 2.5), torchscript, or "
+                             "auto (dynamo where both are there; default)")
     parser.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     int8 = parser.add_argument_group(
         "INT8", "static INT8 quantization of the ONNX export (ONNX Runtime, QDQ, int8 weights per channel,\n"

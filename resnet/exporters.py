@@ -15,6 +15,7 @@ The ``python -m resnet export`` command (:mod:`resnet.export`) and the Triton re
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import warnings
@@ -35,10 +36,13 @@ __all__ = [
     "INPUT_NAME",
     "ONNX_EXPORTERS",
     "OUTPUT_NAME",
+    "PREFERRED_OPSET",
+    "default_opset",
     "export_metadata",
     "export_onnx",
     "export_torchscript",
     "first_line",
+    "has_dynamo_exporter",
     "has_onnxscript",
     "highest_opset",
     "prepare_for_export",
@@ -51,14 +55,36 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 #: Name of the dynamic batch axis in the ONNX graph.
 BATCH_AXIS = "batch"
-#: ONNX opset written by default: the default of torch 2.14's exporter and the highest its
-#: TorchScript-based exporter supports; ONNX Runtime reads it from 1.17 on.
-DEFAULT_OPSET = 20
-#: ONNX exporters of torch: ``dynamo`` (torch.export based, needs onnxscript; torch's default),
+#: ONNX opset written by default where torch can write it: the default of torch 2.14's exporter and
+#: the highest its TorchScript-based exporter supports; ONNX Runtime reads it from 1.17 on.
+PREFERRED_OPSET = 20
+#: ONNX exporters of torch: ``dynamo`` (torch.export based, needs onnxscript and torch 2.5; torch's default),
 #: ``torchscript`` (the older tracing exporter; deprecated by torch but needs nothing else).
 ONNX_EXPORTERS = ("auto", "dynamo", "torchscript")
 #: Batch used to trace / export: 2 for torch.export (a batch of 1 would be specialised), else 1.
 _EXAMPLE_BATCH = {"dynamo": 2, "torchscript": 1}
+
+
+def highest_opset(exporter: str) -> Optional[int]:
+    """The highest ONNX opset torch's ``exporter`` writes, where this torch says (a private table, read
+    only when present), or None."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # pragma: no cover - other torch versions
+        return None
+    name = "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET" if exporter == "torchscript" else "ONNX_MAX_OPSET"
+    return getattr(_constants, name, None)
+
+
+def default_opset() -> int:
+    """:data:`PREFERRED_OPSET`, or the highest opset this torch's TorchScript-based exporter writes where
+    that is lower (17 on torch 2.1 to 2.3)."""
+    highest = highest_opset("torchscript")
+    return PREFERRED_OPSET if highest is None else min(PREFERRED_OPSET, highest)
+
+
+#: ONNX opset written by default on this torch (see :func:`default_opset`).
+DEFAULT_OPSET = default_opset()
 
 
 class ExportError(RuntimeError):
@@ -171,11 +197,17 @@ def export_torchscript(
 
 
 def resolve_onnx_exporter(exporter: str = "auto") -> str:
-    """``auto`` -> ``dynamo`` when onnxscript is installed, else ``torchscript``; others checked and returned."""
+    """``auto`` -> ``dynamo`` when this torch has it and onnxscript is installed, else ``torchscript``;
+    others checked and returned."""
     if exporter not in ONNX_EXPORTERS:
         raise ExportError(f"unknown ONNX exporter {exporter!r}; choose one of {', '.join(ONNX_EXPORTERS)}")
     if exporter == "auto":
-        return "dynamo" if has_onnxscript() else "torchscript"
+        return "dynamo" if has_dynamo_exporter() and has_onnxscript() else "torchscript"
+    if exporter == "dynamo" and not has_dynamo_exporter():
+        raise ExportError(
+            f"torch {torch.__version__} has no dynamo ONNX exporter (torch.onnx.export(dynamo=True) comes with "
+            "torch 2.5): upgrade torch, or pass --onnx-exporter torchscript"
+        )
     if exporter == "dynamo" and not has_onnxscript():
         raise ExportError(
             "the dynamo ONNX exporter needs the onnxscript package: pip install onnxscript, "
@@ -218,8 +250,10 @@ def export_onnx(
                 # Chosen knowingly (no onnxscript, or asked for): silence torch's deprecation notice.
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", category=FutureWarning)
+                if "dynamo" in _export_keywords():  # where dynamo=True is the default (as in 2.14), ask for this one
+                    common["dynamo"] = False
                 torch.onnx.export(
-                    model, (example,), str(path), dynamo=False, do_constant_folding=True,
+                    model, (example,), str(path), do_constant_folding=True,
                     dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}}, **common,
                 )
     except ExportError:
@@ -253,6 +287,20 @@ def _example_input(model: nn.Module, batch: int) -> torch.Tensor:
     return torch.randn(batch, *INPUT_SHAPE, generator=generator).to(device)
 
 
+#: Keywords of ``torch.onnx.export`` that the dynamo export passes (torch 2.5 on; 2.4 has ``dynamo`` alone).
+_DYNAMO_KEYWORDS = frozenset({"dynamo", "dynamic_shapes", "external_data"})
+
+
+def _export_keywords() -> frozenset[str]:
+    """The keyword arguments this torch's ``torch.onnx.export`` takes."""
+    return frozenset(inspect.signature(torch.onnx.export).parameters)
+
+
+def has_dynamo_exporter() -> bool:
+    """Whether this torch's ``torch.onnx.export`` has the dynamo exporter as used here (torch 2.5 and later)."""
+    return _DYNAMO_KEYWORDS <= _export_keywords()
+
+
 def has_onnxscript() -> bool:
     """Whether the ``onnxscript`` package, which torch's dynamo ONNX exporter needs, can be imported."""
     try:
@@ -267,13 +315,3 @@ def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return (text.splitlines()[0] if text else type(error).__name__)
 
-
-def highest_opset(exporter: str) -> Optional[int]:
-    """The highest ONNX opset torch's ``exporter`` writes, where this torch says (a private table, read
-    only when present), or None."""
-    try:
-        from torch.onnx import _constants
-    except ImportError:  # pragma: no cover - other torch versions
-        return None
-    name = "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET" if exporter == "torchscript" else "ONNX_MAX_OPSET"
-    return getattr(_constants, name, None)

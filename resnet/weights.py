@@ -91,8 +91,11 @@ def _allow_numpy_scalars() -> contextlib.AbstractContextManager:
 
 
 # How torch.load(weights_only=True) words a refused global ("Unsupported global: GLOBAL x.y",
-# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked").
-_UNSAFE_DETAIL = re.compile(r"^.*(?:unsupported global|not an allowed global).*$", re.IGNORECASE | re.MULTILINE)
+# "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"); torch 2.1 to 2.3 end
+# their advice line with "Unsupported class posix.system", of which only that part is kept.
+_UNSAFE_DETAIL = re.compile(
+    r"^.*(?:unsupported global|not an allowed global).*$|unsupported class \S+", re.IGNORECASE | re.MULTILINE
+)
 
 #: What ``torch.load`` raises on a damaged, truncated or foreign file. Anything else (an ``AttributeError``
 #: or ``ImportError`` of this environment, ``MemoryError``, an ``OSError`` of the disk) is not evidence
@@ -129,17 +132,20 @@ def read_checkpoint(path: PathLike) -> Any:
         )
     use_mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format of torch.save
     with _allow_numpy_scalars():
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
+        try:  # a str: torch 2.1 and 2.2 take mmap=True only with a file name given as str
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
         except pickle.UnpicklingError as error:
             found = _UNSAFE_DETAIL.search(str(error))
             if found:
+                no_allowlist = "numpy" in found.group(0) and not hasattr(torch.serialization, "safe_globals")
                 raise UnsafeCheckpointError(
                     f"refusing to load {str(path)!r}: it contains Python objects other than weights "
                     f"({found.group(0).strip().rstrip('.')}), and unpickling them could run "
                     "arbitrary code. If you trust the file, extract the weights once yourself "
                     "(torch.load(path, weights_only=False)['state_dict']) and save them with "
                     "torch.save(state_dict, new_path), then load new_path."
+                    + (" torch 2.5 and later load the numpy scalars of training checkpoints (best_prec1) as "
+                       "they are." if no_allowlist else "")
                 ) from error
             raise CorruptCheckpointError(_corrupt_message(path, error)) from error
         except DAMAGED_FILE_ERRORS as error:

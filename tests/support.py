@@ -61,6 +61,14 @@ def parity_input(arch: str) -> torch.Tensor:
     return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
 
 
+def eval_path_can_tell_context() -> bool:
+    """Whether this torch has every API the model's eval fast path asks "is anything unusual going on?"
+    (``torch.compiler.is_compiling`` comes with torch 2.3): without one, eval calls run the layers."""
+    from resnet import eval_path
+
+    return not eval_path._being_transformed()
+
+
 # --------------------------------------------------------------------------- loopback HTTP server
 
 @dataclass

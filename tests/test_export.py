@@ -34,6 +34,7 @@ from resnet.exporters import (
     export_metadata,
     export_onnx,
     export_torchscript,
+    has_dynamo_exporter,
     has_onnxscript,
     prepare_for_export,
 )
@@ -48,7 +49,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 TOLERANCE = 1e-4  # max abs diff on fp32 logits
-HAS_ONNXSCRIPT = has_onnxscript()
+HAS_DYNAMO_EXPORTER = has_onnxscript() and has_dynamo_exporter()
 
 
 def run_export(*args: str, timeout: float = 300, umask: int = -1) -> subprocess.CompletedProcess:
@@ -193,7 +194,8 @@ def test_onnx_matches_reference_logits(exports, eager_extra, variant: str) -> No
     assert diff <= TOLERANCE
 
 
-@pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="the dynamo ONNX exporter needs onnxscript")
+@pytest.mark.skipif(not HAS_DYNAMO_EXPORTER,
+                    reason="the dynamo ONNX exporter needs onnxscript and torch.onnx.export(dynamo=, dynamic_shapes=)")
 def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tmp_path: Path) -> None:
     path = export_onnx(
         prepare_for_export(resnet50), tmp_path / "dynamo.onnx", exporter="dynamo",
@@ -625,6 +627,58 @@ def test_opset_check_without_torchs_opset_table(tmp_path: Path, monkeypatch) -> 
     assert highest_opset("torchscript") is None
     plan = exporter.plan_export(_args(output=str(tmp_path / "o"), opset=99, onnx_exporter="torchscript"))
     assert plan.onnx_exporter == "torchscript"
+
+
+def test_default_opset_is_what_this_torchs_tracing_exporter_writes(monkeypatch) -> None:
+    """Opset 20 where torch writes it; torch 2.1-2.3's tracing exporter stops at 17; no table: 20."""
+    from torch.onnx import _constants
+
+    from resnet.exporters import PREFERRED_OPSET, default_opset
+
+    assert PREFERRED_OPSET == 20
+    for highest, expected in ((17, 17), (20, 20), (23, 20)):
+        monkeypatch.setattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", highest, raising=False)
+        assert default_opset() == expected
+    monkeypatch.delattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET")
+    assert default_opset() == 20
+
+
+def _onnx_export_of(keywords: str):
+    """torch.onnx.export as an older torch has it: torch 2.1-2.3 (no ``dynamo=``) or 2.4 (``dynamo=`` alone)."""
+    real = torch.onnx.export
+
+    def export_2_1(model, args, f, *, input_names=None, output_names=None, opset_version=None,
+                   do_constant_folding=True, dynamic_axes=None):
+        return real(model, args, f, input_names=input_names, output_names=output_names, opset_version=opset_version,
+                    do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes, dynamo=False)
+
+    def export_2_4(model, args, f, *, input_names=None, output_names=None, opset_version=None,
+                   do_constant_folding=True, dynamic_axes=None, dynamo=False):
+        assert not dynamo, "torch 2.4's dynamo=True ignores dynamic_shapes: it must not be used"
+        return export_2_1(model, args, f, input_names=input_names, output_names=output_names,
+                          opset_version=opset_version, do_constant_folding=do_constant_folding,
+                          dynamic_axes=dynamic_axes)
+
+    return {"2.1": export_2_1, "2.4": export_2_4}[keywords]
+
+
+@pytest.mark.parametrize("keywords", ["2.1", "2.4"])
+def test_torch_without_the_dynamo_exporter_exports_with_the_tracing_one(
+    keywords, resnet50, eager_extra, tmp_path: Path, monkeypatch
+) -> None:
+    """On a torch.onnx.export without dynamo= and dynamic_shapes=, auto means the tracing exporter,
+    dynamo is refused naming torch 2.5, and the export works (without passing dynamo=)."""
+    from resnet import exporters
+
+    monkeypatch.setattr(exporters, "has_onnxscript", lambda: True)
+    monkeypatch.setattr(torch.onnx, "export", _onnx_export_of(keywords))
+    assert not has_dynamo_exporter()
+    assert exporters.resolve_onnx_exporter("auto") == "torchscript"
+    with pytest.raises(ExportError, match=r"no dynamo ONNX exporter.*torch 2\.5.*--onnx-exporter torchscript"):
+        exporters.resolve_onnx_exporter("dynamo")
+    path = export_onnx(prepare_for_export(resnet50), tmp_path / "old.onnx",
+                       metadata=export_metadata("resnet50", weights="stand-in"))
+    assert check_onnx_file(path, eager_extra) <= TOLERANCE
 
 
 def test_pretrained_weights_come_through_the_hub_cache(server, hub_dir: Path, ngc_file, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import io
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -108,6 +110,9 @@ def test_unsafe_pickle_is_refused_without_running_it(tmp_path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"),
+                    reason="this torch has no torch.serialization.safe_globals (torch 2.5) to allow numpy scalars; "
+                           "test_torch_without_safe_globals_loads_the_cache_and_keeps_it checks the refusal")
 def test_training_checkpoint_with_numpy_scalar_metadata_loads(tmp_path) -> None:
     import numpy as np
 
@@ -203,7 +208,7 @@ def test_torch_without_safe_globals_loads_the_cache_and_keeps_it(hub_dir, ngc_fi
     """torch 2.1-2.4 have no torch.serialization.safe_globals: the NGC file loads, nothing is deleted."""
     import numpy as np
 
-    monkeypatch.delattr(torch.serialization, "safe_globals")
+    monkeypatch.delattr(torch.serialization, "safe_globals", raising=False)
     cached = seed_cache(hub_dir, ngc_file)
     model = hub_load("nvidia_resnet50").eval()
     with torch.no_grad():
@@ -212,8 +217,10 @@ def test_torch_without_safe_globals_loads_the_cache_and_keeps_it(hub_dir, ngc_fi
     # Without the allowlist, numpy scalars in a user's training checkpoint are refused, never "corrupt".
     path = tmp_path / "train.pth"
     torch.save({"epoch": 1, "best_prec1": np.float64(78.6), "state_dict": standin_state_dict("resnet50")}, path)
-    with pytest.raises(UnsafeCheckpointError, match="train.pth"):
+    with pytest.raises(UnsafeCheckpointError, match="train.pth") as info:
         hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert "numpy" in str(info.value) and "torch 2.5 and later load the numpy scalars" in str(info.value)
+    assert "Re-running" not in str(info.value)  # torch's advice to drop weights_only is not passed on
     assert path.exists()
 
 
@@ -342,9 +349,25 @@ def test_weights_that_are_not_real_floating_point_are_refused_at_load(tmp_path, 
     state[KEY] = make(state[KEY])
     path = tmp_path / "odd.pth"
     torch.save(state, path)
+    if not weights_only_reads(make(torch.ones(2))):  # torch 2.1-2.3's weights_only refuses quantized tensors
+        with pytest.raises(UnsafeCheckpointError, match=re.escape(repr(str(path)))):
+            hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+        return
     with pytest.raises(CheckpointMismatchError) as info:
         hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
     assert f"{str(path)!r}: entry {KEY!r} is {kind}" in str(info.value)
+
+
+def weights_only_reads(tensor: torch.Tensor) -> bool:
+    """Whether this torch's ``torch.load(weights_only=True)`` reads a file holding ``tensor``."""
+    buffer = io.BytesIO()
+    torch.save(tensor, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except pickle.UnpicklingError:
+        return False
+    return True
 
 
 def test_bool_counter_is_refused() -> None:
