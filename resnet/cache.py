@@ -332,10 +332,12 @@ def _download(url: str, path: Path, checkpoint: Checkpoint, *, progress: bool, s
                 total=stream.content_length, disable=not progress, unit="B", unit_scale=True,
                 unit_divisor=1024, desc=path.name,
             ) as bar:
+                shown = 0  # counted here: a disabled bar of tqdm < 4.17 keeps no count (bar.n)
                 for chunk in stream.chunks(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
-                    bar.update(stream.wire_bytes - bar.n)
+                    bar.update(stream.wire_bytes - shown)
+                    shown = stream.wire_bytes
         actual = digest.hexdigest()
         for expected, source in ((checkpoint.sha256, "the checkpoint table"), (sha256, "sha256=")):
             if expected is not None and actual != expected:

@@ -34,6 +34,7 @@ from processing_utils.display import PLOT_LIMIT, save_predictions_chart
 from processing_utils.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 from processing_utils.inputs import expand_inputs
 
+from . import distributed
 from .download import Timeout, parse_timeout
 from .fastpath import optimize_for_inference
 from .options import (
@@ -46,7 +47,6 @@ from .options import (
     load_onnx,
     output_file,
     positive_int,
-    resolve_device,
 )
 
 #: More inputs than this get a progress bar on stderr.
@@ -204,24 +204,14 @@ def _refuse_torchrun_without_distributed() -> Optional[int]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
-    rank, world, local_rank = 0, 1, 0
     check_onnx_options(args, DTYPE_PRECISIONS[args.dtype])
     device_name = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     if not args.distributed:
         refused = _refuse_torchrun_without_distributed()
         if refused is not None:
             return refused
-    if args.distributed:
-        import torch.distributed as dist
-
-        if "RANK" not in os.environ:
-            raise CommandError("--distributed needs torchrun (e.g. torchrun --nproc-per-node 2 -m resnet classify ...)")
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        device = resolve_device(device_name, local_rank)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-    else:
-        device = resolve_device(device_name)
+    processes = distributed.start(device_name, distributed=args.distributed, command="classify")
+    rank, world, device = processes.rank, processes.world, processes.device
 
     try:
         expanded = expand_inputs(args.inputs)
@@ -250,11 +240,7 @@ def run(args: argparse.Namespace) -> int:
             if outcomes is None:
                 return 0
     finally:
-        if args.distributed:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        distributed.stop(processes)
 
     write_outcomes(outcomes, as_json=args.json, out=sys.stdout, err=sys.stderr)
     if args.plot:

@@ -69,6 +69,18 @@ def eval_path_can_tell_context() -> bool:
     return not eval_path._being_transformed()
 
 
+def skip_unless_torchrun_exits_cleanly() -> None:
+    """Skip a test that runs torchrun jobs on a torch whose gloo jobs can hang at exit (see
+    :data:`resnet.distributed.CLEAN_EXIT_TORCH`): such a hang would hold the suite for minutes."""
+    import pytest
+
+    from resnet.distributed import CLEAN_EXIT_TORCH, torch_release
+
+    if torch_release(torch.__version__) < CLEAN_EXIT_TORCH:
+        pytest.skip(f"torchrun jobs can hang at exit on torch {torch.__version__} (pytorch/pytorch#75097); "
+                    f"they run on torch {'.'.join(map(str, CLEAN_EXIT_TORCH))} and later")
+
+
 # --------------------------------------------------------------------------- loopback HTTP server
 
 @dataclass

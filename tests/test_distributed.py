@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 
-from support import PHOTOS as PHOTO_PATHS, REPO_ROOT
+import pytest
+
+from support import PHOTOS as PHOTO_PATHS, REPO_ROOT, skip_unless_torchrun_exits_cleanly
 
 PHOTOS = [str(p) for p in PHOTO_PATHS]
 
@@ -21,6 +23,7 @@ def free_port() -> int:
 
 
 def test_two_ranks_give_the_single_process_output_in_input_order(hub_dir, ngc_file, tmp_path) -> None:
+    skip_unless_torchrun_exits_cleanly()
     (hub_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
     missing = str(tmp_path / "missing.jpg")
@@ -90,6 +93,7 @@ if rank == 0:
 
 
 def test_twenty_torchrun_jobs_with_the_batch_loader_all_exit_cleanly(tmp_path) -> None:
+    skip_unless_torchrun_exits_cleanly()
     script = tmp_path / "job.py"
     script.write_text(TORCHRUN_JOB)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GLOO_SOCKET_IFNAME="lo")
@@ -105,3 +109,32 @@ def test_twenty_torchrun_jobs_with_the_batch_loader_all_exit_cleanly(tmp_path) -
             failures.append(f"run {run}: exit {job.returncode}\n{job.stderr[-1500:]}")
     elapsed = time.monotonic() - start
     assert not failures, f"{len(failures)} of 20 runs failed ({elapsed:.0f} s):\n" + "\n".join(failures[:3])
+
+
+@pytest.mark.parametrize("version, warned", [
+    ("2.1.0+cu121", True), ("2.4.1", True), ("2.13.0a0+git1234", True), ("2.14.1", False), ("2.15.0", False),
+    ("3.0.0", False),
+])
+def test_torchrun_on_a_torch_that_can_hang_at_exit_is_told_so_by_rank_0(version, warned, monkeypatch, capsys) -> None:
+    """Joining a job prints, on rank 0 only, that this torch's torchrun jobs can hang at exit (seen on torch
+    2.1 and 2.4), and nothing on a torch where they exit cleanly; the process group itself is faked."""
+    import torch
+    import torch.distributed as dist
+
+    from resnet import distributed
+
+    monkeypatch.setattr(torch, "__version__", version)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: None)
+    monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(dist, "get_rank", lambda *a, rank=rank, **k: rank)
+        processes = distributed.start("cpu", distributed=True, command="classify")
+        assert (processes.rank, processes.world) == (rank, 2)
+        err = capsys.readouterr().err
+        if warned and rank == 0:
+            assert err.startswith(f"warning: on torch {version}, a process of a torchrun job can hang at exit")
+            assert len(err.splitlines()) == 1 and "upgrade torch" in err
+        else:
+            assert err == ""
