@@ -36,7 +36,7 @@ def load_expected(arch: str) -> dict:
 
 
 def standin_state_dict(arch: str) -> "OrderedDict[str, torch.Tensor]":
-    """The deterministic stand-in for NVIDIA's NGC checkpoint of ``arch`` (fixtures/ngc RECIPE)."""
+    """The deterministic stand-in for NVIDIA's NGC checkpoint of ``arch`` (how: fixtures/ngc/README.md)."""
     seed_base = load_expected(arch)["seed_base"]
     state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for i, (name, shape) in enumerate(load_schema(arch)["keys"]):
