@@ -37,6 +37,7 @@ from resnet.exporters import (
     has_dynamo_exporter,
     has_onnxscript,
     prepare_for_export,
+    tracing_exporter_keywords,
 )
 from resnet.triton_repository import triton_config
 from resnet.builder import create_model
@@ -451,7 +452,10 @@ class LoopbackTriton(LoopbackHTTP):
 def load_client():
     import importlib.util
 
-    pytest.importorskip("tritonclient.http", exc_type=ImportError)
+    try:  # any ImportError skips (pytest.importorskip's exc_type= for that needs pytest 8.2)
+        import tritonclient.http  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"tritonclient[http] cannot be imported: {error}")
     spec = importlib.util.spec_from_file_location("triton_client_example", REPO_ROOT / "examples" / "triton_client.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -650,7 +654,8 @@ def _onnx_export_of(keywords: str):
     def export_2_1(model, args, f, *, input_names=None, output_names=None, opset_version=None,
                    do_constant_folding=True, dynamic_axes=None):
         return real(model, args, f, input_names=input_names, output_names=output_names, opset_version=opset_version,
-                    do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes, dynamo=False)
+                    do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes,
+                    **tracing_exporter_keywords(real))
 
     def export_2_4(model, args, f, *, input_names=None, output_names=None, opset_version=None,
                    do_constant_folding=True, dynamic_axes=None, dynamo=False):
@@ -660,6 +665,16 @@ def _onnx_export_of(keywords: str):
                           dynamic_axes=dynamic_axes)
 
     return {"2.1": export_2_1, "2.4": export_2_4}[keywords]
+
+
+def test_tracing_exporter_keywords_pass_dynamo_only_where_export_takes_it(monkeypatch) -> None:
+    """dynamo=False for an export with dynamo= (torch 2.4 on), nothing for torch 2.1-2.3's; default: torch's own."""
+    assert tracing_exporter_keywords(_onnx_export_of("2.1")) == {}
+    assert tracing_exporter_keywords(_onnx_export_of("2.4")) == {"dynamo": False}
+    monkeypatch.setattr(torch.onnx, "export", _onnx_export_of("2.1"))
+    assert tracing_exporter_keywords() == {}
+    monkeypatch.setattr(torch.onnx, "export", _onnx_export_of("2.4"))
+    assert tracing_exporter_keywords() == {"dynamo": False}
 
 
 @pytest.mark.parametrize("keywords", ["2.1", "2.4"])

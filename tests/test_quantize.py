@@ -30,6 +30,7 @@ from photos import jittered_photos
 from support import PHOTOS
 from resnet.builder import create_model
 from resnet.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_onnx, prepare_for_export
+from resnet.exporters import tracing_exporter_keywords
 from resnet.preprocessing import build_transform
 
 onnx = pytest.importorskip("onnx")
@@ -282,9 +283,10 @@ def tiny_onnx(workdir) -> Path:
     path = workdir / "tiny.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Tiny().eval(), (torch.randn(2, 3, 224, 224),), str(path), dynamo=False,
+        torch.onnx.export(Tiny().eval(), (torch.randn(2, 3, 224, 224),), str(path),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          **tracing_exporter_keywords())
     return path
 
 
