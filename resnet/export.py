@@ -46,7 +46,7 @@ from .exporters import (
 )
 from .options import CommandError, add_model_options, load_model, positive_int, report_warning, run_command
 from .preprocessing import INPUT_SHAPE
-from .pt2 import Pt2Error, aoti_available, compile_package, export_program, make_program
+from .pt2 import Pt2Error, aoti_available, compile_package, export_program, make_program, program_available
 from .quantize import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_IMAGES,
@@ -159,7 +159,7 @@ def _write_pt2(model: nn.Module, path: Path, settings: ExportSettings) -> list[P
 
 
 def _aoti_missing() -> Optional[str]:
-    if aoti_available():
+    if aoti_available() and program_available():  # torch 2.6+ has both (torch.export.Dim: 2.2)
         return None
     return (f"--format pt2 writes an AOTInductor package, which needs torch 2.6 or newer with "
             f"torch._inductor.aoti_compile_and_package (this is torch {torch.__version__}); upgrade torch")

@@ -39,6 +39,7 @@ from resnet.exporters import (
     prepare_for_export,
     tracing_exporter_keywords,
 )
+from resnet.pt2 import program_available
 from resnet.triton_repository import triton_config
 from resnet.builder import create_model
 from resnet.preprocessing import INPUT_SHAPE, MEAN, build_transform
@@ -882,10 +883,13 @@ def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, ph
     assert "pip install onnxruntime" in err and entries(tmp_path) == []
 
 
+@pytest.mark.skipif(not program_available(), reason="this torch has no torch.export.Dim / export(dynamic_shapes=) "
+                    "(torch 2.2) to write the ExportedProgram; the refusal is tested below")
 def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_path: Path, capsys,
                                                                 monkeypatch) -> None:
     """The AOTInductor compile itself (minutes) is tested in test_pt2.py; here: what --format pt2 writes and
-    hands to it, on a machine with CUDA (faked: the CUDA program is a stand-in) and without."""
+    hands to it, on a machine with CUDA (faked: the CUDA program is a stand-in) and without (torch 2.2-2.5, which
+    have no AOTInductor package API, are given the faked compile too)."""
     from resnet.__main__ import main
 
     compiled, traced = [], []
@@ -902,6 +906,7 @@ def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_pa
     monkeypatch.setattr(exporter, "compile_package", compile_package)
     monkeypatch.setattr(exporter, "make_program", make_program)
     monkeypatch.setattr(exporter, "aoti_devices", lambda: ("cpu", "cuda"))
+    monkeypatch.setattr(exporter, "aoti_available", lambda: True)
     out = tmp_path / "out"
     assert main(["export", "--weights", str(ngc_file("resnet50")), "--format", "pt2", "--output", str(out)]) == 0
     captured = capsys.readouterr()
@@ -923,8 +928,18 @@ def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_pa
     assert max_diff(logits, load_expected("resnet50")["logits"]) <= TOLERANCE
 
 
-def test_pt2_without_aotinductor_is_refused_before_any_work(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(exporter, "aoti_available", lambda: False)
+@pytest.mark.parametrize("missing", ["aoti_compile_and_package", "torch.export.Dim"])
+def test_pt2_without_aotinductor_is_refused_before_any_work(missing, ngc_file, tmp_path: Path, capsys,
+                                                            monkeypatch) -> None:
+    """Without AOTInductor's package API (torch < 2.6) or torch.export.Dim (torch 2.1): exit 2, one line naming
+    the torch version, before the model is built."""
+    import torch._inductor
+
+    if missing == "torch.export.Dim":
+        monkeypatch.setattr(exporter, "aoti_available", lambda: True)
+        monkeypatch.delattr(torch.export, "Dim", raising=False)
+    else:
+        monkeypatch.delattr(torch._inductor, "aoti_compile_and_package", raising=False)
     monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without AOTInductor"))
     argv = ["export", "--weights", str(ngc_file("resnet50")), "--format", "pt2", "--output", str(tmp_path / "o")]
     assert exit_status(argv) == 2
