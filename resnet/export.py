@@ -30,6 +30,7 @@ from torch import nn
 
 from .atomic import OutputPathError, atomic_directory, check_directory_target
 from .checkpoints import CHECKPOINTS
+from .devices import cpu_runs_float16_convolutions
 from .exporters import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -336,8 +337,9 @@ def plan_export(args: argparse.Namespace) -> Plan:
 
     Raises:
         CommandError: an option that does not fit the others, a package that is missing, a format this
-            torch cannot write, an ONNX opset torch cannot write, an output path that cannot receive
-            the export, or calibration images that cannot be used.
+            torch cannot write, --fp16 where torch has no float16 convolutions for the CPU, an ONNX opset
+            torch cannot write, an output path that cannot receive the export, or calibration images that
+            cannot be used.
     """
     if args.triton and args.format is not None:
         raise CommandError("--format applies to --output; with --triton choose the backends with --backend")
@@ -350,6 +352,9 @@ def plan_export(args: argparse.Namespace) -> Plan:
         backends = ()
         formats = FORMAT_SETS.get(args.format or "both", (args.format,))
     _check_int8_options(args, formats)
+    if args.fp16 and not cpu_runs_float16_convolutions():
+        raise CommandError(f"--fp16 exports are traced on the CPU, and torch {torch.__version__} has no float16 "
+                           "convolutions there (torch 2.2 and later have); upgrade torch, or leave out --fp16")
     _check_packages(formats, backends)
     for name in formats:
         problem = FORMATS[name].unavailable() if FORMATS[name].unavailable is not None else None

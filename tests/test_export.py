@@ -39,6 +39,7 @@ from resnet.exporters import (
     prepare_for_export,
     tracing_exporter_keywords,
 )
+from resnet.devices import cpu_runs_float16_convolutions
 from resnet.pt2 import program_available
 from resnet.triton_repository import triton_config
 from resnet.builder import create_model
@@ -208,6 +209,9 @@ def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tm
     assert diff <= TOLERANCE
 
 
+@pytest.mark.skipif(not cpu_runs_float16_convolutions(), reason="this torch has no float16 convolutions for the "
+                    "CPU (torch 2.2 has) to trace an fp16 export; test_fp16_export_without_cpu_float16_is_refused "
+                    "checks the refusal")
 def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
     """--fold-bn --fp16: half-precision weights, float32 interface; both files run on the CPU here."""
     model = prepare_for_export(resnet50, fold_bn=True, fp16=True)
@@ -869,6 +873,28 @@ def test_int8_mix_ups_and_bad_calibration_folders_fail_before_the_model_is_built
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
     assert all(f in err for f in fragments), (fragments, err)
     assert entries(tmp_path) == ["inputs"]
+
+
+def test_fp16_export_without_cpu_float16_is_refused(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
+    """torch 2.1 has no float16 convolutions for the CPU, where exports are traced: --fp16 is refused up front, one
+    line naming the torch version (torch 2.1's missing kernel is faked)."""
+    from resnet.devices import cpu_runs_float16_convolutions as probe
+
+    real = torch.nn.functional.conv2d
+
+    def conv2d_of_torch_2_1(input, *args, **kwargs):  # noqa: A002 - torch's name
+        if input.dtype == torch.float16 and input.device.type == "cpu":
+            raise RuntimeError('"slow_conv2d_cpu" not implemented for \'Half\'')
+        return real(input, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", conv2d_of_torch_2_1)
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without float16 on CPU"))
+    assert not probe()
+    argv = ["export", "--weights", str(ngc_file("resnet50")), "--output", str(tmp_path / "out"), "--fp16"]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --fp16")
+    assert f"torch {torch.__version__}" in err and "torch 2.2" in err and entries(tmp_path) == []
 
 
 def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, photo_folder, tmp_path, capsys,
