@@ -301,7 +301,7 @@ def tracing_exporter_keywords(export: Optional[Callable[..., Any]] = None) -> di
     exporter: ``{"dynamo": False}`` where it takes ``dynamo=`` (torch 2.4 on; dynamo=True is the default of newer
     torch, as of 2.14), else none (torch 2.1 to 2.3, whose export has that exporter only and no ``dynamo=``).
 
-    Every tracing ONNX export of this repository, its tests and benchmarks passes these.
+    :func:`export_onnx` and the tests' own tracing exports pass these, so no call names dynamo= itself.
     """
     keywords = _export_keywords() if export is None else frozenset(inspect.signature(export).parameters)
     return {"dynamo": False} if "dynamo" in keywords else {}
