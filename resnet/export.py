@@ -55,6 +55,7 @@ from .quantize import (
     MIN_CALIBRATION_IMAGES,
     CalibrationSet,
     QuantizationError,
+    entropy_calibration_problem,
     load_calibration_set,
     quantize_onnx,
     skipped_summary,
@@ -409,6 +410,9 @@ def _check_int8_options(args: argparse.Namespace, formats: Sequence[str]) -> Non
         packages = " ".join(missing)
         raise CommandError(f"--int8 needs the {packages} package{'s' if len(missing) > 1 else ''}, not installed "
                            f"here: pip install {packages}")
+    problem = entropy_calibration_problem() if args.calibration_method == "entropy" else None
+    if problem is not None:
+        raise CommandError(f"--calibration-method entropy: {problem}")
 
 
 def _read_calibration(args: argparse.Namespace) -> Int8Plan:
