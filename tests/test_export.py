@@ -897,6 +897,24 @@ def test_fp16_export_without_cpu_float16_is_refused(ngc_file, tmp_path: Path, ca
     assert f"torch {torch.__version__}" in err and "torch 2.2" in err and entries(tmp_path) == []
 
 
+def test_int8_entropy_without_scipy_on_older_onnxruntime_is_refused_before_any_work(ngc_file, photo_folder, tmp_path,
+                                                                                    capsys, monkeypatch) -> None:
+    """onnxruntime 1.16's entropy calibration imports scipy: without it (faked: newer onnxruntime's own entropy and
+    scipy hidden), exit 2 with one line naming scipy and the other methods, before the model is built."""
+    from onnxruntime.quantization import calibrate
+
+    monkeypatch.delattr(calibrate, "entropy", raising=False)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without scipy"))
+    argv = ["export", "--weights", str(ngc_file("resnet50")), "--output", str(tmp_path / "out"), "--int8",
+            "--calibration", str(photo_folder), "--calibration-method", "entropy"]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --calibration-method entropy:"), err
+    assert "pip install scipy" in err and "minmax or percentile" in err and entries(tmp_path) == []
+
+
 def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, photo_folder, tmp_path, capsys,
                                                                    monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
