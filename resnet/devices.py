@@ -11,7 +11,7 @@ from typing import Literal, Union
 
 import torch
 
-__all__ = ["DTYPES", "DtypeName", "cpu_supports_bf16", "resolve_dtype"]
+__all__ = ["DTYPES", "DtypeName", "cpu_runs_float16_convolutions", "cpu_supports_bf16", "resolve_dtype"]
 
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 #: The compute dtypes by name.
@@ -29,6 +29,17 @@ def _cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def cpu_runs_float16_convolutions() -> bool:
+    """Whether this torch has float16 convolutions for the CPU (torch 2.2 on; torch 2.1 raises
+    ``"slow_conv2d_cpu" not implemented for 'Half'``). A 1x1 convolution of a 1x1 image is tried."""
+    one = torch.ones(1, 1, 1, 1, dtype=torch.float16)
+    try:
+        torch.nn.functional.conv2d(one, one)
+    except RuntimeError:
+        return False
+    return True
 
 
 def cpu_supports_bf16() -> bool:

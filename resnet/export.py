@@ -30,6 +30,7 @@ from torch import nn
 
 from .atomic import OutputPathError, atomic_directory, check_directory_target
 from .checkpoints import CHECKPOINTS
+from .devices import cpu_runs_float16_convolutions
 from .exporters import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -46,7 +47,7 @@ from .exporters import (
 )
 from .options import CommandError, add_model_options, load_model, positive_int, report_warning, run_command
 from .preprocessing import INPUT_SHAPE
-from .pt2 import Pt2Error, aoti_available, compile_package, export_program, make_program
+from .pt2 import Pt2Error, aoti_available, compile_package, export_program, make_program, program_available
 from .quantize import (
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_IMAGES,
@@ -54,6 +55,7 @@ from .quantize import (
     MIN_CALIBRATION_IMAGES,
     CalibrationSet,
     QuantizationError,
+    entropy_calibration_problem,
     load_calibration_set,
     quantize_onnx,
     skipped_summary,
@@ -159,7 +161,7 @@ def _write_pt2(model: nn.Module, path: Path, settings: ExportSettings) -> list[P
 
 
 def _aoti_missing() -> Optional[str]:
-    if aoti_available():
+    if aoti_available() and program_available():  # torch 2.6+ has both (torch.export.Dim: 2.2)
         return None
     return (f"--format pt2 writes an AOTInductor package, which needs torch 2.6 or newer with "
             f"torch._inductor.aoti_compile_and_package (this is torch {torch.__version__}); upgrade torch")
@@ -336,8 +338,9 @@ def plan_export(args: argparse.Namespace) -> Plan:
 
     Raises:
         CommandError: an option that does not fit the others, a package that is missing, a format this
-            torch cannot write, an ONNX opset torch cannot write, an output path that cannot receive
-            the export, or calibration images that cannot be used.
+            torch cannot write, --fp16 where torch has no float16 convolutions for the CPU, an ONNX opset
+            torch cannot write, an output path that cannot receive the export, or calibration images that
+            cannot be used.
     """
     if args.triton and args.format is not None:
         raise CommandError("--format applies to --output; with --triton choose the backends with --backend")
@@ -350,6 +353,9 @@ def plan_export(args: argparse.Namespace) -> Plan:
         backends = ()
         formats = FORMAT_SETS.get(args.format or "both", (args.format,))
     _check_int8_options(args, formats)
+    if args.fp16 and not cpu_runs_float16_convolutions():
+        raise CommandError(f"--fp16 exports are traced on the CPU, and torch {torch.__version__} has no float16 "
+                           "convolutions there (torch 2.2 and later have); upgrade torch, or leave out --fp16")
     _check_packages(formats, backends)
     for name in formats:
         problem = FORMATS[name].unavailable() if FORMATS[name].unavailable is not None else None
@@ -404,6 +410,9 @@ def _check_int8_options(args: argparse.Namespace, formats: Sequence[str]) -> Non
         packages = " ".join(missing)
         raise CommandError(f"--int8 needs the {packages} package{'s' if len(missing) > 1 else ''}, not installed "
                            f"here: pip install {packages}")
+    problem = entropy_calibration_problem() if args.calibration_method == "entropy" else None
+    if problem is not None:
+        raise CommandError(f"--calibration-method entropy: {problem}")
 
 
 def _read_calibration(args: argparse.Namespace) -> Int8Plan:

@@ -20,7 +20,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -47,6 +47,7 @@ __all__ = [
     "highest_opset",
     "prepare_for_export",
     "resolve_onnx_exporter",
+    "tracing_exporter_keywords",
 ]
 
 #: Name of the single model input, in every exported format and in the Triton configs.
@@ -250,8 +251,7 @@ def export_onnx(
                 # Chosen knowingly (no onnxscript, or asked for): silence torch's deprecation notice.
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 warnings.filterwarnings("ignore", category=FutureWarning)
-                if "dynamo" in _export_keywords():  # where dynamo=True is the default (as in 2.14), ask for this one
-                    common["dynamo"] = False
+                common.update(tracing_exporter_keywords())
                 torch.onnx.export(
                     model, (example,), str(path), do_constant_folding=True,
                     dynamic_axes={INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}}, **common,
@@ -294,6 +294,17 @@ _DYNAMO_KEYWORDS = frozenset({"dynamo", "dynamic_shapes", "external_data"})
 def _export_keywords() -> frozenset[str]:
     """The keyword arguments this torch's ``torch.onnx.export`` takes."""
     return frozenset(inspect.signature(torch.onnx.export).parameters)
+
+
+def tracing_exporter_keywords(export: Optional[Callable[..., Any]] = None) -> dict[str, Any]:
+    """The keywords that make ``export`` (default: ``torch.onnx.export``) use the TorchScript-based (tracing)
+    exporter: ``{"dynamo": False}`` where it takes ``dynamo=`` (torch 2.4 on; dynamo=True is the default of newer
+    torch, as of 2.14), else none (torch 2.1 to 2.3, whose export has that exporter only and no ``dynamo=``).
+
+    :func:`export_onnx` and the tests' own tracing exports pass these, so no call names dynamo= itself.
+    """
+    keywords = _export_keywords() if export is None else frozenset(inspect.signature(export).parameters)
+    return {"dynamo": False} if "dynamo" in keywords else {}
 
 
 def has_dynamo_exporter() -> bool:

@@ -10,6 +10,7 @@ graphs; large CPU batches run in slices (:func:`resnet.trunk.in_slices`).
 from __future__ import annotations
 
 import copy
+import importlib
 import threading
 from typing import Callable, Literal, Optional, Union
 
@@ -21,7 +22,7 @@ from .devices import DtypeName, resolve_dtype
 from .folding import fold_batchnorm, is_folded_resnet, resnet_blocks, trunk_pairs
 from .model import Bottleneck
 
-__all__ = ["REDUCED_PRECISION_TOLERANCE", "InferenceModel", "optimize_for_inference"]
+__all__ = ["REDUCED_PRECISION_TOLERANCE", "InferenceModel", "compile_unavailable", "optimize_for_inference"]
 
 #: Documented bound on the logit error of the reduced-precision variants, relative to the largest
 #: float32 logit of the same input: ``max|low - fp32| <= tol * max|fp32|``. Measured for bfloat16 on
@@ -219,6 +220,22 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def compile_unavailable() -> Optional[str]:
+    """Why ``torch.compile`` cannot generate code here, or ``None``.
+
+    Its inductor backend imports ``torch.utils.cpp_extension``; torch 2.1's imports ``pkg_resources``, which
+    setuptools 82 removed (and a venv may have no setuptools at all), so there it fails at the first call.
+    """
+    try:
+        importlib.import_module("torch.utils.cpp_extension")
+    except ImportError as error:
+        hint = (" (it imports pkg_resources, which setuptools 82 removed: pip install 'setuptools<82', or use "
+                "torch 2.2 or later)" if getattr(error, "name", None) == "pkg_resources" else "")
+        return (f"torch.compile's inductor needs torch.utils.cpp_extension, which torch {torch.__version__} cannot "
+                f"import here: {type(error).__name__}: {error}{hint}")
+    return None
+
+
 def optimize_for_inference(
     model: nn.Module,
     *,
@@ -250,7 +267,8 @@ def optimize_for_inference(
       casts); the classifier ``fc`` and the returned logits stay float32;
     * ``compile=True``: ``torch.compile`` of the folded model (CPU: inductor with weight freezing, which
       does its own fusions; CUDA: default mode, or ``reduce-overhead`` with ``cuda_graphs``). The first
-      call per input shape compiles (30-60 s for ResNet-50 on 2 CPU cores);
+      call per input shape compiles (30-60 s for ResNet-50 on 2 CPU cores). Where inductor cannot generate
+      code (:func:`compile_unavailable`: torch 2.1 without pkg_resources) a ``RuntimeError`` says so at once;
     * ``cuda_graphs=True`` (CUDA only): each input shape is captured once as a CUDA graph and replayed,
       removing the per-layer launch overhead that dominates at small batches;
     * ``micro_batch``: batches larger than this run as slices of this size (each image's result is
@@ -276,6 +294,9 @@ def optimize_for_inference(
     :data:`REDUCED_PRECISION_TOLERANCE` times the largest logit (measured figures: benchmarks/README.md).
     """
     device = torch.device(device) if device is not None else _model_device(model)
+    problem = compile_unavailable() if compile else None
+    if problem is not None:
+        raise RuntimeError(f"compile=True: {problem}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={str(device)!r} was asked for but CUDA is not available here; use device='cpu'")
     if cuda_graphs and device.type != "cuda":

@@ -33,7 +33,8 @@ def sample_seed(*keys: int) -> int:
     unrelated seeds (numpy's SeedSequence mixing), the same keys the same seed in any process."""
     import numpy as np
 
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0] >> 1)
+    # int() first: numpy < 2 promotes uint64 >> (a Python int) to float64, which cannot be shifted.
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 @dataclass

@@ -23,6 +23,7 @@ TorchScript only.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -41,6 +42,7 @@ __all__ = [
     "export_program",
     "load_metadata",
     "make_program",
+    "program_available",
 ]
 
 #: Name of the metadata entry in the ExportedProgram archive (``extra_files``).
@@ -66,6 +68,18 @@ def aoti_available() -> bool:
     return callable(getattr(inductor, "aoti_compile_and_package", None)) and callable(
         getattr(inductor, "aoti_load_package", None)
     )
+
+
+def program_available() -> bool:
+    """Whether this torch's ``torch.export`` takes the dynamic batch axis used here (``torch.export.Dim`` and
+    ``export(dynamic_shapes=)``, torch 2.2+; torch 2.1 has neither)."""
+    export = getattr(torch, "export", None)
+    if export is None or not callable(getattr(export, "Dim", None)):
+        return False
+    try:
+        return "dynamic_shapes" in inspect.signature(export.export).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a signature Python cannot read
+        return False
 
 
 def _batch_dim() -> Any:
@@ -111,8 +125,14 @@ def make_program(model: nn.Module, *, device: str | torch.device = "cpu") -> "to
     """``torch.export`` of ``model`` on ``device`` (moved there, in eval mode) with a dynamic batch axis, unsaved.
 
     Raises:
-        Pt2Error: ``torch.export`` failed (the first line of its error is quoted).
+        Pt2Error: this torch's ``torch.export`` has no dynamic axes (torch < 2.2), or ``torch.export`` failed (the
+            first line of its error is quoted).
     """
+    if not program_available():
+        raise Pt2Error(
+            f"an ExportedProgram with a dynamic batch axis needs torch 2.2 or newer with torch.export.Dim "
+            f"(this is torch {torch.__version__}); upgrade torch"
+        )
     device = torch.device(device)
     model = model.eval().to(device)
     example = torch.randn(_EXAMPLE_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)

@@ -69,6 +69,7 @@ __all__ = [
     "MIN_CALIBRATION_IMAGES",
     "CalibrationSet",
     "QuantizationError",
+    "entropy_calibration_problem",
     "find_images",
     "load_calibration_set",
     "quantize_onnx",
@@ -282,6 +283,22 @@ def _calibrate(prepared: Path, reader: _Reader, method: str, work: Path) -> dict
     return {"extra_options": options, "calibration_cache_path": str(cache)}
 
 
+def entropy_calibration_problem() -> Optional[str]:
+    """Why ONNX Runtime's entropy calibration cannot run here, or ``None``: older onnxruntime (1.16, for one)
+    imports ``scipy.stats.entropy`` for it, and scipy is not a dependency of onnxruntime; newer ones define
+    their own ``entropy`` in ``onnxruntime.quantization.calibrate``."""
+    from onnxruntime.quantization import calibrate
+
+    if callable(getattr(calibrate, "entropy", None)):
+        return None
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError:
+        return (f"the entropy calibration of onnxruntime {_ort_version()} needs scipy, not installed here: pip "
+                "install scipy (or upgrade onnxruntime), or choose --calibration-method minmax or percentile")
+    return None
+
+
 def _ort_version() -> str:
     import onnxruntime
 
@@ -342,7 +359,8 @@ def quantize_onnx(
     end, so a failure leaves nothing behind.
 
     Raises:
-        QuantizationError: unknown ``method``, an empty calibration set, a model that is not an fp32
+        QuantizationError: unknown ``method``, ``entropy`` where this onnxruntime cannot run it
+            (:func:`entropy_calibration_problem`), an empty calibration set, a model that is not an fp32
             ONNX file, or ONNX Runtime failing to quantize it.
     """
     import onnx
@@ -356,6 +374,9 @@ def quantize_onnx(
         )
     if len(calibration) == 0:
         raise QuantizationError("the calibration set is empty; pass a folder with sample images")
+    problem = entropy_calibration_problem() if method == "entropy" else None
+    if problem is not None:
+        raise QuantizationError(problem)
     source, target = Path(model_path), Path(output_path)
     proto = _check_fp32_model(source)
     input_name = next(i.name for i in proto.graph.input if i.name not in {x.name for x in proto.graph.initializer})

@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import struct
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -114,6 +115,10 @@ DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: The start of the UserWarning torch 2.1's ``torch.load`` gives about its own use of TypedStorage.
+_TYPED_STORAGE_WARNING = r"TypedStorage is deprecated"
+
+
 def read_checkpoint(path: PathLike) -> Any:
     """Load ``path`` with ``torch.load(weights_only=True)`` on the CPU.
 
@@ -131,7 +136,9 @@ def read_checkpoint(path: PathLike) -> Any:
             + "; check the path given as pretrained_from_file / --weights"
         )
     use_mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format of torch.save
-    with _allow_numpy_scalars():
+    with _allow_numpy_scalars(), warnings.catch_warnings():
+        # torch 2.1's torch.load warns about its own internal use of TypedStorage; nothing for users to act on.
+        warnings.filterwarnings("ignore", message=_TYPED_STORAGE_WARNING, category=UserWarning)
         try:  # a str: torch 2.1 and 2.2 take mmap=True only with a file name given as str
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
         except pickle.UnpicklingError as error:

@@ -37,7 +37,10 @@ from resnet.exporters import (
     has_dynamo_exporter,
     has_onnxscript,
     prepare_for_export,
+    tracing_exporter_keywords,
 )
+from resnet.devices import cpu_runs_float16_convolutions
+from resnet.pt2 import program_available
 from resnet.triton_repository import triton_config
 from resnet.builder import create_model
 from resnet.preprocessing import INPUT_SHAPE, MEAN, build_transform
@@ -206,6 +209,9 @@ def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tm
     assert diff <= TOLERANCE
 
 
+@pytest.mark.skipif(not cpu_runs_float16_convolutions(), reason="this torch has no float16 convolutions for the "
+                    "CPU (torch 2.2 has) to trace an fp16 export; test_fp16_export_without_cpu_float16_is_refused "
+                    "checks the refusal")
 def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
     """--fold-bn --fp16: half-precision weights, float32 interface; both files run on the CPU here."""
     model = prepare_for_export(resnet50, fold_bn=True, fp16=True)
@@ -451,7 +457,10 @@ class LoopbackTriton(LoopbackHTTP):
 def load_client():
     import importlib.util
 
-    pytest.importorskip("tritonclient.http", exc_type=ImportError)
+    try:  # any ImportError skips (pytest.importorskip's exc_type= for that needs pytest 8.2)
+        import tritonclient.http  # noqa: F401
+    except ImportError as error:
+        pytest.skip(f"tritonclient[http] cannot be imported: {error}")
     spec = importlib.util.spec_from_file_location("triton_client_example", REPO_ROOT / "examples" / "triton_client.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -650,7 +659,8 @@ def _onnx_export_of(keywords: str):
     def export_2_1(model, args, f, *, input_names=None, output_names=None, opset_version=None,
                    do_constant_folding=True, dynamic_axes=None):
         return real(model, args, f, input_names=input_names, output_names=output_names, opset_version=opset_version,
-                    do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes, dynamo=False)
+                    do_constant_folding=do_constant_folding, dynamic_axes=dynamic_axes,
+                    **tracing_exporter_keywords(real))
 
     def export_2_4(model, args, f, *, input_names=None, output_names=None, opset_version=None,
                    do_constant_folding=True, dynamic_axes=None, dynamo=False):
@@ -660,6 +670,16 @@ def _onnx_export_of(keywords: str):
                           dynamic_axes=dynamic_axes)
 
     return {"2.1": export_2_1, "2.4": export_2_4}[keywords]
+
+
+def test_tracing_exporter_keywords_pass_dynamo_only_where_export_takes_it(monkeypatch) -> None:
+    """dynamo=False for an export with dynamo= (torch 2.4 on), nothing for torch 2.1-2.3's; default: torch's own."""
+    assert tracing_exporter_keywords(_onnx_export_of("2.1")) == {}
+    assert tracing_exporter_keywords(_onnx_export_of("2.4")) == {"dynamo": False}
+    monkeypatch.setattr(torch.onnx, "export", _onnx_export_of("2.1"))
+    assert tracing_exporter_keywords() == {}
+    monkeypatch.setattr(torch.onnx, "export", _onnx_export_of("2.4"))
+    assert tracing_exporter_keywords() == {"dynamo": False}
 
 
 @pytest.mark.parametrize("keywords", ["2.1", "2.4"])
@@ -855,6 +875,46 @@ def test_int8_mix_ups_and_bad_calibration_folders_fail_before_the_model_is_built
     assert entries(tmp_path) == ["inputs"]
 
 
+def test_fp16_export_without_cpu_float16_is_refused(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
+    """torch 2.1 has no float16 convolutions for the CPU, where exports are traced: --fp16 is refused up front, one
+    line naming the torch version (torch 2.1's missing kernel is faked)."""
+    from resnet.devices import cpu_runs_float16_convolutions as probe
+
+    real = torch.nn.functional.conv2d
+
+    def conv2d_of_torch_2_1(input, *args, **kwargs):  # noqa: A002 - torch's name
+        if input.dtype == torch.float16 and input.device.type == "cpu":
+            raise RuntimeError('"slow_conv2d_cpu" not implemented for \'Half\'')
+        return real(input, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", conv2d_of_torch_2_1)
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without float16 on CPU"))
+    assert not probe()
+    argv = ["export", "--weights", str(ngc_file("resnet50")), "--output", str(tmp_path / "out"), "--fp16"]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --fp16")
+    assert f"torch {torch.__version__}" in err and "torch 2.2" in err and entries(tmp_path) == []
+
+
+def test_int8_entropy_without_scipy_on_older_onnxruntime_is_refused_before_any_work(ngc_file, photo_folder, tmp_path,
+                                                                                    capsys, monkeypatch) -> None:
+    """onnxruntime 1.16's entropy calibration imports scipy: without it (faked: newer onnxruntime's own entropy and
+    scipy hidden), exit 2 with one line naming scipy and the other methods, before the model is built."""
+    from onnxruntime.quantization import calibrate
+
+    monkeypatch.delattr(calibrate, "entropy", raising=False)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without scipy"))
+    argv = ["export", "--weights", str(ngc_file("resnet50")), "--output", str(tmp_path / "out"), "--int8",
+            "--calibration", str(photo_folder), "--calibration-method", "entropy"]
+    assert exit_status(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --calibration-method entropy:"), err
+    assert "pip install scipy" in err and "minmax or percentile" in err and entries(tmp_path) == []
+
+
 def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, photo_folder, tmp_path, capsys,
                                                                    monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
@@ -867,10 +927,13 @@ def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, ph
     assert "pip install onnxruntime" in err and entries(tmp_path) == []
 
 
+@pytest.mark.skipif(not program_available(), reason="this torch has no torch.export.Dim / export(dynamic_shapes=) "
+                    "(torch 2.2) to write the ExportedProgram; the refusal is tested below")
 def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_path: Path, capsys,
                                                                 monkeypatch) -> None:
     """The AOTInductor compile itself (minutes) is tested in test_pt2.py; here: what --format pt2 writes and
-    hands to it, on a machine with CUDA (faked: the CUDA program is a stand-in) and without."""
+    hands to it, on a machine with CUDA (faked: the CUDA program is a stand-in) and without (torch 2.2-2.5, which
+    have no AOTInductor package API, are given the faked compile too)."""
     from resnet.__main__ import main
 
     compiled, traced = [], []
@@ -887,6 +950,7 @@ def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_pa
     monkeypatch.setattr(exporter, "compile_package", compile_package)
     monkeypatch.setattr(exporter, "make_program", make_program)
     monkeypatch.setattr(exporter, "aoti_devices", lambda: ("cpu", "cuda"))
+    monkeypatch.setattr(exporter, "aoti_available", lambda: True)
     out = tmp_path / "out"
     assert main(["export", "--weights", str(ngc_file("resnet50")), "--format", "pt2", "--output", str(out)]) == 0
     captured = capsys.readouterr()
@@ -908,8 +972,18 @@ def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_pa
     assert max_diff(logits, load_expected("resnet50")["logits"]) <= TOLERANCE
 
 
-def test_pt2_without_aotinductor_is_refused_before_any_work(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(exporter, "aoti_available", lambda: False)
+@pytest.mark.parametrize("missing", ["aoti_compile_and_package", "torch.export.Dim"])
+def test_pt2_without_aotinductor_is_refused_before_any_work(missing, ngc_file, tmp_path: Path, capsys,
+                                                            monkeypatch) -> None:
+    """Without AOTInductor's package API (torch < 2.6) or torch.export.Dim (torch 2.1): exit 2, one line naming
+    the torch version, before the model is built."""
+    import torch._inductor
+
+    if missing == "torch.export.Dim":
+        monkeypatch.setattr(exporter, "aoti_available", lambda: True)
+        monkeypatch.delattr(torch.export, "Dim", raising=False)
+    else:
+        monkeypatch.delattr(torch._inductor, "aoti_compile_and_package", raising=False)
     monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("model built without AOTInductor"))
     argv = ["export", "--weights", str(ngc_file("resnet50")), "--format", "pt2", "--output", str(tmp_path / "o")]
     assert exit_status(argv) == 2

@@ -12,6 +12,7 @@ every variant must run unfused and still be right; bfloat16 tests name their dty
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import pytest
@@ -29,11 +30,19 @@ from resnet.fastpath import (
     optimize_for_inference,
     resolve_dtype,
 )
+from resnet.inference import compile_unavailable
 from support import IMAGES, REPO_ROOT, load_expected, parity_input
 
 TOLERANCE = 1e-4
 skip_compile = pytest.mark.skipif(
     os.environ.get("RESNET_SKIP_COMPILE_TESTS", "") not in ("", "0"), reason="RESNET_SKIP_COMPILE_TESTS is set"
+)
+#: Why torch.compile cannot generate code here (torch 2.1 without pkg_resources), or None.
+COMPILE_UNAVAILABLE = compile_unavailable()
+needs_compiler = pytest.mark.skipif(
+    COMPILE_UNAVAILABLE is not None,
+    reason=f"{COMPILE_UNAVAILABLE}; test_compile_without_inductor_s_cpp_extension_is_refused_up_front checks the "
+    "refusal",
 )
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 #: Whether the fused oneDNN kernels run here; where they do not, every variant runs unfused.
@@ -318,7 +327,32 @@ def test_bad_options_are_named(resnet50) -> None:
 # --------------------------------------------------------------------------- torch.compile
 
 
+@pytest.mark.parametrize("missing", ["a module", "pkg_resources"])
+def test_compile_without_inductor_s_cpp_extension_is_refused_up_front(missing, resnet50, monkeypatch) -> None:
+    """Where torch.utils.cpp_extension cannot be imported (torch 2.1 imports pkg_resources, gone in setuptools 82),
+    compile=True fails at once naming the cause, not at the first call inside inductor; the import is faked."""
+    import importlib
+
+    real = importlib.import_module
+
+    def import_module(name, *args):
+        if name == "torch.utils.cpp_extension":
+            raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    assert compile_unavailable() is not None
+    hint = r".*pip install 'setuptools<82', or use torch 2\.2" if missing == "pkg_resources" else ""
+    version = re.escape(torch.__version__)
+    with pytest.raises(RuntimeError, match=rf"compile=True: .*torch\.utils\.cpp_extension.*torch {version}"
+                       rf".*No module named '{missing}'{hint}"):
+        optimize_for_inference(resnet50, compile=True)
+    if missing != "pkg_resources":
+        assert "setuptools" not in compile_unavailable()
+
+
 @skip_compile
+@needs_compiler
 def test_compiled_float32_matches_reference(resnet50) -> None:
     fast = optimize_for_inference(resnet50, dtype="float32", compile=True)
     assert fast.compiled and not fast.fused and fast.micro_batch is None

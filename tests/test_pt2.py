@@ -27,10 +27,21 @@ import torch
 from support import load_expected, parity_input
 from resnet.builder import create_model
 from resnet.export import export_metadata, prepare_for_export
-from resnet.pt2 import PACKAGE_METADATA_PREFIX, Pt2Error, aoti_available, compile_package, export_program, load_metadata
+from resnet.pt2 import (
+    PACKAGE_METADATA_PREFIX,
+    Pt2Error,
+    aoti_available,
+    compile_package,
+    export_program,
+    load_metadata,
+    program_available,
+)
 
 TOLERANCE = 1e-4
 FULL_AOTI = os.environ.get("RESNET_TEST_AOTI_RESNET50") == "1"
+needs_program = pytest.mark.skipif(
+    not program_available(), reason="this torch has no torch.export.Dim / export(dynamic_shapes=) (torch 2.2) for "
+    "the dynamic batch axis; test_without_dynamic_axes_the_error_names_the_torch_version checks the refusal")
 
 
 def max_diff(a, b) -> float:
@@ -90,6 +101,7 @@ def check_parity(label: str, outputs: dict, inputs: dict) -> None:
         assert max_diff(outputs[f"x{batch}"], inputs[f"expected{batch}"]) <= TOLERANCE
 
 
+@needs_program
 def test_exported_program_loads_without_this_repository(program, standin, tmp_path) -> None:
     path, _ = program
     inputs = batches(standin)
@@ -174,7 +186,7 @@ def test_aoti_resnet50_matches_reference_logits(program, standin, tmp_path) -> N
 def test_without_aotinductor_the_error_names_the_torch_version(monkeypatch, tmp_path) -> None:
     import torch._inductor
 
-    monkeypatch.delattr(torch._inductor, "aoti_compile_and_package")
+    monkeypatch.delattr(torch._inductor, "aoti_compile_and_package", raising=False)  # torch < 2.6 has none
     assert not aoti_available()
     with pytest.raises(Pt2Error, match=r"torch 2\.6 or newer.*this is torch"):
         compile_package(object(), tmp_path / "x.pt2")
@@ -188,6 +200,22 @@ class DataDependent(torch.nn.Module):
         return -x.flatten(1)
 
 
+@pytest.mark.parametrize("hidden", ["Dim", "dynamic_shapes"])
+def test_without_dynamic_axes_the_error_names_the_torch_version(hidden, monkeypatch, tmp_path) -> None:
+    """torch 2.1's torch.export has no Dim and no dynamic_shapes=: refused up front, naming torch 2.2, nothing
+    written."""
+    if hidden == "Dim":
+        monkeypatch.delattr(torch.export, "Dim", raising=False)
+    else:
+        real = torch.export.export
+        monkeypatch.setattr(torch.export, "export", lambda f, args, kwargs=None, *, constraints=None: real(f, args))
+    assert not program_available()
+    with pytest.raises(Pt2Error, match=r"torch 2\.2 or newer with torch\.export\.Dim \(this is torch .+\); upgrade"):
+        export_program(SmallNet().eval(), tmp_path / "x.pt2")
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_program
 def test_export_failure_is_reported_and_leaves_nothing(tmp_path) -> None:
     with pytest.raises(Pt2Error, match="torch.export could not export the model"):
         export_program(DataDependent(), tmp_path / "bad.pt2")

@@ -30,6 +30,7 @@ from photos import jittered_photos
 from support import PHOTOS
 from resnet.builder import create_model
 from resnet.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_onnx, prepare_for_export
+from resnet.exporters import tracing_exporter_keywords
 from resnet.preprocessing import build_transform
 
 onnx = pytest.importorskip("onnx")
@@ -282,9 +283,10 @@ def tiny_onnx(workdir) -> Path:
     path = workdir / "tiny.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Tiny().eval(), (torch.randn(2, 3, 224, 224),), str(path), dynamo=False,
+        torch.onnx.export(Tiny().eval(), (torch.randn(2, 3, 224, 224),), str(path),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          **tracing_exporter_keywords())
     return path
 
 
@@ -296,6 +298,42 @@ def activation_scales(path: Path) -> dict[str, float]:
             if n.op_type == "QuantizeLinear" and n.input[0] not in initializers}
 
 
+def _entropy_problem():
+    from resnet.quantize import entropy_calibration_problem
+
+    return entropy_calibration_problem()
+
+
+needs_entropy = pytest.mark.skipif(
+    _entropy_problem() is not None,
+    reason=f"{_entropy_problem()} (test_entropy_without_scipy_on_older_onnxruntime_is_refused checks the refusal)",
+)
+
+
+def test_entropy_without_scipy_on_older_onnxruntime_is_refused(tiny_onnx, calibration_folder, tmp_path,
+                                                                monkeypatch) -> None:
+    """onnxruntime 1.16's entropy calibration imports scipy (not one of its dependencies): without it, entropy is
+    refused naming scipy before any work; newer onnxruntime's own entropy is hidden here, and scipy."""
+    import sys
+
+    from onnxruntime.quantization import calibrate
+
+    from resnet.quantize import entropy_calibration_problem
+
+    monkeypatch.delattr(calibrate, "entropy", raising=False)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    problem = entropy_calibration_problem()
+    assert problem is not None and "pip install scipy" in problem and "--calibration-method minmax" in problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cal = load_calibration_set(calibration_folder, 4)
+    with pytest.raises(QuantizationError, match="entropy calibration of onnxruntime .* needs scipy"):
+        quantize_onnx(tiny_onnx, tmp_path / "entropy.onnx", cal, method="entropy")
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_entropy
 def test_calibration_methods_differ_as_documented(tiny_onnx, calibration_folder, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -322,6 +360,7 @@ def test_calibration_methods_differ_as_documented(tiny_onnx, calibration_folder,
     assert any(scales["entropy"][name] != pytest.approx(scales["minmax"][name], rel=1e-3) for name in scales["minmax"])
 
 
+@needs_entropy
 def test_without_calibration_cache_support_entropy_warns_and_still_quantizes(tiny_onnx, calibration_folder,
                                                                              tmp_path, monkeypatch) -> None:
     """Older onnxruntime (no save_tensors_data / calibration_cache_path): calibration inside quantize_static."""

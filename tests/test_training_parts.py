@@ -19,7 +19,7 @@ import resnet.checkpointing as run_files
 from resnet import devices, recipe
 from resnet.builder import create_model
 from resnet.folders import load_training_data, match_classes, stratified_split
-from resnet.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches
+from resnet.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches, sample_seed
 from resnet.options import CommandError
 from resnet.synsets import imagenet_class_names, imagenet_wnids
 
@@ -101,8 +101,8 @@ def test_precision_auto_follows_the_device_and_the_cpu_flags(monkeypatch) -> Non
 
 def test_grad_scaler_falls_back_to_torch_cuda_amp(monkeypatch) -> None:
     current = recipe.grad_scaler(enabled=False)
-    assert isinstance(current, torch.amp.GradScaler)
-    monkeypatch.delattr(torch.amp, "GradScaler")  # torch < 2.3
+    assert isinstance(current, getattr(torch.amp, "GradScaler", torch.cuda.amp.GradScaler))
+    monkeypatch.delattr(torch.amp, "GradScaler", raising=False)  # torch < 2.3 has none
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # newer torch deprecates the old name
         legacy = recipe.grad_scaler(enabled=False)
@@ -205,6 +205,14 @@ def test_ordered_batches_keep_the_order_with_any_number_of_workers(tmp_path) -> 
     for workers in (0, 2):
         batches = list(ordered_batches(dataset, range(1, 7, 2), 2, workers=workers))
         assert [b.labels.tolist() for b in batches] == [[1, 3], [5]]
+
+
+def test_sample_seeds_are_reproducible_distinct_non_negative_int64() -> None:
+    """Python ints in [0, 2**63) (a torch.Generator seed), the same for the same keys, on numpy 1.x and 2.x."""
+    seeds = {sample_seed(5, epoch, image) for epoch in range(3) for image in range(50)}
+    assert len(seeds) == 150 and all(type(seed) is int and 0 <= seed < 2**63 for seed in seeds)
+    assert sample_seed(5, 1, 7) == sample_seed(5, 1, 7) != sample_seed(5, 7, 1)
+    torch.Generator().manual_seed(max(seeds))
 
 
 def test_augmentation_depends_on_seed_epoch_and_image_only(tmp_path) -> None:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import threading
 import time
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -122,6 +123,25 @@ def test_training_checkpoint_with_numpy_scalar_metadata_loads(tmp_path) -> None:
     model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path).eval()
     with torch.no_grad():
         assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+
+
+def test_torch_load_s_typed_storage_warning_is_silenced_and_no_other(ngc_file, monkeypatch) -> None:
+    """torch 2.1's torch.load warns "TypedStorage is deprecated" about itself: that warning never reaches the user
+    (the CLI's one-line errors); any other warning still does. The old torch is faked here."""
+    real, path = torch.load, ngc_file("resnet50")
+
+    def load_of_torch_2_1(*args, **kwargs):
+        warnings.warn("TypedStorage is deprecated. It will be removed in the future and UntypedStorage will be the "
+                      "only storage class.", UserWarning, stacklevel=2)
+        warnings.warn("some other warning", UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_of_torch_2_1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = resnet.weights.read_checkpoint(path)
+    assert "fc.weight" in state
+    assert [str(w.message) for w in caught] == ["some other warning"]
 
 
 @pytest.mark.parametrize("content", [b"", b"this is not a checkpoint\n"], ids=["empty", "text"])
