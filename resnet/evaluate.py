@@ -30,7 +30,7 @@ from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
-from .options import add_onnx_options, check_onnx_options, load_onnx
+from .options import add_onnx_options, check_onnx_options, load_onnx, output_file
 from .preprocessing import CROP_SIZE, build_transform
 
 
@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lowest", type=positive_int, default=5, metavar="N",
                         help="classes with the lowest accuracy to list (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
-    parser.add_argument("--confusion", metavar="PNG", help="draw the confusion matrix into this PNG file")
+    parser.add_argument("--confusion", type=output_file, metavar="PNG",
+                        help="draw the confusion matrix into this PNG file")
     parser.add_argument("--distributed", action="store_true",
                         help="shard the images over the ranks of a torchrun job (gloo on CPU, NCCL on CUDA)")
     add_onnx_options(parser)

@@ -1,7 +1,7 @@
 """Classification metrics of a labelled image set: top-1, top-5, per-class accuracy, confusion matrix.
 
 :func:`measure` runs any model-like callable (a float32 NCHW batch in, logits out) over a loader of
-:class:`resnet.data.Batch` es and returns :class:`Metrics`, summed over the ranks of a ``torchrun`` job,
+:class:`resnet.loading.Batch` es and returns :class:`Metrics`, summed over the ranks of a ``torchrun`` job,
 so several processes give the numbers of one. ``train`` uses it for validation after every epoch,
 ``evaluate`` for its report.
 """
@@ -108,7 +108,7 @@ def measure(
     total: Optional[int] = None,
     description: str = "evaluate",
 ) -> tuple[Metrics, float]:
-    """Run ``predict`` over ``batches`` (:class:`resnet.data.Batch` es) under ``torch.no_grad``.
+    """Run ``predict`` over ``batches`` (:class:`resnet.loading.Batch` es) under ``torch.no_grad``.
 
     ``loss_fn(logits, labels)`` returns the summed loss of a batch. Returns the finished metrics (summed
     over ``processes``) and the seconds this rank spent. ``total``: images, for the progress bar.

@@ -12,6 +12,7 @@ line, exit status 2); what can only be found later (a checkpoint that does not l
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import urllib.parse
@@ -320,6 +321,12 @@ def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     except CommandError as error:
         report_error(error)
         return error.status
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (``... | head``): stop quietly, as command-line tools do.
+        # Output still buffered would fail again at exit, so stdout now writes to nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def report_error(error: object) -> None:

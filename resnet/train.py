@@ -39,7 +39,15 @@ from .loading import (
     ordered_batches,
     sample_seed,
 )
-from .options import CommandError, add_device_option, add_model_options, load_model, non_negative_int, positive_int
+from .options import (
+    CommandError,
+    add_device_option,
+    add_model_options,
+    load_model,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from .preprocessing import CROP_SIZE, build_train_transform, build_transform
 
 #: Exit status after Ctrl+C (128 + SIGINT), once the checkpoint is written.
@@ -52,7 +60,9 @@ def _number(low: float, high: float, *, low_open: bool = False, high_open: bool 
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
-        if (value <= low if low_open else value < low) or (value >= high if high_open else value > high):
+        above_low = value > low if low_open else value >= low
+        below_high = value < high if high_open else value <= high
+        if not (above_low and below_high):  # written so that NaN, which compares False, is refused
             lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
             raise argparse.ArgumentTypeError(f"must be in {lo}, {hi}, not {text}")
         return value
@@ -71,11 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per step and process (default 32); the global batch is this times the "
                         "number of processes")
-    parser.add_argument("--lr", type=_number(0, float("inf"), low_open=True), default=recipe.LR_PER_256,
+    parser.add_argument("--lr", type=positive_float, default=recipe.LR_PER_256,
                         help=f"learning rate per 256 images of the global batch (default {recipe.LR_PER_256})")
     parser.add_argument("--warmup-epochs", type=_number(0, float("inf")), default=1.0,
                         help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
-    parser.add_argument("--mixup", type=_number(0, float("inf"), low_open=True), metavar="ALPHA",
+    parser.add_argument("--mixup", type=positive_float, metavar="ALPHA",
                         help="mixup with Beta(ALPHA, ALPHA) blends (default off; NVIDIA uses 0.2 for 250 epochs)")
     parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
                         help="training crop; validation resizes to 256/224 of it and crops it (default 224; "

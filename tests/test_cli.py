@@ -342,3 +342,23 @@ def test_timeout_keeps_the_connect_read_pair_and_an_optional_deadline() -> None:
     assert parser.parse_args(["x.jpg"]).timeout == (5.0, 30.0)
     assert parser.parse_args(["x.jpg", "--timeout", "2,7,60"]).timeout == (2.0, 7.0, 60.0)
     assert parser.parse_args(["x.jpg", "--timeout", "12"]).timeout == 12.0
+
+
+def test_output_cut_short_by_its_reader_ends_quietly() -> None:
+    """``python -m resnet ... | head``: the reader goes away mid-output; the command stops without a traceback.
+    Any command's output goes through the same dispatcher, so a command printing many lines stands in."""
+    script = (
+        "import sys; from resnet.options import run_command\n"
+        "def run(args):\n"
+        "    for i in range(200000):\n"
+        "        print('line', i)\n"
+        "    return 0\n"
+        "sys.exit(run_command(run, None))\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().startswith("line 0")
+    child.stdout.close()  # what head does after its lines
+    err = child.stderr.read()
+    assert child.wait(timeout=60) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -21,6 +21,8 @@ FREE_TEXT = {
     "train": {"--weights", "--output", "--resume"},
     "evaluate": {"--weights", "--onnx", "--json-output", "--predictions", "--confusion"},
 }
+#: Options whose value is a checked name, which "nan" is (but "%nonsense%" is not).
+NAMES = {("export", "--model-name")}
 #: What each command needs besides the option under test (positionals, required options), so that only
 #: the option under test is wrong; an option of the same exclusive group is left out.
 REQUIRED = {
@@ -29,7 +31,8 @@ REQUIRED = {
     "train": ["data", "--output", "run"],
     "evaluate": ["data"],
 }
-NONSENSE = "%nonsense%"
+#: Text that is no value of any typed option; "nan" passes float() but is no number a user means.
+NONSENSE = ("%nonsense%", "nan")
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -102,15 +105,16 @@ def _parse(command: str, argv: list[str], capsys) -> tuple[object, str]:
     return result, ""
 
 
+@pytest.mark.parametrize("nonsense", NONSENSE)
 @pytest.mark.parametrize("command, option", VALUED, ids=[f"{c} {o}" for c, o in VALUED])
-def test_a_nonsense_value_is_one_line_exit_2(command: str, option: str, capsys) -> None:
-    outcome, err = _parse(command, [option, NONSENSE], capsys)
-    if option in FREE_TEXT[command]:
-        assert isinstance(outcome, argparse.Namespace), f"{command} {option} takes any text at parse time: {err}"
+def test_a_nonsense_value_is_one_line_exit_2(command: str, option: str, nonsense: str, capsys) -> None:
+    outcome, err = _parse(command, [option, nonsense], capsys)
+    if option in FREE_TEXT[command] or (nonsense == "nan" and (command, option) in NAMES):
+        assert isinstance(outcome, argparse.Namespace), f"{command} {option} takes {nonsense!r} at parse time: {err}"
         return
-    assert outcome == 2, f"{command} {option} {NONSENSE} was accepted"
+    assert outcome == 2, f"{command} {option} {nonsense} was accepted"
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert option in err or NONSENSE in err, err
+    assert option in err or nonsense in err, err
     assert "Traceback" not in err
 
 
@@ -119,3 +123,11 @@ def test_a_missing_value_is_one_line_exit_2(command: str, option: str, capsys) -
     outcome, err = _parse(command, [option], capsys)
     assert outcome == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and option in err, err
+
+
+@pytest.mark.parametrize("command, option", [("classify", "--plot"), ("evaluate", "--confusion")])
+def test_a_picture_path_that_cannot_be_written_is_refused_before_any_work(command: str, option: str, capsys) -> None:
+    """A chart drawn after a long run must not fail only then: its folder is checked as the options are read."""
+    outcome, err = _parse(command, [option, "/nonexistent_dir/x.png"], capsys)
+    assert outcome == 2
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: argument {option}: ") and "does not exist" in err, err
