@@ -69,6 +69,16 @@ def eval_path_can_tell_context() -> bool:
     return not eval_path._being_transformed()
 
 
+def onednn_has_bfloat16_convolutions() -> Optional[bool]:
+    """Whether oneDNN runs bfloat16 convolutions on this CPU (AVX-512 BW/VL/DQ, AVX-NE-CONVERT or AMX: not an
+    AVX2-only CPU, where bfloat16 paths run unfused), as torch itself reports it; ``None`` where this torch
+    cannot say. Tests expect a fused bfloat16 path only where it is ``True``."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def skip_unless_torchrun_exits_cleanly() -> None:
     """Skip a test that runs torchrun jobs on a torch whose gloo jobs can hang at exit (see
     :data:`resnet.distributed.CLEAN_EXIT_TORCH`): such a hang would hold the suite for minutes."""

@@ -31,7 +31,7 @@ from resnet.fastpath import (
     resolve_dtype,
 )
 from resnet.inference import compile_unavailable
-from support import IMAGES, REPO_ROOT, load_expected, parity_input
+from support import IMAGES, REPO_ROOT, load_expected, onednn_has_bfloat16_convolutions, parity_input
 
 TOLERANCE = 1e-4
 skip_compile = pytest.mark.skipif(
@@ -265,7 +265,10 @@ def test_bfloat16_stays_fused_for_weights_with_large_logits() -> None:
     reference = logits_of(peer, x)
     assert reference.abs().max().item() > 20, "the premise: logits in the tens"
     fast = optimize_for_inference(model, dtype="bfloat16")
-    assert fast.dtype == torch.bfloat16 and fast.fused
+    assert fast.dtype == torch.bfloat16
+    kernels = onednn_has_bfloat16_convolutions()  # none on an AVX2-only CPU: the unfused path runs there
+    if kernels is not None:
+        assert fast.fused is kernels
     error = (logits_of(fast, x) - reference).abs().max().item()
     assert error <= REDUCED_PRECISION_TOLERANCE[torch.bfloat16] * reference.abs().max().item()
 
