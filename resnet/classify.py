@@ -47,6 +47,7 @@ from .options import (
     load_onnx,
     output_file,
     positive_int,
+    report_warning,
 )
 
 #: More inputs than this get a progress bar on stderr.
@@ -216,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         expanded = expand_inputs(args.inputs)
         for warning in expanded.warnings if rank == 0 else ():
-            print(f"warning: {warning}", file=sys.stderr)
+            report_warning(warning)
         uris = expanded.uris
         if not uris:
             raise CommandError("no images found in " + " ".join(args.inputs))
@@ -266,4 +267,4 @@ def plot(outcomes: list[Outcome], path: str) -> None:
     except (OSError, ValueError) as error:
         raise CommandError(f"--plot: could not write {path}: {error}", status=1) from error
     for warning in warnings:
-        print(f"warning: --plot: {warning}", file=sys.stderr)
+        report_warning(f"--plot: {warning}")

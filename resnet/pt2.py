@@ -34,6 +34,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from .exporters import first_line
+
 __all__ = [
     "METADATA_FILE",
     "Pt2Error",
@@ -141,7 +143,7 @@ def make_program(model: nn.Module, *, device: str | torch.device = "cpu") -> "to
             return torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))
     except Exception as error:
         raise Pt2Error(
-            f"torch.export could not export the model: {type(error).__name__}: {_first_line(error)}"
+            f"torch.export could not export the model: {type(error).__name__}: {first_line(error)}"
         ) from error
 
 
@@ -183,7 +185,7 @@ def compile_package(
         os.replace(staged, path)
     except Exception as error:
         raise Pt2Error(
-            f"AOTInductor could not compile the model: {type(error).__name__}: {_first_line(error)} "
+            f"AOTInductor could not compile the model: {type(error).__name__}: {first_line(error)} "
             "(it needs a working C++ compiler; see torch's AOTInductor documentation)"
         ) from error
     finally:
@@ -196,8 +198,3 @@ def load_metadata(path: os.PathLike | str) -> dict[str, Any]:
     extra = {METADATA_FILE: ""}
     torch.export.load(str(path), extra_files=extra)
     return json.loads(extra[METADATA_FILE] or "{}")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

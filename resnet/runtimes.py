@@ -194,7 +194,7 @@ def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, o
     if isinstance(names, list) and all(isinstance(n, str) for n in names) and (classes in (None, len(names))):
         return list(names)
     if classes in (None, 1000):
-        from processing_utils.classes import get_imgnet_classes
+        from .synsets import imagenet_class_names
 
         if not ours:
             warnings.warn(
@@ -203,7 +203,7 @@ def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, o
                 UserWarning,
                 stacklevel=4,
             )
-        return [str(n) for n in get_imgnet_classes()]
+        return imagenet_class_names()
     if not ours:
         warnings.warn(
             f"{str(path)!r} has no export metadata of this repository and {classes} classes; "
@@ -255,9 +255,12 @@ class OnnxModel:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes), float32 on the CPU, for the float32 (N, 3, 224, 224) ``batch``."""
-        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != (3, 224, 224):
+        from .preprocessing import INPUT_SHAPE
+
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != INPUT_SHAPE:
             shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-            raise ValueError(f"{self.path.name}: expected a float32 batch of shape (N, 3, 224, 224), got {shape}")
+            want = ", ".join(map(str, INPUT_SHAPE))
+            raise ValueError(f"{self.path.name}: expected a float32 batch of shape (N, {want}), got {shape}")
         x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
             out = self._run(x)
