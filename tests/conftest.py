@@ -30,7 +30,7 @@ def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test fails if anything in its process connects anywhere but 127.0.0.1 / ::1."""
+    """Every test fails if anything in its process looks up or connects to anything but 127.0.0.1 / ::1."""
     real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
 
     def check(sock: socket.socket, address) -> None:
@@ -45,8 +45,17 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         check(self, address)
         return real_connect_ex(self, address)
 
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):  # no DNS query for another host leaves the machine either
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in (None, "127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"test tried to look up {host!r}; tests stay on 127.0.0.1")
+        return real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture(scope="session")
