@@ -452,7 +452,7 @@ class EfficientNet(nn.Module):
         _check_values(num_classes, dropout, activation, conv_init, bn_momentum, bn_epsilon, survival_prob)
         self.arch = config
         self.num_classes = num_classes
-        self.classes: Optional[List[str]] = None
+        self.classes = None  # Optional[List[str]]; not annotated, which TorchScript would warn about
         layers = _Layers(activation, bn_epsilon, bn_momentum)
 
         self.stem = layers.conv_bn(3, config.stem_channels, 3, stride=2)
