@@ -295,6 +295,9 @@ def test_initialisation_is_nvidias(conv_init):
     bound = 1 / math.sqrt(squeeze.in_features)
     assert squeeze.weight.abs().max().item() <= bound
     assert squeeze.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.03)
+    conv_form = EfficientNet("efficientnet-b0", trt=True).layers[5].block2.se.squeeze  # 1x1 conv: the same default
+    assert conv_form.weight.abs().max().item() <= bound and conv_form.bias.abs().min().item() > 0
+    assert conv_form.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.03)
 
 
 def test_data_config_and_ngc_facts():
@@ -513,8 +516,9 @@ def test_file_of_another_arch_is_named(ngc_state, tmp_path):
 
 def test_resnet_weights_are_refused_with_what_does_not_match():
     resnet = {name: torch.zeros(shape) for name, shape in load_schema("resnet50")["keys"][:30]}
-    with pytest.raises(CheckpointMismatchError, match=r"(?s)resnet weights does not fit efficientnet-b0.*missing: stem\."
-                       r"conv\.weight.*unexpected: conv1\.weight.*Check that the file was saved from an EfficientNet"):
+    with pytest.raises(CheckpointMismatchError, match=r"(?s)resnet weights does not fit efficientnet-b0.*"
+                       r"missing: stem\.conv\.weight.*unexpected: conv1\.weight.*"
+                       r"Check that the file was saved from an EfficientNet"):
         efficientnet_from_checkpoint("efficientnet-b0", resnet, "resnet weights")
 
 
