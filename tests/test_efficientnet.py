@@ -325,10 +325,10 @@ def test_unpublished_archs_build_without_weights(arch):
     with pytest.raises(WeightsError, match=f"no pretrained weights for {arch} .*pretrained=False"):
         ngc_checkpoint(arch)
     config = get_efficientnet_arch(arch)
-    with torch.device("meta"):
+    with torch.device("meta"):  # shapes only (a forward pass: test_a_random_b1_runs; widths: torchvision's)
         model = EfficientNet(arch)
-        out = model(torch.empty(2, 3, config.image_size, config.image_size))
-    assert out.shape == (2, 1000)
+    assert sum(1 for m in model.modules() if isinstance(m, MBConvBlock)) == config.num_blocks
+    assert model.classifier.fc.in_features == model.features.conv.out_channels == config.feature_channels
 
 
 def test_a_random_b1_runs():
