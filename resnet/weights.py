@@ -189,26 +189,32 @@ _PREFIXES = ("module.", "_orig_mod.")
 _LAYERS_KEY = re.compile(r"^layers\.(\d+)\.")
 
 
-def _normalise_key(key: str) -> str:
+def _strip_prefixes(key: str) -> str:
     stripped = True
     while stripped:
         stripped = False
         for prefix in _PREFIXES:
             if key.startswith(prefix):
                 key, stripped = key[len(prefix) :], True
-    # NVIDIA's current training code names the stages layers.0 .. layers.3.
+    return key
+
+
+def resnet_stage_names(key: str) -> str:
+    """A key in the ResNets' stage naming: NVIDIA's current training code names the stages ``layers.0`` ..
+    ``layers.3``, the ResNets (and NVIDIA's NGC files) ``layer1`` .. ``layer4``."""
     return _LAYERS_KEY.sub(lambda m: f"layer{int(m.group(1)) + 1}.", key)
 
 
 def extract_state_dict(
-    obj: Any, source: str, key_map_fn: Optional[KeyMapFn] = None
+    obj: Any, source: str, key_map_fn: Optional[KeyMapFn] = None, *, stage_names: KeyMapFn = resnet_stage_names
 ) -> dict[str, torch.Tensor]:
-    """Turn any supported checkpoint object into a state dict with this repository's key names.
+    """Turn any supported checkpoint object into a state dict with the model family's key names.
 
     Accepts a flat ``name -> tensor`` mapping (NGC files, torchvision-layout state dicts)
     or a training checkpoint ``{"state_dict": ..., "epoch": ...}``. ``key_map_fn`` (the
     entrypoints' ``state_dict_key_map_fn``) is applied to each raw key first; then
-    ``module.`` / ``_orig_mod.`` prefixes are stripped and ``layers.N`` becomes ``layer{N+1}``.
+    ``module.`` / ``_orig_mod.`` prefixes are stripped and ``stage_names`` names the stages as the
+    family does (the default, :func:`resnet_stage_names`, turns ``layers.N`` into ``layer{N+1}``).
     """
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
@@ -225,7 +231,7 @@ def extract_state_dict(
                 "this is not a state dict of this model family"
             )
         key = raw_key if key_map_fn is None else key_map_fn(raw_key)
-        state[_normalise_key(key)] = value
+        state[stage_names(_strip_prefixes(key))] = value
     return state
 
 
@@ -236,10 +242,13 @@ def fit_state_dict(
     target: str,
     *,
     skip_prefixes: tuple[str, ...] = (),
+    squeeze_excitation: tuple[str, ...] = (".squeeze.",),
 ) -> dict[str, torch.Tensor]:
     """Check ``state`` against the model's ``expected`` entries and adapt harmless differences.
 
-    Squeeze-excitation weights are reshaped between 2-D (Linear) and 4-D (1x1 conv) forms,
+    Squeeze-excitation weights (entries whose name contains one of ``squeeze_excitation``; the default
+    fits the ResNets' ``.squeeze.squeeze`` / ``.squeeze.expand``) are reshaped between 2-D (Linear) and
+    4-D (1x1 conv) forms,
     float16 / bfloat16 / float64 tensors take the model's dtype (float32 weights, int64
     ``num_batches_tracked``), and keys under ``skip_prefixes`` are left out (so a new classifier
     head keeps its fresh initialisation). Then every value is checked to be finite: one reduction
@@ -265,7 +274,7 @@ def fit_state_dict(
             continue
         want = expected[key].shape
         if value.shape != want:
-            if ".squeeze." in key and value.numel() == want.numel():
+            if any(marker in key for marker in squeeze_excitation) and value.numel() == want.numel():
                 value = value.reshape(want)
             else:
                 wrong_shape.append((key, tuple(value.shape), tuple(want)))

@@ -35,9 +35,21 @@ def load_expected(arch: str) -> dict:
     return torch.load(FIXTURES / f"{arch}.expected.pt", weights_only=True)
 
 
-def standin_state_dict(arch: str) -> "OrderedDict[str, torch.Tensor]":
-    """The deterministic stand-in for NVIDIA's NGC checkpoint of ``arch`` (how: fixtures/ngc/README.md)."""
-    seed_base = load_expected(arch)["seed_base"]
+def load_live(arch: str) -> dict:
+    """An EfficientNet's live fixture: the recipe's seeds, BatchNorm running stats and the reference's logits
+    (fixtures/ngc/README.md)."""
+    return torch.load(FIXTURES / f"{arch}.live.pt", weights_only=True)
+
+
+def standin_state_dict(arch: str, *, live: bool = False) -> "OrderedDict[str, torch.Tensor]":
+    """The deterministic stand-in for NVIDIA's NGC checkpoint of ``arch`` (how: fixtures/ngc/README.md).
+
+    ``live``: the live recipe of the EfficientNet fixtures, the same entries (seeds from ``<arch>.live.pt``)
+    with the fixture's BatchNorm running stats in place of the generated ones. Names carry the fixture's
+    ``key_prefix`` (``module.`` in some sets).
+    """
+    source = load_live(arch) if live else load_expected(arch)
+    seed_base, prefix = source["seed_base"], source.get("key_prefix", "")
     state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     for i, (name, shape) in enumerate(load_schema(arch)["keys"]):
         g = torch.Generator().manual_seed(seed_base + i)
@@ -51,14 +63,17 @@ def standin_state_dict(arch: str) -> "OrderedDict[str, torch.Tensor]":
             value = 0.5 + torch.rand(shape, generator=g) * 0.5
         else:
             value = torch.randn(shape, generator=g) * 0.01
-        state[name] = value
+        state[prefix + name] = value
+    if live:
+        state.update((prefix + name, value) for name, value in source["bn_stats"].items())
     return state
 
 
-def parity_input(arch: str) -> torch.Tensor:
-    """The (2, 3, 224, 224) input batch the reference logits were computed for."""
-    seed = load_expected(arch)["input_seed"]
-    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+def parity_input(arch: str, size: int = 224, *, live: bool = False) -> torch.Tensor:
+    """The (2, 3, size, size) input batch the reference logits were computed for (224, or 380 for the
+    ``logits_380`` of the B4 EfficientNets)."""
+    seed = (load_live(arch) if live else load_expected(arch))["input_seed"]
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def eval_path_can_tell_context() -> bool:
