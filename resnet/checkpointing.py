@@ -373,9 +373,10 @@ class RunFolder:
         """Release RUN; after a failure, remove it when this trainer made it and it holds nothing else."""
         if self._lock is None:
             return
-        if failed and self.made and [p.name for p in self.path.iterdir()] == [LOCK]:
+        if failed and self.made:
             with contextlib.suppress(OSError):
-                (self.path / LOCK).unlink()
+                if [p.name for p in self.path.iterdir()] == [LOCK]:  # made for this run, which wrote nothing
+                    (self.path / LOCK).unlink()
         self._lock.release()
         self._lock = None
         if failed:

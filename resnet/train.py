@@ -218,8 +218,8 @@ class Trainer:
         checkpoint = self.out / files.CHECKPOINT
         if checkpoint.exists():
             return f"{what}; {checkpoint} holds the run as last saved: add --resume to the command to continue it"
-        again = " with --force" if self.out.is_dir() and files.existing_run_files(self.out) else ""
-        return f"{what}; no checkpoint was written, so there is nothing to resume: run the command again{again}"
+        force = " with --force" if self.out.is_dir() and files.existing_run_files(self.out) else ""
+        return f"{what}; no checkpoint was written, so there is nothing to resume: run the command again{force}"
 
     def _run(self) -> int:
         args = self.args
@@ -230,8 +230,10 @@ class Trainer:
             report_warning(message)
         if stored is not None:
             files.check_resumable(stored, self.options, self.data.classes, self.out)
-            if self.main:
-                self._recover_model_file(stored)
+            error = self._recover_model_file(stored) if self.main else None
+            error = self.procs.broadcast(error)
+            if error:
+                raise CommandError(error)
             if stored["epoch"] >= args.epochs and stored["step"] == 0:
                 self.say(f"the run in {self.out} has finished its {stored['epoch']} epochs; "
                          f"--epochs N with N > {stored['epoch']} extends it")
@@ -259,23 +261,25 @@ class Trainer:
                      f"did better); {self.out / files.CHECKPOINT} holds the last epoch, {self.epoch}")
         return 0
 
-    def _recover_model_file(self, stored: dict) -> None:
+    def _recover_model_file(self, stored: dict) -> Optional[str]:
         """A checkpoint resumed without its model.pth (copied alone): write model.pth from it when it holds the
-        best epoch's weights, else say that model.pth comes only with an epoch that does better."""
+        best epoch's weights, else say that model.pth comes only with an epoch that does better. Returns what
+        went wrong (a failed write), for every rank to stop with."""
         target, best = self.out / files.MODEL, stored["best"]
         if target.exists() or not best:
-            return
+            return None
         if stored["step"] == 0 and best["epoch"] == stored["epoch"]:
             try:
                 files.save(files.model_file(stored["state_dict"], arch=stored["arch"], classes=stored["classes"],
                                             image_size=stored["options"]["image_size"], metrics=best), target)
             except OSError as error:
-                raise CommandError(f"could not write {str(target)!r}: {error.strerror or error}") from error
+                return f"could not write {str(target)!r}: {error.strerror or error}"
             print(f"note: {target} was missing; written from the checkpoint, which holds the best epoch so far "
                   f"({best['epoch']})", file=sys.stderr)
         else:
             print(f"note: {target} is missing, and the checkpoint holds epoch {stored['epoch']}, not the best one so "
                   f"far ({best['epoch']}): {files.MODEL} is written again when an epoch does better", file=sys.stderr)
+        return None
 
     def _stored_run(self) -> Optional[dict]:
         path = self.out / files.CHECKPOINT
