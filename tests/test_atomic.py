@@ -154,6 +154,8 @@ def test_a_244_byte_file_name_can_be_written(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("given", [".", "x/..", "x/../.", "", "/", "/proc"])
 def test_output_folders_a_rename_cannot_replace_are_refused_first(tmp_path: Path, monkeypatch, given: str) -> None:
+    if given == "/proc" and not os.path.ismount("/proc"):
+        pytest.skip("no /proc mount point here")
     work = tmp_path / "work"
     (work / "x").mkdir(parents=True)
     monkeypatch.chdir(work)
