@@ -8,7 +8,8 @@ images and of unreadable files, the classes with the lowest accuracy and the spe
 one JSON object with all of it (per-class accuracy included), ``--confusion PNG`` draws the confusion
 matrix. Runs on the inference fast path, or with ``--onnx FILE`` an exported model (fp32 or INT8) on ONNX
 Runtime or OpenVINO (``--runtime``), with the same report. Exit status: 0 every image was read, 1 some
-could not be (they are listed and left out of the accuracy), 2 nothing could run.
+images or folders could not be (they are named and left out of the accuracy) or the ``--confusion`` chart
+could not be written (the report is printed first), 2 nothing could run.
 
 With ``--distributed`` under torchrun each process measures every WORLD_SIZE-th image and rank 0
 reports the sums, the same numbers as one process.
@@ -29,7 +30,7 @@ from . import distributed, recipe
 from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
-from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
+from .options import CommandError, add_device_option, add_model_options, load_model, positive_int, report_warning
 from .options import add_onnx_options, check_onnx_options, load_onnx, output_file
 from .preprocessing import CROP_SIZE, build_transform
 
@@ -191,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     device = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     with distributed.job(device, distributed=args.distributed, command="evaluate") as procs:
         scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
+        for message in scan.warnings() if procs.is_main else ():
+            report_warning(message)
         predictor = load_predictor(args, procs.device, check=lambda names, outputs: match_folders(scan, names, outputs))
         report = evaluate_folder(
             predictor, scan, batch_size=args.batch_size,
@@ -199,21 +202,26 @@ def run(args: argparse.Namespace) -> int:
         )
     if not procs.is_main:
         return 0
+    # The report comes first: a chart that cannot be written (a full disk) must not cost the evaluation.
+    if args.json:
+        print(json.dumps(report.as_json(args.data, predictor.description, args.lowest)), flush=True)
+    else:
+        print_report(report, args.data, predictor.description, args.lowest)
+        sys.stdout.flush()
+    for path, message in report.metrics.failures:
+        print(f"warning: unreadable image skipped: {message}", file=sys.stderr)
     if args.confusion:
+        from .atomic import OutputPathError
         from .checkpointing import write_bytes
         from .plots import confusion_png
 
         try:
             write_bytes(args.confusion, confusion_png(report.metrics.confusion, report.classes))
-        except OSError as error:
-            raise CommandError(f"cannot write --confusion {args.confusion!r}: {error.strerror or error}") from error
-    if args.json:
-        print(json.dumps(report.as_json(args.data, predictor.description, args.lowest)))
-    else:
-        print_report(report, args.data, predictor.description, args.lowest)
-    for path, message in report.metrics.failures:
-        print(f"warning: unreadable image skipped: {message}", file=sys.stderr)
-    return 1 if report.metrics.failures else 0
+        except (OSError, OutputPathError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            raise CommandError(f"the report above is complete, but the confusion matrix could not be written to "
+                               f"--confusion {args.confusion!r}: {reason}", status=1) from error
+    return 1 if report.metrics.failures or scan.scan.unreadable else 0
 
 
 def print_report(report: Report, data: str, description: str, lowest: int) -> None:

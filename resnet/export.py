@@ -258,8 +258,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"says;\noutput {OUTPUT_NAME!r}: float32 (N, classes) logits. N is dynamic.\n"
         "Files are written to a temporary folder beside the target and moved into place when complete;\n"
         "files get mode 644 and folders 755 whatever the umask, so a server running as another user can\n"
-        "read them. Exit status: 0 done, 1 the export failed (nothing written), 2 bad arguments, no weights\n"
-        "or a missing package (checked before any work)."
+        "read them. Exit status: 0 done, 1 the export failed or was interrupted (nothing written), 2 bad\n"
+        "arguments, no weights, a missing package or an output that cannot be written (checked before any work)."
     )
     parser.epilog = (
         "examples:\n"
@@ -507,6 +507,8 @@ def _export(args: argparse.Namespace) -> int:
             else:
                 written = write_exports(prepared, staging, arch=args.arch, formats=plan.formats, metadata=meta,
                                         opset=args.opset, onnx_exporter=exporter, int8=plan.int8, say=say)
+    except KeyboardInterrupt:  # the temporary folder is gone (atomic_directory); one line, no traceback
+        raise CommandError(f"interrupted (Ctrl+C): nothing was written to {str(plan.target)!r}", status=1) from None
     except OutputPathError as error:  # the target changed since it was checked
         raise CommandError(str(error)) from error
     except (ExportError, Pt2Error, QuantizationError) as error:

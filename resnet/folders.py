@@ -1,13 +1,17 @@
 """Labelled image folders for ``train`` and ``evaluate``: scanning, checking, splitting, class matching.
 
 A labelled folder has torchvision's ``ImageFolder`` layout: one sub-folder per class, holding that class's
-images (searched recursively; hidden files and folders such as ``.ipynb_checkpoints`` are left out). The
-classes are the sorted folder names. Everything a user can get wrong about the folder is a
-:class:`resnet.options.CommandError` that names the folder and says what to do.
+images. The classes are the sorted folder names (links to folders included). Each class folder is searched
+as every command searches folders (:func:`processing_utils.inputs.scan_images`: recursively, hidden files
+and folders left out, links to folders followed once), with the DATA folder and the other class folders
+kept out: an image is found once, under its own class, even through a link loop or a link into another
+class. Everything a user can get wrong about the folder is a :class:`resnet.options.CommandError` that
+names the folder and says what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +19,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from processing_utils.inputs import IMAGE_SUFFIXES  # the one list of image suffixes (any case)
+from processing_utils.inputs import IMAGE_SUFFIXES, FolderScan, folder_key, scan_images, scan_warnings
 
 from .options import CommandError
 
@@ -32,12 +36,21 @@ class LabelledFolder:
         classes: the class folder names, sorted (the class index is the position here).
         samples: ``(path, class index)`` for every image file, in sorted order.
         empty: class folders that hold no image file.
+        unreadable: class folders that could not be read (they are in ``empty`` too).
+        scan: what the search found besides the images (folders that could not be read, files left out
+            for their type, links not followed again), over all class folders.
     """
 
     root: Path
     classes: list[str]
     samples: list[tuple[str, int]]
     empty: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    scan: FolderScan = field(default_factory=FolderScan)
+
+    def warnings(self) -> list[str]:
+        """What a command should tell the user about the search (:func:`processing_utils.inputs.scan_warnings`)."""
+        return scan_warnings(self.scan)
 
     def counts(self) -> list[int]:
         """Images per class."""
@@ -47,39 +60,69 @@ class LabelledFolder:
         return counts
 
 
-def scan_folder(root: os.PathLike | str, *, what: str = "DATA") -> LabelledFolder:
+def scan_folder(root: os.PathLike | str, *, what: str = "DATA", keep_out: Sequence[os.PathLike | str] = ()
+                ) -> LabelledFolder:
     """List the classes and image files of a labelled folder (hidden files and folders are left out).
 
+    ``keep_out``: more folders whose images belong elsewhere (DATA/val while DATA/train is scanned): links
+    to them are not followed.
+
     Raises:
-        CommandError: ``root`` does not exist, is not a folder, or holds no class folder.
+        CommandError: ``root`` does not exist, is not a folder, cannot be read, holds no class folder, or two
+            class folders are the same folder (a link).
     """
     root = Path(root)
     if not root.exists():
         raise CommandError(f"{what} folder {str(root)!r} does not exist; {LAYOUT_HELP}")
     if not root.is_dir():
         raise CommandError(f"{what} {str(root)!r} is a file, not a folder; {LAYOUT_HELP}")
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    try:
+        with os.scandir(root) as listing:
+            entries = list(listing)
+    except OSError as error:
+        raise CommandError(f"cannot read the {what} folder {str(root)!r}: {error.strerror or error}; "
+                           "give a folder this user can read") from None
+    classes = sorted(e.name for e in entries if _is_folder(e) and not e.name.startswith("."))
     if not classes:
         raise CommandError(f"{what} folder {str(root)!r} holds no class folders; {LAYOUT_HELP}")
+    # The DATA folder and every class folder are searched by their own class only (keys of unreadable
+    # class folders are left out: their search reports them).
+    searched: set[tuple[int, int]] = set()
+    owner: dict[tuple[int, int], str] = {}
+    for folder in (root, *keep_out):
+        with contextlib.suppress(OSError):
+            searched.add(folder_key(folder))
+    for name in classes:
+        with contextlib.suppress(OSError):
+            key = folder_key(root / name)
+            if key in owner:
+                raise CommandError(f"class folders {owner[key]!r} and {name!r} in {what} ({str(root)!r}) are the "
+                                   "same folder (a link to it); remove one of them")
+            owner[key] = name
+    searched |= set(owner)
     samples: list[tuple[str, int]] = []
     empty: list[str] = []
+    unreadable: list[str] = []
+    total = FolderScan()
     for label, name in enumerate(classes):
-        files = _image_files(root / name)
-        if not files:
+        folder = root / name
+        scan = scan_images(folder, searched=searched)
+        if not scan.images:
             empty.append(name)
-        samples.extend((path, label) for path in files)
-    return LabelledFolder(root, classes, samples, empty)
+        if any(path == str(folder) for path, _ in scan.unreadable):
+            unreadable.append(name)
+        samples.extend((path, label) for path in scan.images)
+        total.unreadable += scan.unreadable
+        total.other_files += scan.other_files
+        total.repeated += scan.repeated
+    return LabelledFolder(root, classes, samples, empty, unreadable, total)
 
 
-def _image_files(folder: Path) -> list[str]:
-    found = []
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
-        found.extend(
-            os.path.join(directory, f) for f in sorted(files)
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES
-        )
-    return found
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def split_layout(data: os.PathLike | str) -> tuple[Path, Optional[Path]]:
@@ -161,24 +204,33 @@ def _names(names: Sequence[str], limit: int = 5) -> str:
 
 @dataclass
 class TrainingData:
-    """The images of a training run: ``(path, class index)`` pairs to train on and to validate on."""
+    """The images of a training run: ``(path, class index)`` pairs to train on and to validate on, and what the
+    search of DATA should tell the user (:meth:`LabelledFolder.warnings`)."""
 
     classes: list[str]
     train: list[tuple[str, int]]
     val: list[tuple[str, int]]
     val_source: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def load_training_data(data: os.PathLike | str, *, val_split: float, seed: int, global_batch: int) -> TrainingData:
     """Scan DATA (class folders, or train/ and val/), check it, and hold out the validation share.
 
     Raises:
-        CommandError: DATA missing or empty, one class only, a class folder without images, val/ classes that
-            train/ lacks, or fewer training images than one global batch.
+        CommandError: DATA missing or empty, one class only, a class folder that cannot be read or holds no
+            images, val/ classes that train/ lacks, or fewer training images than one global batch.
     """
     train_root, val_root = split_layout(data)
     what = "DATA/train" if val_root else "DATA"
-    scan = scan_folder(train_root, what=what)
+    scan = scan_folder(train_root, what=what, keep_out=[data, val_root] if val_root else ())
+    if scan.unreadable:
+        reasons = {folder: reason for folder, reason in scan.scan.unreadable}
+        reason = reasons.get(str(train_root / scan.unreadable[0]), "")
+        raise CommandError(
+            f"class folder(s) {_names(scan.unreadable)} in {what} ({str(train_root)!r}) cannot be read ({reason}); "
+            "give this user read access to them, or remove them"
+        )
     if scan.empty:
         raise CommandError(
             f"class folder(s) {_names(scan.empty)} in {what} ({str(train_root)!r}) hold no images (files ending "
@@ -190,7 +242,7 @@ def load_training_data(data: os.PathLike | str, *, val_split: float, seed: int, 
             "at least two classes, one folder each"
         )
     if val_root is not None:
-        val_scan = scan_folder(val_root, what="DATA/val")
+        val_scan = scan_folder(val_root, what="DATA/val", keep_out=[data, train_root])
         index = {name: i for i, name in enumerate(scan.classes)}
         unknown = [name for name in val_scan.classes if name not in index]
         if unknown:
@@ -208,5 +260,6 @@ def load_training_data(data: os.PathLike | str, *, val_split: float, seed: int, 
             f"the global batch of {global_batch} images (--batch-size times the number of processes) is larger "
             f"than the {len(train)} training images in {what}; give a smaller --batch-size"
         )
-    return TrainingData(scan.classes, train, val, source)
+    warnings = scan.warnings() + (val_scan.warnings() if val_root is not None else [])
+    return TrainingData(scan.classes, train, val, source, warnings)
 

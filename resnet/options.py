@@ -315,12 +315,16 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **o
 
 
 def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Call a command's ``run(args)``; a :class:`CommandError` becomes one ``error:`` line and its status."""
+    """Call a command's ``run(args)``; a :class:`CommandError` becomes one ``error:`` line and its status, and
+    Ctrl+C that the command does not handle itself one ``error: interrupted`` line and status 1."""
     try:
         return run(args)
     except CommandError as error:
         report_error(error)
         return error.status
+    except KeyboardInterrupt:
+        report_error("interrupted (Ctrl+C)")
+        return 1
     except BrokenPipeError:
         # Whoever read the output stopped reading (``... | head``): stop quietly, as command-line tools do.
         # Output still buffered would fail again at exit, so stdout now writes to nowhere.

@@ -60,7 +60,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from processing_utils.inputs import IMAGE_SUFFIXES  # the one list of image suffixes (any case)
+from processing_utils.inputs import IMAGE_SUFFIXES, FolderScan, scan_images, scan_warnings
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -122,11 +122,17 @@ class CalibrationSet:
 
 
 def find_images(folder: os.PathLike | str) -> list[Path]:
-    """Image files (by suffix, :data:`IMAGE_SUFFIXES`) under ``folder``, recursively, in sorted order.
+    """Image files (by suffix, :data:`IMAGE_SUFFIXES`) under ``folder``, recursively, in sorted order, found as
+    every command searches folders (:func:`processing_utils.inputs.scan_images`: hidden names left out, links
+    to folders followed once).
 
     Raises:
         QuantizationError: ``folder`` does not exist or is not a directory.
     """
+    return [Path(path) for path in _scan(folder).images]
+
+
+def _scan(folder: os.PathLike | str) -> FolderScan:
     root = Path(folder)
     if not root.exists():
         raise QuantizationError(f"calibration folder {str(root)!r} does not exist; pass a folder of sample images")
@@ -135,7 +141,7 @@ def find_images(folder: os.PathLike | str) -> list[Path]:
             f"calibration path {str(root)!r} is not a folder; pass a folder of sample images (it is searched "
             "recursively)"
         )
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return scan_images(root)
 
 
 def load_calibration_set(
@@ -148,7 +154,9 @@ def load_calibration_set(
 
     Files that do not decode are skipped and listed in :attr:`CalibrationSet.skipped`; reading goes
     on until ``num_images`` images loaded or the folder is exhausted. Fewer than ``min_images``
-    readable images give a ``UserWarning`` that says how many there were.
+    readable images give a ``UserWarning`` that says how many there were; so does each problem of the
+    search (:func:`processing_utils.inputs.scan_warnings`: sub-folders that cannot be read, files left out
+    for their type, links not followed again).
 
     Raises:
         QuantizationError: the folder does not exist, holds no image files, or none of them is
@@ -159,7 +167,10 @@ def load_calibration_set(
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise QuantizationError(f"the number of calibration images must be at least 1, not {num_images!r}")
     root = Path(folder)
-    candidates = find_images(root)
+    scan = _scan(root)
+    for message in scan_warnings(scan):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    candidates = [Path(path) for path in scan.images]
     if not candidates:
         raise QuantizationError(
             f"calibration folder {str(root)!r} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))}); "

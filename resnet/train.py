@@ -13,6 +13,7 @@ its share of every batch (DistributedDataParallel); the learning rate follows th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -47,11 +48,15 @@ from .options import (
     non_negative_int,
     positive_float,
     positive_int,
+    report_warning,
 )
 from .preprocessing import CROP_SIZE, build_train_transform, build_transform
 
 #: Exit status after Ctrl+C (128 + SIGINT), once the checkpoint is written.
 INTERRUPTED = 130
+#: Above this share of image files that cannot be read, the epoch's summary says so loudly: that many usually
+#: means a problem with the data (a format that is not supported, a broken copy), not a few bad files.
+UNREADABLE_ALERT = 0.1
 
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
@@ -171,24 +176,73 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def run(self) -> int:
+        """Train; returns the exit status (0 done, :data:`INTERRUPTED` stopped with a checkpoint).
+
+        Raises:
+            CommandError: bad data, a RUN that cannot be used (a file, not writable, another trainer's), a
+                checkpoint that cannot be resumed, a failed write, or a second Ctrl+C (status 1).
+        """
+        self.dtype = recipe.resolve_precision(self.args.precision, self.device)
+        with self._claimed_folder():
+            try:
+                return self._run()
+            except KeyboardInterrupt:
+                raise CommandError(self._stopped_at_once(), status=1) from None
+
+    @contextlib.contextmanager
+    def _claimed_folder(self):
+        """Rank 0 holds RUN (:class:`resnet.checkpointing.RunFolder`) for the time of the run; every rank stops
+        with rank 0's message when it cannot."""
+        folder = files.RunFolder(self.out) if self.main else None
+        error = None
+        if folder is not None:
+            try:
+                folder.open()
+            except CommandError as refused:
+                error = str(refused)
+        error = self.procs.broadcast(error)
+        if error:
+            raise CommandError(error)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            if folder is not None:
+                folder.close(failed=failed)
+
+    def _stopped_at_once(self) -> str:
+        again = getattr(self, "stop", None) is not None and self.stop.requested
+        what = ("interrupted again (a second Ctrl+C): stopped at once, without saving the current step" if again
+                else "interrupted (Ctrl+C)")
+        checkpoint = self.out / files.CHECKPOINT
+        if checkpoint.exists():
+            return f"{what}; {checkpoint} holds the run as last saved: add --resume to the command to continue it"
+        force = " with --force" if self.out.is_dir() and files.existing_run_files(self.out) else ""
+        return f"{what}; no checkpoint was written, so there is nothing to resume: run the command again{force}"
+
+    def _run(self) -> int:
         args = self.args
-        self.dtype = recipe.resolve_precision(args.precision, self.device)
         stored = self._stored_run()
         self.data: TrainingData = load_training_data(args.data, val_split=args.val_split, seed=args.seed,
                                                      global_batch=args.batch_size * self.procs.world)
+        for message in self.data.warnings if self.main else ():
+            report_warning(message)
         if stored is not None:
             files.check_resumable(stored, self.options, self.data.classes, self.out)
+            error = self._recover_model_file(stored) if self.main else None
+            error = self.procs.broadcast(error)
+            if error:
+                raise CommandError(error)
             if stored["epoch"] >= args.epochs and stored["step"] == 0:
                 self.say(f"the run in {self.out} has finished its {stored['epoch']} epochs; "
                          f"--epochs N with N > {stored['epoch']} extends it")
                 return 0
         self.model = self._build_model(stored)
         self._build_training(stored)
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if args.force and stored is None:
-                for name in files.existing_run_files(self.out):
-                    (self.out / name).unlink()
+        if self.main and args.force and stored is None:
+            for name in files.existing_run_files(self.out):
+                (self.out / name).unlink()
         self._announce()
         with StopRequests() as stop:
             self.stop = stop
@@ -198,9 +252,34 @@ class Trainer:
             except Interrupted:
                 return INTERRUPTED
         best = self.best
-        self.say(f"done: {self.out / files.MODEL} holds epoch {best['epoch']}"
-                 + (f" (validation top-1 {best['top1']:.2f}%)" if best.get("top1") is not None else ""))
+        if (self.out / files.MODEL).exists():
+            self.say(f"done: {self.out / files.MODEL} holds epoch {best['epoch']}"
+                     + (f" (validation top-1 {best['top1']:.2f}%)" if best.get("top1") is not None else ""))
+        else:
+            self.say(f"done: the run's best epoch is {best['epoch']}, but its weights were not in {self.out} "
+                     f"({files.MODEL} is missing: the checkpoint was resumed without it, and no epoch trained here "
+                     f"did better); {self.out / files.CHECKPOINT} holds the last epoch, {self.epoch}")
         return 0
+
+    def _recover_model_file(self, stored: dict) -> Optional[str]:
+        """A checkpoint resumed without its model.pth (copied alone): write model.pth from it when it holds the
+        best epoch's weights, else say that model.pth comes only with an epoch that does better. Returns what
+        went wrong (a failed write), for every rank to stop with."""
+        target, best = self.out / files.MODEL, stored["best"]
+        if target.exists() or not best:
+            return None
+        if stored["step"] == 0 and best["epoch"] == stored["epoch"]:
+            try:
+                files.save(files.model_file(stored["state_dict"], arch=stored["arch"], classes=stored["classes"],
+                                            image_size=stored["options"]["image_size"], metrics=best), target)
+            except OSError as error:
+                return f"could not write {str(target)!r}: {error.strerror or error}"
+            print(f"note: {target} was missing; written from the checkpoint, which holds the best epoch so far "
+                  f"({best['epoch']})", file=sys.stderr)
+        else:
+            print(f"note: {target} is missing, and the checkpoint holds epoch {stored['epoch']}, not the best one so "
+                  f"far ({best['epoch']}): {files.MODEL} is written again when an epoch does better", file=sys.stderr)
+        return None
 
     def _stored_run(self) -> Optional[dict]:
         path = self.out / files.CHECKPOINT
@@ -219,7 +298,9 @@ class Trainer:
             raise CommandError(f"--resume: there is no checkpoint at {str(path)!r}; leave out --resume to start "
                                "a new run there, or give the --output of an existing run")
         try:
-            return files.load(path, files.CHECKPOINT_FORMAT)
+            return files.load_checkpoint(path, self.options)
+        except files.CheckpointError as error:
+            raise CommandError(f"--resume: {error}") from None
         except (OSError, ValueError, RuntimeError) as error:
             raise CommandError(f"--resume: cannot read {str(path)!r}: {error}") from error
 
@@ -277,14 +358,32 @@ class Trainer:
         self.epoch, self.step, self.history, self.best, self.unreadable = 0, 0, [], {}, {}
         self.partial = {"loss_sum": 0.0, "images": 0, "seconds": 0.0}
         if stored is not None:
-            self.optimizer.load_state_dict(stored["optimizer"])
-            self.scaler.load_state_dict(stored["scaler"])
-            self.epoch, self.step = stored["epoch"], stored["step"]
-            self.history, self.best = list(stored["history"]), dict(stored["best"])
-            self.unreadable = dict(stored["unreadable"])
-            if self.main:  # the partial epoch's sums are global; one rank carries them
-                self.partial = dict(stored["partial"])
+            self._restore(stored)
+
+    def _restore(self, stored: dict) -> None:
+        """The training state of a checked checkpoint (:func:`resnet.checkpointing.check_checkpoint`); an entry
+        that does not fit this run is a :class:`CommandError` naming it."""
+        def unfit(entry: str, why: str) -> CommandError:
+            return CommandError(f"--resume: {str(self.out / files.CHECKPOINT)!r} is not a usable training checkpoint: "
+                                f"its {entry!r} entry {why}; resume from an intact copy, or start a new run with "
+                                "--force or another --output")
+
+        if stored["step"] >= self.steps:
+            raise unfit("step", f"is {stored['step']}, but an epoch of this run has {self.steps} steps")
+        for entry, restore in (("optimizer", self.optimizer.load_state_dict), ("scaler", self.scaler.load_state_dict)):
+            try:
+                restore(stored[entry])
+            except (ValueError, RuntimeError, KeyError, TypeError, IndexError, AttributeError) as error:
+                raise unfit(entry, f"does not fit this run ({type(error).__name__}: {str(error)[:200]})") from None
+        self.epoch, self.step = stored["epoch"], stored["step"]
+        self.history, self.best = list(stored["history"]), dict(stored["best"])
+        self.unreadable = dict(stored["unreadable"])
+        if self.main:  # the partial epoch's sums are global; one rank carries them
+            self.partial = dict(stored["partial"])
+        try:
             torch.set_rng_state(stored["rng"]["torch"])
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise unfit("rng", f"is not a random generator state ({str(error)[:200]})") from None
 
     def _frozen_features(self) -> nn.Module:
         """The frozen backbone as a feature extractor on the inference fast path: BatchNorm folded once,
@@ -317,7 +416,7 @@ class Trainer:
         bar = torch.hub.tqdm(total=self.steps, initial=self.step, desc=f"epoch {epoch + 1}/{args.epochs}",
                              unit="step", file=sys.stderr, disable=args.quiet or not self.main, dynamic_ncols=True)
         failures: list[tuple[str, str]] = []
-        images = 0
+        images = decoded = 0
         batches = iter(self.loader)
         while True:
             batch = next(batches, None)
@@ -328,6 +427,7 @@ class Trainer:
             if batch is None:
                 break
             failures.extend(batch.failures)
+            decoded += len(batch)
             global_count = int(counts[:, 0].sum())
             if int(counts[:, 0].min()) >= (1 if args.freeze_backbone else 2):
                 lr = self.schedule(epoch * self.steps + self.step)
@@ -341,7 +441,15 @@ class Trainer:
         bar.close()
         train_seconds = time.perf_counter() - started
         totals = procs.all_reduce(torch.tensor([float(loss_sum) + self.partial["loss_sum"],
-                                                images + self.partial["images"]], dtype=torch.float64))
+                                                images + self.partial["images"], decoded + self.partial["images"],
+                                                len(failures)], dtype=torch.float64))
+        if totals[2] == 0 and totals[3] > 0:
+            first = procs.gather_objects(failures[:1])
+            example = next((part[0][1] for part in first if part), "")
+            raise CommandError(
+                f"none of the {int(totals[3])} training images in {self.args.data!r} could be read (the first: "
+                f"{example}); nothing was trained. Check that the files are images of a supported format, then "
+                "run again", status=2)
         self._finish_epoch(epoch, float(totals[0]) / max(1.0, float(totals[1])), int(totals[1]), train_seconds,
                            started, failures)
 
@@ -425,6 +533,13 @@ class Trainer:
                  + (f", {record['unreadable']} unreadable files skipped" if record["unreadable"] else ""), flush=True)
         for path, message in list(new.items())[:10]:
             self.say(f"warning: skipped unreadable image: {message}", file=sys.stderr)
+        files_in_run = len(self.data.train) + len(self.data.val)
+        if new and len(self.unreadable) > UNREADABLE_ALERT * files_in_run:
+            share = len(self.unreadable) / files_in_run
+            self.say(f"warning: {len(self.unreadable)} of the {files_in_run} image files ({share:.0%}, more than "
+                     f"{UNREADABLE_ALERT:.0%}) could not be read and are left out of training and validation: this "
+                     "many usually means a problem with the data (a format that is not supported, a broken copy); "
+                     f"they are listed in {self.out / files.LOG}", file=sys.stderr, flush=True)
 
     def _interrupt(self, epoch: int, loss_sum: torch.Tensor, images: int, started: float,
                    failures: list[tuple[str, str]]) -> None:
@@ -480,8 +595,13 @@ class Trainer:
         except OSError as error:
             kept = (f"the previous {target.name} is kept unchanged" if target.exists()
                     else f"{target.name} was not written")
-            return (f"could not write {str(target)!r}: {error.strerror or error}; {kept}. Free some space "
-                    "and continue with the same command and --resume")
+            if (self.out / files.CHECKPOINT).exists():
+                advice = "Free some space and continue with the same command and --resume"
+            else:
+                again = " with --force" if files.existing_run_files(self.out) else ""
+                advice = (f"No checkpoint was written yet, so there is nothing to resume: free some space and run "
+                          f"the same command again{again}")
+            return f"could not write {str(target)!r}: {error.strerror or error}; {kept}. {advice}"
         return None
 
 

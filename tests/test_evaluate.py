@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import torch
 from PIL import Image
 
 from support import PHOTOS, standin_state_dict
-from train_support import main, torchrun, write_images
+from train_support import deny, main, torchrun, write_images
 
 import resnet.checkpointing as run_files
 from resnet.evaluate import Predictor, evaluate_folder
@@ -172,3 +175,83 @@ def test_distributed_without_torchrun_is_a_clear_error(fruit_model, tmp_path, mo
     place(tmp_path / "data", "apple", PHOTOS[0])
     assert main("evaluate", tmp_path / "data", "--weights", fruit_model[0], "--distributed") == 2
     assert "--distributed needs torchrun" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the search of DATA, the chart
+
+
+def fruit_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    for photo, folder in zip(PHOTOS, FRUIT):
+        place(data, folder, photo)
+    return data
+
+
+def test_folders_that_cannot_be_read_are_named_and_make_exit_status_1(fruit_model, tmp_path, capsys,
+                                                                       monkeypatch) -> None:
+    data = fruit_data(tmp_path)
+    place(data, "apple/more", PHOTOS[3])
+    deny(monkeypatch, "scandir", data / "apple" / "more")
+    deny(monkeypatch, "scandir", data / "cherry")
+    status = main("evaluate", data, "--weights", fruit_model[0], "--json", "--workers", "0", "--quiet")
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert status == 1 and report["images"] == 2 and report["unreadable"] == []
+    for folder in (data / "apple" / "more", data / "cherry"):
+        assert f"warning: cannot read the folder '{folder}' (Permission denied); the images in it are left out" in err
+
+
+def test_a_244_byte_confusion_name_is_written(fruit_model, tmp_path, capsys) -> None:
+    chart = tmp_path / ("c" * 240 + ".png")  # a valid file name: 244 bytes of the 255 allowed
+    assert main("evaluate", fruit_data(tmp_path), "--weights", fruit_model[0], "--confusion", chart, "--workers",
+                "0", "--quiet") == 0
+    assert "top-1" in capsys.readouterr().out
+    with Image.open(chart) as image:
+        assert image.format == "PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", chart.name])
+
+
+def test_a_chart_that_cannot_be_written_comes_after_the_report(fruit_model, tmp_path, capsys, monkeypatch) -> None:
+    class FullDisk:
+        def __init__(self, path):
+            self.file = open(path, "wb")
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(run_files, "_open_temp", FullDisk)
+    chart = tmp_path / "confusion.png"
+    status = main("evaluate", fruit_data(tmp_path), "--weights", fruit_model[0], "--confusion", chart, "--workers",
+                  "0", "--quiet")
+    out, err = capsys.readouterr()
+    assert status == 1 and "top-1" in out  # the whole evaluation is reported
+    assert err.strip().splitlines() == [
+        f"error: the report above is complete, but the confusion matrix could not be written to --confusion "
+        f"'{chart}': No space left on device"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no partial chart
+
+
+def test_confusion_targets_that_are_not_regular_files(fruit_model, tmp_path, capsys) -> None:
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for target, kind in ((fifo, "a named pipe (FIFO)"), (os.devnull, "a character device")):
+        with pytest.raises(SystemExit) as refused:  # checked with the arguments, before any work
+            main("evaluate", tmp_path / "data", "--weights", fruit_model[0], "--confusion", target)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert refused.value.code == 2 and len(err) == 1 and f"is {kind}, not a regular file" in err[0], err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    # A link to a regular file is written through: the link stays, the file it points to is the chart.
+    (tmp_path / "charts").mkdir()
+    (tmp_path / "charts" / "latest.png").write_bytes(b"old")
+    (tmp_path / "latest.png").symlink_to(tmp_path / "charts" / "latest.png")
+    assert main("evaluate", fruit_data(tmp_path), "--weights", fruit_model[0], "--confusion",
+                tmp_path / "latest.png", "--workers", "0", "--quiet") == 0
+    assert (tmp_path / "latest.png").is_symlink()
+    with Image.open(tmp_path / "charts" / "latest.png") as image:
+        assert image.format == "PNG"

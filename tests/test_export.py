@@ -15,6 +15,7 @@ import ast
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 
 from support import PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, assert_top_k_agrees, load_expected, parity_input
 from resnet import export as exporter
-from resnet.atomic import DIR_MODE, FILE_MODE, OutputPathError, atomic_directory
+from resnet.atomic import DIR_MODE, FILE_MODE, OutputPathError, atomic_directory, staging_name
 from resnet.exporters import (
     DEFAULT_OPSET,
     INPUT_NAME,
@@ -777,6 +778,50 @@ def test_interrupted_export_leaves_nothing_behind(tmp_path: Path) -> None:
             (staging / "model.onnx").write_bytes(b"partial")
             raise KeyboardInterrupt
     assert entries(tmp_path) == []
+
+
+def test_ctrl_c_during_an_export_is_one_line_and_leaves_nothing(resnet50, monkeypatch, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+
+    def interrupted(model, path, **kwargs):
+        Path(path).write_bytes(b"half an onnx file")
+        signal.raise_signal(signal.SIGINT)  # Ctrl+C: Python's handler raises KeyboardInterrupt here
+        pytest.fail("the export went on after Ctrl+C")
+
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: resnet50)
+    monkeypatch.setattr(exporter, "export_onnx", interrupted)
+    try:
+        status = exit_status(["export", "--weights", "unused", "--output", str(out), "--format", "onnx",
+                              "--onnx-exporter", "torchscript", "--quiet"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl+C came out of the command as a KeyboardInterrupt traceback")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err == [f"error: interrupted (Ctrl+C): nothing was written to '{out}'"]
+    assert entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("given", [".", "x/.."])
+def test_the_current_folder_as_output_is_refused_before_any_work(tmp_path, monkeypatch, capsys, given) -> None:
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: pytest.fail("the model was built"))
+    status = exit_status(["export", "--weights", "unused", "--output", given, "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "is the folder this command runs in" in err[0], err
+    assert (tmp_path / "x").is_dir()
+
+
+def test_an_export_sweeps_what_a_killed_export_left(resnet50, monkeypatch, tmp_path, capsys) -> None:
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    mine = f"-{os.getpid():010d}-"
+    dead = tmp_path / staging_name("out").replace(mine, f"-{int(ended.stdout):010d}-")  # its process has ended
+    live = tmp_path / staging_name("out")  # a writer that runs (this process)
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "resnet50.pt").write_bytes(b"half an export")
+    monkeypatch.setattr(exporter, "load_model", lambda *a, **k: resnet50)
+    assert exporter.run(_args(output=str(tmp_path / "out"), format="torchscript", quiet=True)) == 0
+    assert entries(tmp_path) == sorted(["out", live.name])
 
 
 # --------------------------------------------------------------------------- fine-tuned weights, INT8, pt2

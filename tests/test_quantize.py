@@ -393,7 +393,10 @@ def test_calibration_folder_errors(tmp_path) -> None:
     (empty / "sub").mkdir(parents=True)
     (empty / "album.jpg").mkdir()  # a folder with an image suffix is not an image
     (empty / "notes.txt").write_text("no images here")
-    with pytest.raises(QuantizationError, match="holds no image files") as caught:
+    (empty / "sub" / "IMG_0001.HEIC").write_bytes(b"an iPhone photo")
+    left_out = r"2 file\(s\) left out for their type \(1 \.heic, 1 \.txt; .*IMG_0001\.HEIC"
+    with pytest.raises(QuantizationError, match="holds no image files") as caught, \
+            pytest.warns(UserWarning, match=left_out):
         load_calibration_set(empty)
     assert str(empty) in str(caught.value)
     broken = tmp_path / "broken"

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from support import PHOTOS, REPO_ROOT, standin_state_dict
-from train_support import FAST, main, make_dataset, peer_schedule, subprocess_env, torchrun
+from train_support import COLORS, FAST, deny, main, make_dataset, peer_schedule, subprocess_env, torchrun, write_images
 
 import resnet.checkpointing as run_files
 from resnet import recipe
@@ -83,7 +84,7 @@ def test_run_files_and_validation_accuracy_against_torchvision(trained) -> None:
     assert checkpoint["epoch"] == 2 and checkpoint["step"] == 0 and checkpoint["options"]["freeze_backbone"]
     with Image.open(run / "curves.png") as image:
         assert image.format == "PNG" and image.width >= 400
-    assert sorted(p.name for p in run.iterdir()) == sorted(run_files.RUN_FILES)  # no temporary file left
+    assert sorted(p.name for p in run.iterdir()) == sorted((*run_files.RUN_FILES, run_files.LOCK))  # no partial file
 
 
 def test_frozen_backbone_changes_only_the_head(trained, ngc_file) -> None:
@@ -190,33 +191,34 @@ def test_ctrl_c_in_a_terminal_leaves_a_resumable_checkpoint(tmp_path, ngc_file) 
     assert [r["epoch"] for r in read_log(run)] == [1, 2] and load_checkpoint(run)["epoch"] == 2
 
 
+class FillingDisk:
+    """A file on a disk that fills after 1 MB."""
+
+    def __init__(self, file):
+        self.file, self.written = file, 0
+
+    def write(self, data):
+        self.written += len(data)
+        if self.written > 1 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, ngc_file, monkeypatch, capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=3)
     run = tmp_path / "run"
     args = ["train", data, "--output", run, "--weights", ngc_file("resnet50"), "--batch-size", "3",
             "--freeze-backbone", *FAST]
     real_create = run_files._open_temp
-
-    class FillingDisk:
-        """A file on a disk that fills after 1 MB."""
-
-        def __init__(self, file):
-            self.file, self.written = file, 0
-
-        def write(self, data):
-            self.written += len(data)
-            if self.written > 1 << 20:
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return self.file.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.file, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
 
     def create(path):
         file = real_create(path)
@@ -230,7 +232,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, ngc_file, monkeypat
     assert err.splitlines()[-1].startswith("error: could not write") and "Traceback" not in err
     kept = load_checkpoint(run)
     assert kept["epoch"] == 1 and [r["epoch"] for r in read_log(run)] == [1]
-    assert sorted(p.name for p in run.iterdir()) == sorted(run_files.RUN_FILES)  # no temporary file left
+    assert sorted(p.name for p in run.iterdir()) == sorted((*run_files.RUN_FILES, run_files.LOCK))  # no partial file
     monkeypatch.undo()
     assert main(*args, "--epochs", "2", "--resume") == 0
     assert [r["epoch"] for r in read_log(run)] == [1, 2]
@@ -249,6 +251,9 @@ def test_undecodable_images_are_skipped_counted_and_listed(tmp_path, ngc_file, c
     out, err = capsys.readouterr()
     assert "2 unreadable files skipped" in out
     assert "broken.png" in err and "truncated.jpg" in err
+    # 2 of 14 files is more than the share that a few bad files explain: said once, loudly.
+    alerts = [line for line in err.splitlines() if "could not be read and are left out" in line]
+    assert len(alerts) == 1 and alerts[0].startswith("warning: 2 of the 14 image files (14%, more than 10%)")
     record = read_log(run)[0]
     assert record["unreadable"] == 2 and sorted(Path(p).name for p in record["unreadable_files"]) == [
         "broken.png", "truncated.jpg"]
@@ -313,7 +318,8 @@ def test_default_ngc_weights_from_the_cache_with_bf16_and_mixup(tmp_path, hub_di
 
 
 def snapshot(run: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run.iterdir())}
+    """Size and time of the run's files (the lock file records each trainer that claims the folder)."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run.iterdir()) if p.name != run_files.LOCK}
 
 
 def test_an_existing_run_is_refused_without_resume(trained, ngc_file, capsys) -> None:
@@ -354,3 +360,100 @@ def test_force_starts_over(trained, ngc_file, tmp_path) -> None:
                 "--batch-size", "4", "--freeze-backbone", "--lr", "0.1", "--force", *FAST) == 0
     assert [r["epoch"] for r in read_log(run)] == [1]
     assert load_checkpoint(run)["options"]["lr"] == 0.1
+
+
+def test_a_full_disk_before_the_first_checkpoint_does_not_advise_resume(tmp_path, ngc_file, monkeypatch,
+                                                                        capsys) -> None:
+    data = make_dataset(tmp_path / "data", per_class=3)
+    run = tmp_path / "run"
+    args = ["train", data, "--output", run, "--weights", ngc_file("resnet50"), "--batch-size", "3",
+            "--freeze-backbone", *FAST]
+    real_create = run_files._open_temp
+    monkeypatch.setattr(run_files, "_open_temp", lambda path: FillingDisk(real_create(path))
+                        if ".checkpoint.pth.tar" in path.name else real_create(path))
+    assert main(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: could not write") and "No space left on device" in err
+    assert "--resume" not in err and "nothing to resume" in err and "again with --force" in err
+    assert sorted(p.name for p in run.iterdir()) == [run_files.LOCK, "model.pth"]  # no partial file
+    # Started again without --force: refused before any work, saying why --resume cannot help.
+    monkeypatch.undo()
+    assert main(*args) == 2
+    err = capsys.readouterr().err
+    assert "holds files of a training run (model.pth) but no checkpoint.pth.tar, so it cannot be resumed" in err
+    assert "--force" in err
+
+
+def test_a_second_trainer_of_the_same_run_is_refused_naming_the_first(tmp_path, ngc_file, monkeypatch,
+                                                                      capsys) -> None:
+    data = make_dataset(tmp_path / "data", per_class=3)
+    args = ["train", data, "--output", tmp_path / "run", "--weights", ngc_file("resnet50"), "--epochs", "1",
+            "--batch-size", "3", "--freeze-backbone", *FAST]
+    second: dict = {}
+    real = Trainer.train_step
+
+    def step(self, *step_args, **kwargs):
+        if not second:  # while the first trains, a second trainer starts on the same RUN
+            second["status"] = None  # (once: should the second train, its steps do not start a third)
+            second["status"] = main(*args)
+            second["err"] = capsys.readouterr().err
+        return real(self, *step_args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert main(*args) == 0
+    errors = [line for line in second["err"].splitlines() if line.startswith("error:")]
+    assert second["status"] == 2 and len(errors) == 1, second
+    assert "another training process is writing this run" in errors[0]
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in errors[0]
+    assert [r["epoch"] for r in read_log(tmp_path / "run")] == [1]
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_two_quick_ctrl_c_stop_at_once_with_one_line(tmp_path, ngc_file, monkeypatch, capsys, steps) -> None:
+    """The first Ctrl+C asks for a checkpoint after the step, the second stops at once: one error line, the
+    last checkpoint (if any) intact, no partial file, and no RUN folder when nothing was ever written."""
+    data = make_dataset(tmp_path / "data", per_class=3)  # 6 to train at batch 3: 2 steps per epoch
+    run = tmp_path / "run"
+    real = Trainer.train_step
+    count = {"n": 0}
+
+    def step(self, *step_args, **kwargs):
+        result = real(self, *step_args, **kwargs)
+        count["n"] += 1
+        if count["n"] == steps:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "2",
+                "--batch-size", "3", "--freeze-backbone", *FAST) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(errors) == 1
+    assert errors[0].startswith("error: interrupted again (a second Ctrl+C): stopped at once")
+    if steps == 1:  # in the first epoch: nothing to resume, and nothing left
+        assert "nothing to resume" in errors[0] and not run.exists()
+    else:  # in the second: epoch 1's checkpoint stays, for --resume
+        assert "--resume" in errors[0] and load_checkpoint(run)["epoch"] == 1
+        assert sorted(p.name for p in run.iterdir()) == sorted((*run_files.RUN_FILES, run_files.LOCK))
+
+
+def test_data_search_problems_are_named_once(tmp_path, ngc_file, monkeypatch, capsys) -> None:
+    """Link loops, a sub-folder that cannot be read and a photo of another format: each image is trained on
+    once, and each problem is one warning line for the whole run."""
+    data = make_dataset(tmp_path / "data", per_class=3)
+    (data / "red" / "loop").symlink_to(".", target_is_directory=True)
+    (data / "red" / "up").symlink_to("..", target_is_directory=True)
+    (data / "blue" / "IMG_0001.heic").write_bytes(b"an iPhone photo")
+    write_images(data / "green" / "later", COLORS["green"], 2, seed=9)
+    deny(monkeypatch, "scandir", data / "green" / "later")
+    assert main("train", data, "--output", tmp_path / "run", "--weights", ngc_file("resnet50"), "--epochs", "2",
+                "--batch-size", "3", "--val-split", "0", "--freeze-backbone", *FAST) == 0
+    out, err = capsys.readouterr()
+    assert "on 9 images of 3 classes" in out
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 3, warnings
+    assert f"cannot read the folder '{data / 'green' / 'later'}' (Permission denied)" in warnings[0]
+    assert "1 file(s) left out for their type (1 .heic;" in warnings[1] and "IMG_0001.heic" in warnings[1]
+    assert "2 link(s) to folders searched already" in warnings[2] and "red/loop" in warnings[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 import torch
+import pytest
 from PIL import Image
 
 from support import REPO_ROOT, skip_unless_torchrun_exits_cleanly
@@ -44,6 +46,21 @@ def make_dataset(root: Path, classes: Iterable[str] = ("blue", "green", "red"), 
             write_images(root / "train" / name, COLORS[name], per_class, seed=k)
             write_images(root / "val" / name, COLORS[name], val_per_class, seed=100 + k)
     return root
+
+
+def deny(monkeypatch: pytest.MonkeyPatch, function: str, denied: Path) -> None:
+    """``os.<function>`` on ``denied`` (or inside it) raises PermissionError, as without permission (this
+    machine may run as root, where folder permissions are not enforced; variants with real permissions run
+    elsewhere)."""
+    real = getattr(os, function)
+
+    def guarded(target, *args, **kwargs):
+        path = os.fspath(target)
+        if path == str(denied) or path.startswith(str(denied) + os.sep):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, function, guarded)
 
 
 def main(*args: str) -> int:
