@@ -106,7 +106,7 @@ def _load_pretrained(
         problem = discard(path)
         raise CorruptCheckpointError(
             f"{error}. {removal_note(problem, path, 'python')}",
-            cli_message=f"{error}. {removal_note(problem, path, 'cli')}",
+            cli_message=f"{error.describe('cli')}. {removal_note(problem, path, 'cli')}",
         ) from error
     source = repr(str(path))
     state = extract_state_dict(obj, source, key_map_fn)

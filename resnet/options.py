@@ -296,7 +296,7 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **o
     becomes a :class:`CommandError` whose message names the file and the command-line remedy.
     """
     from .builder import create_model
-    from .weights import WeightsError
+    from .weights import CheckpointNotFoundError, WeightsError
 
     weights = getattr(args, "weights", None)
     try:
@@ -308,7 +308,7 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **o
             progress=not getattr(args, "quiet", False),
             **options,
         )
-    except WeightsError as error:
+    except (WeightsError, CheckpointNotFoundError) as error:
         raise CommandError(error.describe("cli")) from error
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
