@@ -15,6 +15,7 @@ import torch
 
 from .cache import check_file_hash, discard, fetch_checkpoint, normalise_sha256, removal_note
 from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
+from .names import load_class_names
 from .synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
 from .weights import (
     CheckpointMismatchError,
@@ -136,14 +137,16 @@ def _load_pretrained(
             stacklevel=3,
         )
     stored = obj.get("classes") if isinstance(obj, dict) and not new_head else None
-    model.classes = _class_names(num_classes, stored)
+    model.classes = _class_names(num_classes, stored, source)
     return model
 
 
-def _class_names(num_classes: int, stored: object) -> Optional[list[str]]:
-    """The file's class names when it stores one per output, ImageNet's for 1000 outputs, else None."""
-    if isinstance(stored, (list, tuple)) and len(stored) == num_classes and all(isinstance(n, str) for n in stored):
-        return list(stored)
+def _class_names(num_classes: int, stored: object, source: str = "") -> Optional[list[str]]:
+    """The file's class names when it stores one per output (made printable, :mod:`resnet.names`), ImageNet's
+    for 1000 outputs, else None. Stored names that do not fit the head are left out with a warning."""
+    names = load_class_names(stored, num_classes, source)
+    if names is not None:
+        return names
     return imagenet_class_names() if num_classes == NUM_IMAGENET_CLASSES else None
 
 

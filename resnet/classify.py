@@ -49,6 +49,8 @@ from .options import (
     positive_int,
     report_warning,
 )
+from .names import printable_name
+from .runtimes import RuntimeModelError
 
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
@@ -167,7 +169,8 @@ def write_outcomes(outcomes: list[Outcome], *, as_json: bool, out: TextIO, err: 
         elif outcome.error is not None:
             print(f"error: {outcome.error}", file=err)
         else:
-            print(outcome.input, file=out)
+            # Class names are printable (resnet.names); a file name may hold line breaks or escape sequences too.
+            print(printable_name(str(outcome.input)), file=out)
             for _, name, p in outcome.top:
                 print(f"  {100 * p:5.1f}%  {name}", file=out)
 
@@ -231,11 +234,14 @@ def run(args: argparse.Namespace) -> int:
             # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
             model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
         mine = uris[rank::world]
-        outcomes = classify(
-            mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
-            workers=args.workers, timeout=args.timeout,
-            progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD,
-        )
+        try:
+            outcomes = classify(
+                mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
+                workers=args.workers, timeout=args.timeout,
+                progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD,
+            )
+        except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)
+            raise CommandError(error.describe("cli")) from None
         if world > 1:
             outcomes = _gather_in_order(outcomes, rank, world, len(uris))
             if outcomes is None:

@@ -29,9 +29,11 @@ from . import distributed, recipe
 from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
+from .names import printable_name
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
 from .options import add_onnx_options, check_onnx_options, load_onnx, output_file
 from .preprocessing import CROP_SIZE, build_transform
+from .runtimes import RuntimeModelError
 
 
 @dataclass
@@ -140,14 +142,16 @@ def match_folders(scan: LabelledFolder, classes: Optional[list[str]], num_classe
         CommandError: a folder matches no class; or the weights carry no names and the number of folders is not
             their number of outputs.
     """
+    # Folder names are shown, and matched against the model's names, as resnet.names makes stored names printable.
+    folders = [printable_name(folder) for folder in scan.classes]
     if classes is None:
-        if len(scan.classes) != num_classes:
+        if len(folders) != num_classes:
             raise CommandError(
-                f"the weights carry no class names, and DATA has {len(scan.classes)} class folders for "
+                f"the weights carry no class names, and DATA has {len(folders)} class folders for "
                 f"{num_classes} outputs; name the folders so that their sorted order is the class order"
             )
-        classes = list(scan.classes)  # ImageFolder's convention: output i is the i-th folder in sorted order
-    return classes, match_classes(scan.classes, classes, where=f"DATA ({str(scan.root)!r})")
+        classes = folders  # ImageFolder's convention: output i is the i-th folder in sorted order
+    return classes, match_classes(folders, classes, where=f"DATA ({str(scan.root)!r})")
 
 
 def evaluate_folder(
@@ -179,7 +183,7 @@ def evaluate_folder(
     if metrics.count == 0:
         raise CommandError(f"none of the {len(dataset)} image files in DATA ({str(scan.root)!r}) could be read; "
                            f"the first: {metrics.failures[0][1] if metrics.failures else 'none found'}")
-    return Report(metrics, scan.classes, targets, classes, seconds)
+    return Report(metrics, [printable_name(folder) for folder in scan.classes], targets, classes, seconds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,11 +196,14 @@ def run(args: argparse.Namespace) -> int:
     with distributed.job(device, distributed=args.distributed, command="evaluate") as procs:
         scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
         predictor = load_predictor(args, procs.device, check=lambda names, outputs: match_folders(scan, names, outputs))
-        report = evaluate_folder(
-            predictor, scan, batch_size=args.batch_size,
-            workers=default_workers() if args.workers is None else args.workers, image_size=args.image_size,
-            device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
-        )
+        try:
+            report = evaluate_folder(
+                predictor, scan, batch_size=args.batch_size,
+                workers=default_workers() if args.workers is None else args.workers, image_size=args.image_size,
+                device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
+            )
+        except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)
+            raise CommandError(error.describe("cli")) from None
     if not procs.is_main:
         return 0
     if args.confusion:

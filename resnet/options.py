@@ -277,24 +277,49 @@ def load_onnx(args: argparse.Namespace, precision: str):
         try:
             model = load_onnx_model(args.onnx, args.runtime or ONNX_RUNTIMES[0],
                                     precision=onnx_precision(args.runtime, precision))
-        except (RuntimeUnavailableError, RuntimeModelError) as error:
+        except RuntimeModelError as error:
+            raise CommandError(error.describe("cli")) from None
+        except RuntimeUnavailableError as error:
             raise CommandError(str(error)) from None
     for warning in caught:
         if issubclass(warning.category, UserWarning):
-            report_warning(str(warning.message))
+            report_warning(cli_text(warning.message))
     return model
+
+
+def cli_text(message: object) -> str:
+    """A warning's or error's message in command-line words (``--weights``), where it has them."""
+    describe = getattr(message, "describe", None)
+    return describe("cli") if callable(describe) else str(message)
 
 
 # --------------------------------------------------------------------------- the model
 
 
-def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **options) -> ResNet:
+def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, report_warnings: bool = True,
+               **options) -> ResNet:
     """Build ``args.arch`` with ``--weights FILE``, or NVIDIA's NGC weights through the hub cache.
 
     ``options`` go to :func:`resnet.builder.create_model` (``channels_last``, ``num_classes`` ...).
     Every error of the weights (missing or damaged file, no network, a file of another architecture)
-    becomes a :class:`CommandError` whose message names the file and the command-line remedy.
+    becomes a :class:`CommandError` whose message names the file and the command-line remedy. The loader's
+    warnings (stored class names that do not fit, names made printable) are printed as ``warning:`` lines,
+    unless ``report_warnings`` is false (they then reach the caller as Python warnings).
     """
+    import warnings
+
+    if not report_warnings:
+        return _create_model(args, pretrained_default, options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _create_model(args, pretrained_default, options)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            report_warning(cli_text(warning.message))
+    return model
+
+
+def _create_model(args: argparse.Namespace, pretrained_default: bool, options: dict) -> ResNet:
     from .builder import create_model
     from .weights import CheckpointNotFoundError, WeightsError
 

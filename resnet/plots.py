@@ -102,4 +102,5 @@ def confusion_png(confusion: torch.Tensor, names: Sequence[str], limit: int = CO
 
 def _short(name: str, limit: int = 24) -> str:
     name = name.split(",")[0]
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+    name = name if len(name) <= limit else name[: limit - 1] + "…"
+    return name.replace("$", r"\$")  # a label is text: "$...$" would be parsed as matplotlib's mathtext

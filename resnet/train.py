@@ -230,9 +230,10 @@ class Trainer:
             warnings.simplefilter("always")
             if stored is not None:
                 resume = argparse.Namespace(**{**vars(args), "weights": str(self.out / files.CHECKPOINT)})
-                model = load_model(resume, num_classes=len(classes))
+                model = load_model(resume, num_classes=len(classes), report_warnings=False)
             else:
-                model = load_model(args, pretrained_default=not args.from_scratch, num_classes=len(classes))
+                model = load_model(args, pretrained_default=not args.from_scratch, num_classes=len(classes),
+                                   report_warnings=False)
         for warning in caught:
             if issubclass(warning.category, UserWarning):
                 self.say(f"note: {warning.message}", file=sys.stderr)

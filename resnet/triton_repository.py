@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 from torch import nn
 
 from .exporters import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx, export_torchscript
+from .names import check_label_names
 from .preprocessing import INPUT_SHAPE
 
 __all__ = [
@@ -123,12 +124,18 @@ def write_triton_model(
     """Write the model folder ``root/name`` for Triton's ``backend``; return it.
 
     ``write_model(path)`` writes the model file at ``path`` (``name/1/model.onnx`` or ``name/1/model.pt``);
-    ``config.pbtxt`` follows, and ``labels.txt`` when ``class_names`` are given (one per class).
+    ``config.pbtxt`` follows, and ``labels.txt`` when ``class_names`` are given (one per class, UTF-8). Names
+    that a line-by-line reader would read back otherwise (a line break, another unprintable character) are
+    refused with :class:`ExportError` before anything is written.
     """
     if backend not in BACKENDS:
         raise ExportError(f"unknown Triton backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if class_names is not None and len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
+    problem = check_label_names(class_names) if class_names is not None else None
+    if problem is not None:  # Triton reads labels.txt line by line: such a name would become other labels
+        raise ExportError(f"cannot write {LABELS_FILE} for Triton: {problem}; make the names printable first "
+                          "(resnet.names.printable_name)")
     folder = Path(root) / name
     (folder / TRITON_VERSION).mkdir(parents=True)
     write_model(folder / TRITON_VERSION / BACKENDS[backend][2])
