@@ -7,6 +7,7 @@ would be overwritten at once.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,7 @@ from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
 from .names import load_class_names
 from .synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
 from .weights import (
+    Audience,
     CheckpointMismatchError,
     CorruptCheckpointError,
     KeyMapFn,
@@ -25,6 +27,7 @@ from .weights import (
     extract_state_dict,
     fit_state_dict,
     read_checkpoint,
+    WeightsWarning,
 )
 
 
@@ -62,6 +65,13 @@ def create_model(
     See :mod:`resnet.hub` for the meaning of every argument.
     """
     get_arch(arch)
+    if not isinstance(pretrained, bool):
+        # torch.hub.load(repo, entry, "model.pth") passes the file as ``pretrained``, whose truth would load
+        # NVIDIA's weights instead of it.
+        hint = (f"to load the file {str(pretrained)!r}, pass pretrained=False, pretrained_from_file={str(pretrained)!r}"
+                if isinstance(pretrained, (str, os.PathLike)) else
+                "pass pretrained=True for NVIDIA's weights, or pretrained=False with pretrained_from_file=PATH")
+        raise TypeError(f"pretrained must be True or False, not the {type(pretrained).__name__} {pretrained!r}; {hint}")
     if pretrained and pretrained_from_file is not None:
         raise ValueError(
             "pretrained=True and pretrained_from_file are mutually exclusive: pass "
@@ -120,22 +130,26 @@ def _load_pretrained(
 
     with torch.device("meta"):
         model = ResNet(arch, **arch_kwargs)
-    target = f"{arch} (num_classes={num_classes})"
+    target = f"{arch} with {num_classes} classes"
     try:
         fitted = fit_state_dict(
             state, model.state_dict(), source, target, skip_prefixes=("fc.",) if new_head else ()
         )
     except CheckpointMismatchError as error:
-        raise CheckpointMismatchError(f"{error}{_hint(state, arch, num_classes)}") from None
+        raise CheckpointMismatchError(
+            f"{error}{_hint(state, arch, num_classes, 'python')}",
+            cli_message=f"{error}{_hint(state, arch, num_classes, 'cli')}",
+        ) from None
     model.load_state_dict(fitted, strict=not new_head, assign=True)
     if new_head:
         model.fc.to_empty(device="cpu")
         init_module(model.fc)
-        warnings.warn(
-            f"{source} has a {file_classes}-class head but num_classes={num_classes}: the backbone was "
-            "loaded and the new classifier head (fc) is freshly initialised; train it before use.",
-            stacklevel=3,
-        )
+        rest = ("the backbone was loaded and the new classifier head (fc) is freshly initialised; train it "
+                "before use.")
+        warnings.warn(WeightsWarning(
+            f"{source} has a {file_classes}-class head but num_classes={num_classes}: {rest}",
+            cli_message=f"{source} has a {file_classes}-class head and the model {num_classes} classes: {rest}",
+        ), stacklevel=3)
     stored = obj.get("classes") if isinstance(obj, dict) and not new_head else None
     model.classes = _class_names(num_classes, stored, source)
     return model
@@ -150,10 +164,14 @@ def _class_names(num_classes: int, stored: object, source: str = "") -> Optional
     return imagenet_class_names() if num_classes == NUM_IMAGENET_CLASSES else None
 
 
-def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:
-    """Name the architecture (or class count) the checkpoint does fit, when there is one."""
+def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int, audience: Audience = "python") -> str:
+    """Name the architecture (or class count) the checkpoint does fit, when there is one, in the words of
+    ``audience``: hub arguments (``"python"``) or command-line options (``"cli"``)."""
     if "fc.weight" in state and state["fc.weight"].shape[0] != num_classes:
         classes = state["fc.weight"].shape[0]
+        if audience == "cli":
+            return (f"\nThe file has a {classes}-class head, and the command needs {num_classes} classes: give a "
+                    f"checkpoint of {num_classes} classes as --weights.")
         return f"\nThe file has a {classes}-class head: pass num_classes={classes}."
     for other in ARCHS:
         if other == arch:
@@ -164,6 +182,8 @@ def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:
             fit_state_dict(state, expected, "", other)
         except CheckpointMismatchError:
             continue
+        if audience == "cli":
+            return f"\nIt is a {other} checkpoint: pass --arch {other}."
         entry = "nvidia_" + other.replace("-", "_")
         return f"\nIt is a {other} checkpoint: load it with the {entry!r} entrypoint (arch {other!r})."
     return "\nCheck that the file was saved from this architecture."

@@ -42,6 +42,7 @@ from .loading import (
 from .options import (
     CommandError,
     add_device_option,
+    cli_text,
     add_model_options,
     load_model,
     non_negative_int,
@@ -236,7 +237,7 @@ class Trainer:
                                    report_warnings=False)
         for warning in caught:
             if issubclass(warning.category, UserWarning):
-                self.say(f"note: {warning.message}", file=sys.stderr)
+                self.say(f"note: {cli_text(warning.message)}", file=sys.stderr)
         if stored is None and model.classes not in (None, classes) and not _imagenet(model.classes):
             # A fine-tuned file of as many, but other, classes: its head rows mean something else.
             self.say(f"note: the head of {args.weights} was trained for other classes ({', '.join(model.classes[:3])}"

@@ -45,6 +45,21 @@ class WeightsError(RuntimeError):
         return str(self)
 
 
+class WeightsWarning(UserWarning):
+    """A warning of the weights loader (a new classifier head ...), worded for the Python API by ``str()`` and
+    for the command line by ``describe("cli")``."""
+
+    def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message
+
+    def describe(self, audience: Audience = "python") -> str:
+        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
+        if audience == "cli" and self.cli_message is not None:
+            return self.cli_message
+        return str(self)
+
+
 class WeightsDownloadError(WeightsError):
     """The checkpoint could not be downloaded (HTTP error, timeout, unreachable host, cut short)."""
 

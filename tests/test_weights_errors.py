@@ -607,3 +607,19 @@ def test_a_path_that_is_not_a_regular_file_is_named_for_what_it_is(tmp_path, kin
     assert main(["classify", str(REPO_ROOT / "examples" / "images"), "--weights", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{what}, not a file; give the path of the checkpoint file as --weights FILE" in err, err
+
+
+@pytest.mark.parametrize("given", ["model.pth", "path", 1, None], ids=["str", "pathlib", "int", "none"])
+def test_a_positional_non_bool_pretrained_is_refused_with_a_hint(tmp_path, ngc_file, server, given) -> None:
+    """torch.hub.load(repo, 'nvidia_resnet50', 'model.pth') passed the file as pretrained, which loaded NVIDIA's
+    weights (a download here, from a mirror that would serve them)."""
+    server.routes[f"/w/{FILE}"] = Route(ngc_file("resnet50").read_bytes())
+    value = {"model.pth": str(tmp_path / "model.pth"), "path": tmp_path / "model.pth"}.get(given, given)
+    with pytest.raises(TypeError) as info:
+        torch.hub.load(str(REPO_ROOT), "nvidia_resnet50", value, source="local", mirror=server.url("/w"),
+                       progress=False)
+    message = str(info.value)
+    assert "pretrained must be True or False" in message
+    if given in ("model.pth", "path"):
+        assert f"pass pretrained=False, pretrained_from_file={str(value)!r}" in message
+    assert server.hits == {}  # nothing was downloaded
