@@ -33,10 +33,40 @@ class CommandError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser with errors as one line: ``error: <what is wrong> (<prog> --help lists the options)``."""
+    """argparse's parser with errors as one line: ``error: <what is wrong> (<prog> --help lists the options)``.
+
+    A mistyped option or choice also gets the closest one (``did you mean --top-k?``).
+    """
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} ('{self.prog} --help' lists the options)\n")
+        self.exit(2, f"error: {message}{self._suggestion(message)} ('{self.prog} --help' lists the options)\n")
+
+    def unrecognized(self, extras: list[str]):
+        """Refuse ``extras`` (what ``parse_known_args`` left over) as this parser's unrecognized arguments."""
+        self.error(f"unrecognized arguments: {' '.join(extras)}")
+
+    def _suggestion(self, message: str) -> str:
+        """``; did you mean X?`` for the first mistyped option or choice that ``message`` names, else ``""``."""
+        import difflib
+
+        choice = _INVALID_CHOICE.search(message)
+        if choice:
+            given, options = choice.group(1), re.findall(r"'([^']*)'", choice.group(2))
+        elif message.startswith("unrecognized arguments: "):
+            words = [word.split("=", 1)[0] for word in message.split(": ", 1)[1].split() if word.startswith("--")]
+            options = [name for name in self._option_string_actions if name.startswith("--")]
+            for given in words:
+                close = difflib.get_close_matches(given, options, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
+            return ""
+        else:
+            return ""
+        close = difflib.get_close_matches(given, options, n=1, cutoff=0.75)
+        return f"; did you mean {close[0]}?" if close else ""
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
 # --------------------------------------------------------------------------- argument types

@@ -83,3 +83,23 @@ def test_the_new_head_warning_has_a_command_line_wording(ngc_file) -> None:
     assert "num_classes=3" in str(warning.message)  # the Python API's words for Python users
     cli = cli_text(warning.message)
     assert "1000-class head and the model 3 classes" in cli and not [w for w in HUB_WORDS if w in cli], cli
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["classify", "x.jpg", "--topk", "3"], "unrecognized arguments: --topk 3; did you mean --top-k? "
+                                           "('python -m resnet classify --help' lists the options)"),
+    (["evaluate", "data", "--weigths=m.pth"], "did you mean --weights? ('python -m resnet evaluate --help'"),
+    (["train", "data", "-o", "run", "--batchsize", "8"], "did you mean --batch-size? ('python -m resnet train --help'"),
+    (["export", "--pretrained", "--output", "out", "--format", "onx"], "invalid choice: 'onx' (choose from "
+                                                                      "'torchscript', 'onnx', 'pt2', 'both'); did you "
+                                                                      "mean onnx? ('python -m resnet export --help'"),
+    (["clasify", "x.jpg"], "did you mean classify? ('python -m resnet --help' lists the options)"),
+], ids=["classify", "evaluate", "train", "export-choice", "command"])
+def test_a_mistyped_option_names_the_closest_one_and_the_commands_help(argv, expected, capsys) -> None:
+    status, err = run(capsys, *argv)
+    assert status == 2 and err.count("\n") == 1 and expected in err, err
+
+
+def test_an_option_like_no_other_gets_no_guess(capsys) -> None:
+    status, err = run(capsys, "train", "data", "-o", "run", "--frobnicate")
+    assert status == 2 and "unrecognized arguments: --frobnicate ('python -m resnet train --help'" in err, err
