@@ -175,8 +175,11 @@ class Trainer:
         args = self.args
         self.dtype = recipe.resolve_precision(args.precision, self.device)
         stored = self._stored_run()
+        # A --batch-size larger than the data is capped below (every image is trained on), so the data need
+        # only hold one image per process (two where BatchNorm trains).
         self.data: TrainingData = load_training_data(args.data, val_split=args.val_split, seed=args.seed,
-                                                     global_batch=args.batch_size * self.procs.world)
+                                                     global_batch=self.procs.world * self._least_batch())
+        self.batch_size = min(args.batch_size, -(-len(self.data.train) // self.procs.world))
         if stored is not None:
             files.check_resumable(stored, self.options, self.data.classes, self.out)
             if stored["epoch"] >= args.epochs and stored["step"] == 0:
@@ -261,14 +264,16 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.trainable = DistributedDataParallel(self.head, device_ids=ids)
-        global_batch = args.batch_size * procs.world
+        global_batch = self.batch_size * procs.world
         self.optimizer = recipe.make_optimizer(self.head, recipe.scaled_lr(global_batch, args.lr))
         self.scaler = recipe.grad_scaler(self.dtype == torch.float16)
         self.loss_fn = recipe.loss_function()
         workers = default_workers() if args.workers is None else args.workers
         train_set = ImageDataset(self.data.train, build_train_transform(args.image_size), seed=args.seed)
-        self.batches = EpochBatches(len(train_set), args.batch_size, rank=procs.rank, world=procs.world,
-                                    seed=args.seed)
+        # Every image is trained on: the last batch holds what is left (joined to the one before when it would
+        # be a single image per process, which BatchNorm in training mode cannot take).
+        self.batches = EpochBatches(len(train_set), self.batch_size, rank=procs.rank, world=procs.world,
+                                    seed=args.seed, least=self._least_batch())
         self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=self.device.type == "cuda")
         self.workers = workers
         self.val_set = ImageDataset(self.data.val, build_transform(args.image_size)) if self.data.val else None
@@ -288,6 +293,10 @@ class Trainer:
                 self.partial = dict(stored["partial"])
             torch.set_rng_state(stored["rng"]["torch"])
 
+    def _least_batch(self) -> int:
+        """The fewest images a step may have per process: 2 where BatchNorm trains, else 1."""
+        return 1 if self.args.freeze_backbone else 2
+
     def _frozen_features(self) -> nn.Module:
         """The frozen backbone as a feature extractor on the inference fast path: BatchNorm folded once,
         weights cast once to the training precision, channels-last."""
@@ -304,8 +313,15 @@ class Trainer:
         held = f"{len(data.val)} images in {data.val_source}" if data.val else "none"
         procs = f"{self.procs.world} processes x " if self.procs.world > 1 else ""
         where = f"resume at epoch {self.epoch + 1}, step {self.step + 1}" if self.epoch or self.step else "start"
+        batch = f"batch {self.batch_size}"
+        if self.batch_size < args.batch_size:
+            batch += f" (--batch-size {args.batch_size} capped by the {len(data.train)} training images)"
+        sizes = self.batches.sizes()
+        steps = f"{self.steps} step{'s' if self.steps > 1 else ''} per epoch"
+        if len(sizes) > 1 and sizes[-1] != self.batch_size:
+            steps += f", the last of {sizes[-1]} images" + (" per process" if self.procs.world > 1 else "")
         self.say(f"train {args.arch} on {len(data.train)} images of {len(data.classes)} classes (validation: "
-                 f"{held}); {procs}batch {args.batch_size}, {self.steps} steps per epoch, lr {self.schedule.lr:g}, "
+                 f"{held}); {procs}{batch}, {steps}, lr {self.schedule.lr:g}, "
                  f"{recipe.precision_name(self.dtype)} on {self.device}; {where} -> {self.out}", flush=True)
 
     # ------------------------------------------------------------------ training

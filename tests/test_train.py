@@ -354,3 +354,20 @@ def test_force_starts_over(trained, ngc_file, tmp_path) -> None:
                 "--batch-size", "4", "--freeze-backbone", "--lr", "0.1", "--force", *FAST) == 0
     assert [r["epoch"] for r in read_log(run)] == [1]
     assert load_checkpoint(run)["options"]["lr"] == 0.1
+
+
+@pytest.mark.parametrize("per_class, batch, freeze, trained, log", [
+    (20, 32, True, 60, "batch 32, 2 steps per epoch, the last of 28 images"),
+    (11, 32, False, 33, "batch 32, 1 step per epoch"),  # 32 + a lone image that BatchNorm could not train on
+    (6, 32, True, 18, "batch 18 (--batch-size 32 capped by the 18 training images), 1 step per epoch"),
+], ids=["last-batch-of-28", "last-batch-of-one", "batch-larger-than-the-data"])
+def test_every_image_is_trained_on(tmp_path, ngc_file, capsys, per_class, batch, freeze, trained, log) -> None:
+    data = make_dataset(tmp_path / "data", per_class=per_class)
+    run = tmp_path / "run"
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "1",
+                "--batch-size", str(batch), "--val-split", "0", *(["--freeze-backbone"] if freeze else []),
+                *FAST) == 0
+    out, err = capsys.readouterr()
+    assert log in out, out
+    assert read_log(run)[0]["images"] == trained
+    assert "num_classes=" not in err  # the new head's note is worded for the command line

@@ -48,12 +48,6 @@ def test_a_class_folder_without_images(tmp_path, capsys) -> None:
     assert "'zebras'" in line and "hold no images" in line
 
 
-def test_batch_larger_than_the_data(tmp_path, capsys) -> None:
-    data = make_dataset(tmp_path / "data", per_class=2)  # 3 to train, 3 held out
-    line = run_train(tmp_path, capsys, data, "--batch-size", "8", *FAST)
-    assert "global batch of 8 images" in line and "3 training images" in line and "--batch-size" in line
-
-
 def test_resume_without_a_checkpoint(tmp_path, capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=2)
     line = run_train(tmp_path, capsys, data, "--resume", *FAST)

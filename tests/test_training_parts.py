@@ -271,3 +271,25 @@ def test_differences_name_the_options() -> None:
     stored = {"lr": 0.256, "arch": "resnet50", "epochs": 2}
     assert run_files.differences(stored, {"lr": 0.1, "arch": "resnet50", "epochs": 2}) == ["--lr 0.1 (the run: 0.256)"]
     assert run_files.differences(stored, {**stored, "epochs": 5}, ignore=run_files.RESUMABLE_CHANGES) == []
+
+
+@pytest.mark.parametrize("size, batch, world, least, sizes", [
+    (60, 32, 1, 2, [32, 28]),  # the README's few dozen photos: 28 were never trained on
+    (33, 32, 1, 2, [33]),  # a last batch of one image: BatchNorm cannot train on it, it joins the batch before
+    (33, 32, 1, 1, [32, 1]),  # frozen BatchNorm: a batch of one is fine
+    (20, 32, 1, 2, [20]),  # fewer images than a batch
+    (19, 3, 2, 2, [3, 3, 4]),  # two processes: 10 each (one padded), the same sizes on both
+])
+def test_every_image_is_in_a_batch_of_every_epoch(size, batch, world, least, sizes) -> None:
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(world):
+            batches = EpochBatches(size, batch, rank=rank, world=world, seed=5, least=least)
+            batches.set_epoch(epoch)
+            assert [len(b) for b in batches.batches()] == sizes == batches.sizes()
+            assert batches.steps_per_epoch() == len(sizes)
+            seen += [index for b in batches.batches() for _, index in b]
+        assert sorted(set(seen)) == list(range(size))  # DistributedSampler pads with repeats, never drops
+    resumed = EpochBatches(size, batch, world=world, seed=5, least=least)
+    resumed.set_epoch(1, start=len(sizes) - 1)
+    assert [len(b) for b in resumed.batches()] == sizes[-1:]
