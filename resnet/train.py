@@ -494,7 +494,7 @@ class Trainer:
             files.write_bytes(target, "".join(json.dumps(r) + "\n" for r in self.history).encode())
             if self.history:
                 target = self.out / files.CURVES
-                files.write_bytes(target, curves_png(self.history))
+                files.write_bytes(target, curves_png(self.history, len(self.data.classes)))
         except OSError as error:
             kept = (f"the previous {target.name} is kept unchanged" if target.exists()
                     else f"{target.name} was not written")

@@ -293,3 +293,36 @@ def test_every_image_is_in_a_batch_of_every_epoch(size, batch, world, least, siz
     resumed = EpochBatches(size, batch, world=world, seed=5, least=least)
     resumed.set_epoch(1, start=len(sizes) - 1)
     assert [len(b) for b in resumed.batches()] == sizes[-1:]
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _history(best_epoch: int) -> list[dict]:
+    return [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "top1": 50.0 + e, "top5": 90.0,
+             "best": e <= best_epoch} for e in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("classes, lines", [(3, ["top-1"]), (5, ["top-1"]), (10, ["top-1", "top-5"])])
+def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classes, lines) -> None:
+    pytest.importorskip("matplotlib")
+    from resnet.plots import curves_figure
+
+    loss_axes, accuracy_axes = curves_figure(_history(best_epoch=2), classes).axes[:2]
+    labels = [line.get_label() for line in accuracy_axes.get_lines()]
+    assert labels == [*lines, "best (epoch 2)"]
+    (marker,) = [line for line in loss_axes.get_lines() if line.get_label() == "best (epoch 2)"]
+    assert list(marker.get_xdata()) == [2, 2]
+
+
+def test_confusion_matrix_has_an_other_column_only_when_something_is_predicted_outside() -> None:
+    pytest.importorskip("matplotlib")
+    from resnet.plots import confusion_figure
+
+    inside = torch.tensor([[3, 1], [0, 2]])
+    axes = confusion_figure(inside, ["cat", "dog"]).axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["cat", "dog"]
+    # A 3-class model evaluated on 2 class folders: predictions of the third class go to "other".
+    outside = torch.tensor([[3, 0, 1], [0, 2, 0], [0, 0, 0]])
+    axes = confusion_figure(outside, ["cat", "dog", "cow"]).axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["cat", "dog", "other"]
