@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -53,6 +54,46 @@ from .preprocessing import CROP_SIZE, build_train_transform, build_transform
 
 #: Exit status after Ctrl+C (128 + SIGINT), once the checkpoint is written.
 INTERRUPTED = 130
+#: An epoch's train loss this many times its reference (the lowest before it, at most the loss of a uniform
+#: guess, ln(classes)), or not finite, is reported as divergence.
+DIVERGENCE_FACTOR = 1000.0
+#: Epochs of validation top-1 at or below chance level (100% / classes) after which a warning says so.
+CHANCE_EPOCHS = 2
+
+
+def training_warnings(history: list[dict], num_classes: int) -> list[str]:
+    """Warnings that the last record of ``history`` (``log.jsonl``'s) brings: the training diverges (the train
+    loss not finite, or :data:`DIVERGENCE_FACTOR` times its reference), or validation top-1 has stayed at chance
+    level for :data:`CHANCE_EPOCHS` epochs. Each is given once: at the first epoch where it holds."""
+
+    def divergence(records: list[dict]) -> Optional[str]:
+        loss, epoch = records[-1]["train_loss"], records[-1]["epoch"]
+        if not math.isfinite(loss):
+            return (f"the training diverged: the train loss of epoch {epoch} is {loss}, and later epochs learn nothing "
+                    f"(model.pth keeps the best epoch before); start over (--force) with a lower --lr")
+        earlier = [r["train_loss"] for r in records[:-1] if math.isfinite(r["train_loss"]) and r["train_loss"] > 0]
+        reference = min([math.log(max(2, num_classes)), *earlier])
+        if loss > DIVERGENCE_FACTOR * reference:
+            return (f"the training diverges: the train loss of epoch {epoch}, {loss:.4g}, is {loss / reference:,.0f} "
+                    f"times {'its lowest before' if reference in earlier else 'that of a uniform guess'} "
+                    f"({reference:.4g}); lower --lr")
+        return None
+
+    def chance(records: list[dict]) -> Optional[str]:
+        level = 100.0 / num_classes
+        validated = [r for r in records if r.get("top1") is not None]
+        if len(validated) >= CHANCE_EPOCHS and all(r["top1"] <= level + 1e-6 for r in validated):
+            return (f"validation top-1 has stayed at chance level ({level:.2f}% for {num_classes} classes) for "
+                    f"{len(validated)} epochs: the model is not learning. Check that each class folder of DATA holds "
+                    "images of its class, or try another --lr")
+        return None
+
+    found = []
+    for check in (divergence, chance):
+        message = check(history)
+        if message and not any(check(history[:end]) for end in range(1, len(history))):
+            found.append(message)
+    return found
 
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
@@ -443,6 +484,8 @@ class Trainer:
                  + (f", {record['unreadable']} unreadable files skipped" if record["unreadable"] else ""), flush=True)
         for path, message in list(new.items())[:10]:
             self.say(f"warning: skipped unreadable image: {message}", file=sys.stderr)
+        for message in training_warnings(self.history, len(self.data.classes)):
+            self.say(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _interrupt(self, epoch: int, loss_sum: torch.Tensor, images: int, started: float,
                    failures: list[tuple[str, str]]) -> None:
