@@ -126,3 +126,16 @@ def test_triton_labels_are_never_split_or_undecodable(tmp_path) -> None:
         assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").rglob("*.pt"))
     folder = write_triton_model(tmp_path / "repo", "m", "pytorch", write, num_classes=3, class_names=ESCAPED)
     assert (folder / "labels.txt").read_text(encoding="utf-8").splitlines() == ESCAPED
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_export_of_unprintable_names_writes_them_escaped(tmp_path, capsys) -> None:
+    """A non-UTF-8 name made export fail at the end, writing labels.txt; a newline split a label in two."""
+    path = three_class_file(tmp_path, HOSTILE)
+    repo = tmp_path / "repo"
+    assert main("export", "--weights", path, "--triton", repo, "--backend", "pytorch", "--quiet") == 0
+    assert (repo / "resnet50_libtorch" / "labels.txt").read_text(encoding="utf-8").splitlines() == ESCAPED
+    metadata = {"metadata.json": ""}
+    torch.jit.load(str(repo / "resnet50_libtorch" / "1" / "model.pt"), _extra_files=metadata)
+    assert json.loads(metadata["metadata.json"])["class_names"] == ESCAPED
+    assert "shown escaped" in capsys.readouterr().err
