@@ -61,7 +61,9 @@ def create_model(
     (:attr:`resnet.model.ResNet.fast_inference`).
     ``num_classes=None`` takes the number of classes of the weights file (1000 without one).
     The model's ``classes`` attribute holds its class names: those stored in the file (a ``model.pth``
-    written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``.
+    written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``; its
+    ``image_size`` the side of the images it was trained at where the file records it (a ``model.pth``),
+    else ``None`` (NVIDIA's weights: 224).
     See :mod:`resnet.hub` for the meaning of every argument.
     """
     get_arch(arch)
@@ -100,6 +102,7 @@ def create_model(
         arch_kwargs["num_classes"] = NUM_IMAGENET_CLASSES if num_classes is None else num_classes
         model = ResNet(arch, **arch_kwargs)
         model.classes = _class_names(model.num_classes, None)
+        model.image_size = None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -152,7 +155,22 @@ def _load_pretrained(
         ), stacklevel=3)
     stored = obj.get("classes") if isinstance(obj, dict) and not new_head else None
     model.classes = _class_names(num_classes, stored, source)
+    model.image_size = _image_size(obj.get("image_size") if isinstance(obj, dict) else None, source)
     return model
+
+
+def _image_size(stored: object, source: str) -> Optional[int]:
+    """The training image size a file records (``model.pth``), or None; a value that cannot be one is left out
+    with a warning."""
+    from .preprocessing import MIN_IMAGE_SIZE
+
+    if stored is None:
+        return None
+    if isinstance(stored, int) and not isinstance(stored, bool) and MIN_IMAGE_SIZE <= stored <= 4096:
+        return stored
+    warnings.warn(f"{source}: the stored image_size {stored!r} is not an image side from {MIN_IMAGE_SIZE} to 4096; "
+                  "it is not used (224 is)", UserWarning, stacklevel=3)
+    return None
 
 
 def _class_names(num_classes: int, stored: object, source: str = "") -> Optional[list[str]]:

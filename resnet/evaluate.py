@@ -31,7 +31,7 @@ from .loading import ImageDataset, add_workers_option, default_workers, image_si
 from .metrics import Metrics, Predict, measure
 from .names import printable_name
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int
-from .options import add_onnx_options, check_onnx_options, load_onnx, output_file
+from .options import add_onnx_options, check_onnx_options, load_onnx, onnx_image_size, output_file
 from .preprocessing import CROP_SIZE, build_transform
 from .runtimes import RuntimeModelError
 
@@ -45,12 +45,14 @@ class Predictor:
         classes: the C class names in output order, or ``None`` when the weights carry none.
         num_classes: C.
         description: what is measured, for the report.
+        image_size: H = W, the side of the images it takes (the size it was trained at).
     """
 
     predict: Predict
     classes: Optional[list[str]]
     num_classes: int
     description: str
+    image_size: int = CROP_SIZE
 
 
 @dataclass
@@ -95,9 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
     recipe.add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
                                 "accuracy)")
-    parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
-                        help="centre crop, after resizing to 256/224 of it (default 224; an --onnx export takes "
-                        "224 only)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
+                        help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
+                        "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
     parser.add_argument("--lowest", type=positive_int, default=5, metavar="N",
                         help="classes with the lowest accuracy to list (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
@@ -114,25 +116,28 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
     or the exported model of ``--onnx`` on ``--runtime`` (``--precision`` as :func:`resnet.options.onnx_precision`
     says).
 
-    ``check(class names, outputs)`` runs once the weights are read, before the fast path is built.
+    ``check(class names, outputs)`` runs once the weights are read, before the fast path is built. The image
+    size is ``--image-size``, else the size the model was trained at (an ONNX export's own size).
     """
     from .fastpath import optimize_for_inference
 
     if args.onnx:
         model = load_onnx(args, args.precision)
+        size = onnx_image_size(args, model.image_size)
         if check is not None:
             check(model.classes, model.num_classes)
         kind = "INT8" if model.quantized else "fp32"
         description = f"{model.path.name} ({kind} ONNX) on {model.runtime}, {model.precision}"
-        return Predictor(model, model.classes, model.num_classes, description)
+        return Predictor(model, model.classes, model.num_classes, description, size)
     dtype = recipe.resolve_precision(args.precision, device)
     model = load_model(args)
     if check is not None:
         check(model.classes, model.fc.out_features)
     fast = optimize_for_inference(model.to(device), device=device, dtype=dtype or torch.float32)
     source = args.weights or "NVIDIA's NGC weights"
+    size = getattr(args, "image_size", None) or model.image_size or CROP_SIZE
     return Predictor(fast, model.classes, model.fc.out_features,
-                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}")
+                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}, {size}x{size}", size)
 
 
 def match_folders(scan: LabelledFolder, classes: Optional[list[str]], num_classes: int) -> tuple[list[str], list[int]]:
@@ -189,9 +194,6 @@ def evaluate_folder(
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``evaluate`` subcommand; returns the exit status."""
     check_onnx_options(args, args.precision)
-    if args.onnx and args.image_size != CROP_SIZE:
-        raise CommandError(f"--image-size {args.image_size} does not apply to --onnx: an exported model takes "
-                           f"{CROP_SIZE}x{CROP_SIZE} images")
     device = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     with distributed.job(device, distributed=args.distributed, command="evaluate") as procs:
         scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = evaluate_folder(
                 predictor, scan, batch_size=args.batch_size,
-                workers=default_workers() if args.workers is None else args.workers, image_size=args.image_size,
+                workers=default_workers() if args.workers is None else args.workers, image_size=predictor.image_size,
                 device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
             )
         except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)

@@ -323,6 +323,19 @@ def cli_text(message: object) -> str:
     return describe("cli") if callable(describe) else str(message)
 
 
+def onnx_image_size(args: argparse.Namespace, size: int) -> int:
+    """The image size of ``--onnx``'s model: ``size``, the one its graph takes; ``--image-size`` may only repeat it.
+
+    Raises:
+        CommandError: ``--image-size`` names another size.
+    """
+    asked = getattr(args, "image_size", None)
+    if asked is not None and asked != size:
+        raise CommandError(f"--image-size {asked} does not apply to --onnx {args.onnx}: the exported model takes "
+                           f"{size}x{size} images; leave out --image-size")
+    return size
+
+
 # --------------------------------------------------------------------------- the model
 
 

@@ -7,7 +7,7 @@ export's metadata (``metadata_props`` of the ONNX file, written by :func:`resnet
 ImageNet's names for a 1000-class model, the ``class_names`` entry where an export has one.
 
 A file that is not one of this repository's exports (no ``arch``/``output`` metadata) still runs
-when its interface fits, with a warning: one float32 input of shape (N, 3, 224, 224) and one float32
+when its interface fits, with a warning: one float32 input of shape (N, 3, S, S) and one float32
 output of shape (N, classes); a 1000-class output gets ImageNet's names. When the interface does not
 fit, :class:`RuntimeModelError` says which input or output is wrong and how.
 
@@ -63,6 +63,8 @@ MAX_CLASSES = 1 << 20
 #: The largest batch size baked into a graph that is run: a batch of B is run in padded slices of B images
 #: (616 MB for 1024 images of 224 x 224).
 MAX_FIXED_BATCH = 1024
+#: The largest image side an input may declare (an (N, 3, S, S) input; 224 for NVIDIA's weights).
+MAX_IMAGE_SIDE = 4096
 
 
 class RuntimeModelError(ValueError):
@@ -262,11 +264,14 @@ def _dims(value: Any) -> list[Any]:
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
 
 
-def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optional[int]]:
-    """(input name, output name, fixed batch or None, classes or None); RuntimeModelError when it does not fit."""
+def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optional[int], Optional[int]]:
+    """(input name, output name, fixed batch, classes, image side), each ``None`` where the graph leaves it
+    dynamic; RuntimeModelError when the interface does not fit."""
     import onnx
 
-    from .preprocessing import INPUT_SHAPE
+    from .preprocessing import MIN_IMAGE_SIZE
+
+    want = f"(N, 3, S, S), S from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIDE:,} (224 for NVIDIA's weights)"
 
     initializers = {init.name for init in proto.graph.initializer}
     inputs = [v for v in proto.graph.input if v.name not in initializers]
@@ -275,7 +280,7 @@ def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optiona
     if len(inputs) != 1:
         raise RuntimeModelError(
             f"{where} has {len(inputs)} inputs ({', '.join(v.name for v in inputs) or 'none'}); an image "
-            f"classifier here takes one float32 input of shape (N, {', '.join(map(str, INPUT_SHAPE))})"
+            f"classifier here takes one float32 input of shape {want}"
         )
     if len(outputs) != 1:
         named = [v for v in outputs if v.name == "logits"]
@@ -289,14 +294,16 @@ def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optiona
     float32 = onnx.TensorProto.FLOAT
     in_dims, out_dims = _dims(graph_input), _dims(graph_output)
     in_type = graph_input.type.tensor_type.elem_type
-    if in_type != float32 or len(in_dims) != 4 or any(
-        isinstance(d, int) and d != want for d, want in zip(in_dims[1:], INPUT_SHAPE)
-    ):
+    sides = {d for d in in_dims[2:] if isinstance(d, int)}  # fixed sides; dynamic ones are names or None
+    channels_fit = len(in_dims) == 4 and (not isinstance(in_dims[1], int) or in_dims[1] == 3)
+    sides_fit = len(sides) <= 1 and all(MIN_IMAGE_SIZE <= d <= MAX_IMAGE_SIDE for d in sides)
+    if in_type != float32 or not channels_fit or not sides_fit:
         raise RuntimeModelError(
             f"{where}: input {graph_input.name!r} is {onnx.TensorProto.DataType.Name(in_type).lower()} of shape "
-            f"{_show(in_dims)}, but the images are float32 of shape (N, {', '.join(map(str, INPUT_SHAPE))}) "
-            "(NCHW, 224x224 RGB, normalised as resnet.preprocessing says)"
+            f"{_show(in_dims)}, but the images are float32 of shape {want}: NCHW RGB, normalised as "
+            "resnet.preprocessing says"
         )
+    side = next(iter(sides), None)
     out_type = graph_output.type.tensor_type.elem_type
     if out_type != float32 or len(out_dims) != 2:
         raise RuntimeModelError(
@@ -312,7 +319,18 @@ def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optiona
             "or smaller batch axis"
         )
     _check_class_count(classes, f"{where}: output {graph_output.name!r}")
-    return graph_input.name, graph_output.name, batch, classes
+    return graph_input.name, graph_output.name, batch, classes, side
+
+
+def _metadata_side(metadata: dict[str, Any]) -> Optional[int]:
+    """The image side the export's metadata states (``input.shape`` (batch, 3, S, S)), or ``None``."""
+    from .preprocessing import MIN_IMAGE_SIZE
+
+    shape = metadata.get("input", {}).get("shape") if isinstance(metadata.get("input"), dict) else None
+    if isinstance(shape, list) and len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3] \
+            and not isinstance(shape[2], bool) and MIN_IMAGE_SIZE <= shape[2] <= MAX_IMAGE_SIDE:
+        return shape[2]
+    return None
 
 
 def _check_class_count(classes: Optional[int], what: str) -> None:
@@ -367,7 +385,8 @@ def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, o
 
 
 class OnnxModel:
-    """An ONNX model running on :attr:`runtime`; call it with a float32 (N, 3, 224, 224) torch tensor.
+    """An ONNX model running on :attr:`runtime`; call it with a float32 (N, 3, S, S) torch tensor
+    (S = :attr:`image_size`).
 
     Attributes:
         path: the ONNX file.
@@ -382,6 +401,8 @@ class OnnxModel:
         input_name, output_name: the graph's interface.
         fixed_batch: the batch size baked into the graph, or ``None`` when the batch axis is dynamic
             (a fixed-batch model is run in slices of that size).
+        image_size: the side S of the (N, 3, S, S) images it takes: the graph's, else the export's metadata's,
+            else 224.
     """
 
     def __init__(self, path: Path, runtime: str, proto: Any, metadata: dict[str, Any], *,
@@ -391,7 +412,8 @@ class OnnxModel:
         self.precision = precision
         self.threads = threads
         self.metadata = metadata
-        self.input_name, self.output_name, self.fixed_batch, classes = _interface(proto, path)
+        self.input_name, self.output_name, self.fixed_batch, classes, side = _interface(proto, path)
+        self.image_size: int = side or _metadata_side(metadata) or 224
         ours = "arch" in metadata and "output" in metadata
         if classes is None:  # a dynamic class axis: the metadata may say
             classes = _metadata_classes(metadata)
@@ -407,13 +429,12 @@ class OnnxModel:
         return len(self.class_names)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Logits (N, classes), float32 on the CPU, for the float32 (N, 3, 224, 224) ``batch``."""
-        from .preprocessing import INPUT_SHAPE
-
-        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != INPUT_SHAPE:
+        """Logits (N, classes), float32 on the CPU, for the float32 (N, 3, S, S) ``batch`` (S = image_size)."""
+        want = (3, self.image_size, self.image_size)
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != want:
             shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-            want = ", ".join(map(str, INPUT_SHAPE))
-            raise ValueError(f"{self.path.name}: expected a float32 batch of shape (N, {want}), got {shape}")
+            raise ValueError(f"{self.path.name}: expected a float32 batch of shape (N, {', '.join(map(str, want))}), "
+                             f"got {shape}")
         x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
         try:
             if self.fixed_batch is None or x.shape[0] == self.fixed_batch:

@@ -218,12 +218,13 @@ def test_fixed_batch_model_runs_any_batch_in_slices(tmp_path) -> None:
     "options, fragments",
     [
         (dict(second_input=True), ["2 inputs (input, scale)", "one float32 input"]),
-        (dict(channels=1, side=28), ["input 'input'", "(N, 1, 28, 28)", "(N, 3, 224, 224)"]),
+        (dict(channels=1, side=28), ["input 'input'", "(N, 1, 28, 28)", "(N, 3, S, S), S from 32 to 4,096"]),
+        (dict(side=16), ["input 'input'", "(N, 3, 16, 16)", "(N, 3, S, S), S from 32 to 4,096"]),
         (dict(input_type=TensorProto.INT64), ["input 'input' is int64", "float32"]),
         (dict(output_rank=3), ["output 'logits'", "(N, 10, 1)", "(N, classes)"]),
         (dict(outputs=("a", "b")), ["2 outputs (a, b)", "named 'logits'"]),
     ],
-    ids=["two-inputs", "input-shape", "input-type", "output-rank", "two-outputs"],
+    ids=["two-inputs", "input-shape", "input-too-small", "input-type", "output-rank", "two-outputs"],
 )
 def test_interface_that_does_not_fit_is_refused_naming_what(tmp_path, options, fragments) -> None:
     path = tiny_classifier(tmp_path / "odd.onnx", **options)
@@ -258,6 +259,11 @@ def test_bad_arguments_and_files(tmp_path, exported) -> None:
     model = load_onnx_model(tiny_classifier(tmp_path / "t.onnx", metadata=meta))
     with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\), got \(2, 3, 32, 32\)"):
         model(torch.zeros(2, 3, 32, 32))
+    # A graph for another image size takes that size (a model trained at it; fixed in the graph, or by metadata).
+    small = load_onnx_model(tiny_classifier(tmp_path / "s.onnx", side=64, metadata=meta))
+    assert small.image_size == 64 and small(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"\(N, 3, 64, 64\), got \(2, 3, 224, 224\)"):
+        small(torch.zeros(2, 3, 224, 224))
 
 
 # --------------------------------------------------------------------------- hostile files
