@@ -380,6 +380,8 @@ def _create_model(args: argparse.Namespace, pretrained_default: bool, options: d
         raise CommandError(error.describe("cli")) from error
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
+    except PermissionError as error:  # a --weights file this user may not read
+        raise CommandError(f"cannot read --weights {weights!r}: {error.strerror or error}") from error
 
 
 def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -140,7 +140,10 @@ def _load_proto(path: Path) -> tuple[Any, dict[str, Any]]:
     if not path.is_file():
         raise RuntimeModelError(f"ONNX model {str(path)!r} does not exist; check the path")
     # The first bytes say what the file is before anything reads it whole.
-    head = read_head(path)
+    try:
+        head = read_head(path)
+    except OSError as error:
+        raise RuntimeModelError(f"cannot read ONNX model {str(path)!r}: {error.strerror or error}") from None
     if looks_like_torch_checkpoint(head):
         start = f"{str(path)!r} is a PyTorch checkpoint, not an ONNX model"
         raise RuntimeModelError(

@@ -103,3 +103,20 @@ def test_a_mistyped_option_names_the_closest_one_and_the_commands_help(argv, exp
 def test_an_option_like_no_other_gets_no_guess(capsys) -> None:
     status, err = run(capsys, "train", "data", "-o", "run", "--frobnicate")
     assert status == 2 and "unrecognized arguments: --frobnicate ('python -m resnet train --help'" in err, err
+
+
+@pytest.mark.parametrize("option", ["--weights", "--onnx"])
+def test_a_file_this_user_cannot_read_is_one_line(option, tmp_path, monkeypatch, capsys) -> None:
+    """The tests run as root, who reads every file: the refusal of a file without read permission is faked."""
+    import resnet.filetypes
+
+    def refuse(path, size=4096):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(resnet.filetypes, "read_head", refuse)
+    path = tmp_path / "locked.bin"
+    path.write_bytes(b"x")
+    status, err = run(capsys, "classify", str(PHOTOS[0]), option, str(path), "--quiet")
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "cannot read" in lines[0] and "Permission denied" in lines[0], err
+    assert str(path) in lines[0]
