@@ -17,6 +17,7 @@ import torch
 from .cache import check_file_hash, discard, fetch_checkpoint, normalise_sha256, removal_note
 from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
 from .names import load_class_names
+from .preprocessing import MIN_IMAGE_SIZE
 from .synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
 from .weights import (
     Audience,
@@ -162,8 +163,6 @@ def _load_pretrained(
 def _image_size(stored: object, source: str) -> Optional[int]:
     """The training image size a file records (``model.pth``), or None; a value that cannot be one is left out
     with a warning."""
-    from .preprocessing import MIN_IMAGE_SIZE
-
     if stored is None:
         return None
     if isinstance(stored, int) and not isinstance(stored, bool) and MIN_IMAGE_SIZE <= stored <= 4096:

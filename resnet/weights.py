@@ -21,6 +21,11 @@ from typing import Any, Literal, Optional, Union
 
 import torch
 
+# Imported here, not where used: after torch.hub loads this repository, a user's own module named ``resnet``
+# may be what ``resnet`` means, and a submodule first imported later would not be found.
+from . import filetypes
+from .filetypes import ZIP_MAGIC, looks_like_onnx, not_a_regular_file
+
 PathLike = Union[str, "os.PathLike[str]"]
 KeyMapFn = Callable[[str], str]
 #: Who reads a message: users of the Python API, or of ``python -m resnet`` (flags instead of arguments).
@@ -168,13 +173,11 @@ def read_checkpoint(path: PathLike) -> Any:
             :data:`DAMAGED_FILE_ERRORS` came out of ``torch.load``, or the first bytes already say so).
             Other errors propagate as they are.
     """
-    from .filetypes import ZIP_MAGIC, looks_like_onnx, not_a_regular_file, read_head
-
     path = Path(path)
     what = not_a_regular_file(path)
     if what is not None or not path.is_file():
         raise CheckpointNotFoundError(path, what)
-    head = read_head(path)
+    head = filetypes.read_head(path)
     if looks_like_onnx(head):
         raise _onnx_given_as_checkpoint(path)
     is_zip = head.startswith(ZIP_MAGIC)
