@@ -13,10 +13,10 @@ from typing import Iterable, Iterator, Optional
 
 import torch
 
-from resnet.preprocessing import INPUT_SHAPE
+from resnet.preprocessing import CROP_SIZE
 
 from .errors import Uri
-from .images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess
+from .images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess_at
 
 
 @dataclass
@@ -25,7 +25,7 @@ class BatchResult:
 
     Attributes:
         tensor: (N, 3, 224, 224) float32 model input for the inputs that loaded, in input order
-            (N may be 0).
+            (N may be 0); (N, 3, S, S) from :func:`iter_batches` with ``image_size=S``.
         uris: the inputs that loaded, in the same order as the rows of ``tensor``.
         failures: ``(input, message)`` for each input that did not load, in input order; the
             message names the input and says what went wrong.
@@ -68,6 +68,7 @@ def iter_batches(
     *,
     num_workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
+    image_size: int = CROP_SIZE,
 ) -> Iterator[BatchResult]:
     """Stream the inputs as batches of ``batch_size`` consecutive inputs, in input order.
 
@@ -75,7 +76,8 @@ def iter_batches(
     inputs decode in background threads, so decoding overlaps inference. Each
     :class:`BatchResult` covers ``batch_size`` inputs (fewer at the end) and reports its own
     failures, so ``len(b.uris) + len(b.failures)`` inputs per batch. ``uris`` may be any
-    iterable, read lazily.
+    iterable, read lazily. ``image_size`` is the side of the model's input (224; a model trained at another
+    size takes that: resize to 256/224 of it, centre crop).
 
     Once the iterator is exhausted its threads have ended. Closing it early (``close()``, a
     ``break`` out of a ``for`` loop over ``contextlib.closing(...)``) cancels the decoding not
@@ -94,11 +96,14 @@ def iter_batches(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     workers = _resolve_workers(num_workers)
     _check_timeout(timeout)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     # Checked now rather than at the first next(): the generator body runs lazily.
-    return _stream(iter(uris), batch_size, workers, timeout)
+    return _stream(iter(uris), batch_size, workers, timeout, image_size)
 
 
-def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout) -> Iterator[BatchResult]:
+def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout,
+            image_size: int = CROP_SIZE) -> Iterator[BatchResult]:
     window = max(2 * batch_size, workers)  # inputs in flight: this batch, the next, and some
     pending: deque[tuple[Uri, Future]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iter_batches")
@@ -112,7 +117,7 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
             except StopIteration:
                 exhausted = True
                 return
-            pending.append((uri, pool.submit(_attempt, uri, timeout)))
+            pending.append((uri, pool.submit(_attempt, uri, timeout, image_size)))
 
     exhausted_all = False
     try:
@@ -123,7 +128,7 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
                 return
             chunk = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
             fill()  # keep the threads busy on later inputs while this batch finishes
-            yield _assemble([uri for uri, _ in chunk], [future.result() for _, future in chunk])
+            yield _assemble([uri for uri, _ in chunk], [future.result() for _, future in chunk], image_size)
     finally:
         for _, future in pending:
             future.cancel()
@@ -132,10 +137,10 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
         pool.shutdown(wait=exhausted_all, cancel_futures=True)
 
 
-def _attempt(uri: Uri, timeout: Timeout) -> tuple[Optional[torch.Tensor], Optional[str]]:
+def _attempt(uri: Uri, timeout: Timeout, image_size: int = CROP_SIZE) -> tuple[Optional[torch.Tensor], Optional[str]]:
     """(tensor, None) on success, (None, message) on any failure of this one input."""
     try:
-        return preprocess(load_image(uri, timeout=timeout)), None
+        return preprocess_at(load_image(uri, timeout=timeout), image_size), None
     except Exception as error:  # one bad input must not stop the batch; the message says which
         message = str(error)
         name = os.fspath(uri) if isinstance(uri, (str, os.PathLike)) else None
@@ -144,7 +149,8 @@ def _attempt(uri: Uri, timeout: Timeout) -> tuple[Optional[torch.Tensor], Option
         return None, message
 
 
-def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Optional[str]]]) -> BatchResult:
+def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Optional[str]]],
+              image_size: int = CROP_SIZE) -> BatchResult:
     tensors: list[torch.Tensor] = []
     good: list[Uri] = []
     failures: list[tuple[Uri, str]] = []
@@ -154,7 +160,8 @@ def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Opt
         else:
             tensors.append(tensor)
             good.append(uri)
-    stacked = torch.stack(tensors) if tensors else torch.empty((0, *INPUT_SHAPE), dtype=torch.float32)
+    empty = (0, 3, image_size, image_size)
+    stacked = torch.stack(tensors) if tensors else torch.empty(empty, dtype=torch.float32)
     return BatchResult(stacked, good, failures)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.download import DownloadError, Limits, Timeout, check_timeout, open_stream
-from resnet.preprocessing import build_transform
+from resnet.preprocessing import CROP_SIZE, build_transform
 
 from .decode import MAX_IMAGE_BYTES, check_aspect_ratio, decode_image, to_rgb
 from .errors import ImageLoadError, Uri
@@ -129,6 +129,22 @@ def preprocess(image: Image.Image) -> torch.Tensor:
         )
     check_aspect_ratio(image, "the image", None)
     return _transform()(to_rgb(image))
+
+
+def preprocess_at(image: Image.Image, image_size: int) -> torch.Tensor:
+    """:func:`preprocess` for a model trained at another size: resize to 256/224 of ``image_size``, centre crop
+    ``image_size`` (``resnet.preprocessing.build_transform(image_size)``); 224 is :func:`preprocess` itself."""
+    if image_size == CROP_SIZE:
+        return preprocess(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"preprocess_at expects a PIL.Image.Image, got {type(image).__name__}")
+    check_aspect_ratio(image, "the image", None)
+    return _sized_transform(image_size)(to_rgb(image))
+
+
+@functools.lru_cache(maxsize=4)
+def _sized_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    return build_transform(image_size)
 
 
 def prepare_input_from_uri(uri: Uri, cuda: bool = False, *, timeout: Timeout = DEFAULT_TIMEOUT) -> torch.Tensor:

@@ -5,6 +5,7 @@ from .checkpoints import CHECKPOINTS, MIRROR_ENV, Checkpoint
 from .model import ARCHS, ArchConfig, Bottleneck, ResNet, SqueezeExcitation, get_arch
 from .weights import (
     CheckpointMismatchError,
+    CheckpointNotFoundError,
     CorruptCheckpointError,
     HashMismatchError,
     UnsafeCheckpointError,
@@ -21,6 +22,7 @@ __all__ = [
     "Bottleneck",
     "Checkpoint",
     "CheckpointMismatchError",
+    "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "HashMismatchError",
     "ResNet",

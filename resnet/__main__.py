@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         modules[name] = module
         module.add_arguments(subparsers.add_parser(name, help=help_text, description=plain_text(module.__doc__)))
-    args = parser.parse_args(argv)
+    # Parsed in two steps so that an unknown option is reported by its command's parser: with the closest
+    # option of that command and its own --help.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        subparsers.choices[args.command].unrecognized(extras)
     return run_command(modules[args.command].run, args)
 
 

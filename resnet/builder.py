@@ -7,6 +7,7 @@ would be overwritten at once.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -15,8 +16,11 @@ import torch
 
 from .cache import check_file_hash, discard, fetch_checkpoint, normalise_sha256, removal_note
 from .model import ARCHS, ConvInit, ResNet, get_arch, init_module
+from .names import load_class_names
+from .preprocessing import MIN_IMAGE_SIZE
 from .synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
 from .weights import (
+    Audience,
     CheckpointMismatchError,
     CorruptCheckpointError,
     KeyMapFn,
@@ -24,6 +28,7 @@ from .weights import (
     extract_state_dict,
     fit_state_dict,
     read_checkpoint,
+    WeightsWarning,
 )
 
 
@@ -57,10 +62,19 @@ def create_model(
     (:attr:`resnet.model.ResNet.fast_inference`).
     ``num_classes=None`` takes the number of classes of the weights file (1000 without one).
     The model's ``classes`` attribute holds its class names: those stored in the file (a ``model.pth``
-    written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``.
+    written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``; its
+    ``image_size`` the side of the images it was trained at where the file records it (a ``model.pth``),
+    else ``None`` (NVIDIA's weights: 224).
     See :mod:`resnet.hub` for the meaning of every argument.
     """
     get_arch(arch)
+    if not isinstance(pretrained, bool):
+        # torch.hub.load(repo, entry, "model.pth") passes the file as ``pretrained``, whose truth would load
+        # NVIDIA's weights instead of it.
+        hint = (f"to load the file {str(pretrained)!r}, pass pretrained=False, pretrained_from_file={str(pretrained)!r}"
+                if isinstance(pretrained, (str, os.PathLike)) else
+                "pass pretrained=True for NVIDIA's weights, or pretrained=False with pretrained_from_file=PATH")
+        raise TypeError(f"pretrained must be True or False, not the {type(pretrained).__name__} {pretrained!r}; {hint}")
     if pretrained and pretrained_from_file is not None:
         raise ValueError(
             "pretrained=True and pretrained_from_file are mutually exclusive: pass "
@@ -89,6 +103,7 @@ def create_model(
         arch_kwargs["num_classes"] = NUM_IMAGENET_CLASSES if num_classes is None else num_classes
         model = ResNet(arch, **arch_kwargs)
         model.classes = _class_names(model.num_classes, None)
+        model.image_size = None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -106,7 +121,7 @@ def _load_pretrained(
         problem = discard(path)
         raise CorruptCheckpointError(
             f"{error}. {removal_note(problem, path, 'python')}",
-            cli_message=f"{error}. {removal_note(problem, path, 'cli')}",
+            cli_message=f"{error.describe('cli')}. {removal_note(problem, path, 'cli')}",
         ) from error
     source = repr(str(path))
     state = extract_state_dict(obj, source, key_map_fn)
@@ -119,38 +134,61 @@ def _load_pretrained(
 
     with torch.device("meta"):
         model = ResNet(arch, **arch_kwargs)
-    target = f"{arch} (num_classes={num_classes})"
+    target = f"{arch} with {num_classes} classes"
     try:
         fitted = fit_state_dict(
             state, model.state_dict(), source, target, skip_prefixes=("fc.",) if new_head else ()
         )
     except CheckpointMismatchError as error:
-        raise CheckpointMismatchError(f"{error}{_hint(state, arch, num_classes)}") from None
+        raise CheckpointMismatchError(
+            f"{error}{_hint(state, arch, num_classes, 'python')}",
+            cli_message=f"{error}{_hint(state, arch, num_classes, 'cli')}",
+        ) from None
     model.load_state_dict(fitted, strict=not new_head, assign=True)
     if new_head:
         model.fc.to_empty(device="cpu")
         init_module(model.fc)
-        warnings.warn(
-            f"{source} has a {file_classes}-class head but num_classes={num_classes}: the backbone was "
-            "loaded and the new classifier head (fc) is freshly initialised; train it before use.",
-            stacklevel=3,
-        )
+        rest = ("the backbone was loaded and the new classifier head (fc) is freshly initialised; train it "
+                "before use.")
+        warnings.warn(WeightsWarning(
+            f"{source} has a {file_classes}-class head but num_classes={num_classes}: {rest}",
+            cli_message=f"{source} has a {file_classes}-class head and the model {num_classes} classes: {rest}",
+        ), stacklevel=3)
     stored = obj.get("classes") if isinstance(obj, dict) and not new_head else None
-    model.classes = _class_names(num_classes, stored)
+    model.classes = _class_names(num_classes, stored, source)
+    model.image_size = _image_size(obj.get("image_size") if isinstance(obj, dict) else None, source)
     return model
 
 
-def _class_names(num_classes: int, stored: object) -> Optional[list[str]]:
-    """The file's class names when it stores one per output, ImageNet's for 1000 outputs, else None."""
-    if isinstance(stored, (list, tuple)) and len(stored) == num_classes and all(isinstance(n, str) for n in stored):
-        return list(stored)
+def _image_size(stored: object, source: str) -> Optional[int]:
+    """The training image size a file records (``model.pth``), or None; a value that cannot be one is left out
+    with a warning."""
+    if stored is None:
+        return None
+    if isinstance(stored, int) and not isinstance(stored, bool) and MIN_IMAGE_SIZE <= stored <= 4096:
+        return stored
+    warnings.warn(f"{source}: the stored image_size {stored!r} is not an image side from {MIN_IMAGE_SIZE} to 4096; "
+                  "it is not used (224 is)", UserWarning, stacklevel=3)
+    return None
+
+
+def _class_names(num_classes: int, stored: object, source: str = "") -> Optional[list[str]]:
+    """The file's class names when it stores one per output (made printable, :mod:`resnet.names`), ImageNet's
+    for 1000 outputs, else None. Stored names that do not fit the head are left out with a warning."""
+    names = load_class_names(stored, num_classes, source)
+    if names is not None:
+        return names
     return imagenet_class_names() if num_classes == NUM_IMAGENET_CLASSES else None
 
 
-def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:
-    """Name the architecture (or class count) the checkpoint does fit, when there is one."""
+def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int, audience: Audience = "python") -> str:
+    """Name the architecture (or class count) the checkpoint does fit, when there is one, in the words of
+    ``audience``: hub arguments (``"python"``) or command-line options (``"cli"``)."""
     if "fc.weight" in state and state["fc.weight"].shape[0] != num_classes:
         classes = state["fc.weight"].shape[0]
+        if audience == "cli":
+            return (f"\nThe file has a {classes}-class head, and the command needs {num_classes} classes: give a "
+                    f"checkpoint of {num_classes} classes as --weights.")
         return f"\nThe file has a {classes}-class head: pass num_classes={classes}."
     for other in ARCHS:
         if other == arch:
@@ -161,6 +199,8 @@ def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int) -> str:
             fit_state_dict(state, expected, "", other)
         except CheckpointMismatchError:
             continue
+        if audience == "cli":
+            return f"\nIt is a {other} checkpoint: pass --arch {other}."
         entry = "nvidia_" + other.replace("-", "_")
         return f"\nIt is a {other} checkpoint: load it with the {entry!r} entrypoint (arch {other!r})."
     return "\nCheck that the file was saved from this architecture."

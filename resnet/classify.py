@@ -37,6 +37,7 @@ from processing_utils.inputs import expand_inputs
 from . import distributed
 from .download import Timeout, parse_timeout
 from .fastpath import optimize_for_inference
+from .loading import image_size
 from .options import (
     CommandError,
     add_device_option,
@@ -45,10 +46,14 @@ from .options import (
     check_onnx_options,
     load_model,
     load_onnx,
+    onnx_image_size,
     output_file,
     positive_int,
     report_warning,
 )
+from .names import printable_name
+from .preprocessing import CROP_SIZE
+from .runtimes import RuntimeModelError
 
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
@@ -81,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
+                        help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
+                        "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
     add_device_option(parser)
     parser.add_argument(
         "--dtype", default="float32", choices=tuple(DTYPE_PRECISIONS),
@@ -138,10 +146,12 @@ def classify(
     workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     progress: bool = False,
+    image_size: int = CROP_SIZE,
 ) -> list[Outcome]:
-    """Classify ``uris`` in input order; decoding runs in threads while the model computes."""
+    """Classify ``uris`` in input order; decoding runs in threads while the model computes. Images are cropped
+    to ``image_size`` (the size the model was trained at) after resizing to 256/224 of it."""
     outcomes: dict[str, list[Outcome]] = {}
-    batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout)
+    batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout, image_size=image_size)
     # Closing the batches on the way out (an error too) leaves no decoding running.
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar, \
             contextlib.closing(batches), torch.inference_mode():
@@ -167,7 +177,8 @@ def write_outcomes(outcomes: list[Outcome], *, as_json: bool, out: TextIO, err: 
         elif outcome.error is not None:
             print(f"error: {outcome.error}", file=err)
         else:
-            print(outcome.input, file=out)
+            # Class names are printable (resnet.names); a file name may hold line breaks or escape sequences too.
+            print(printable_name(str(outcome.input)), file=out)
             for _, name, p in outcome.top:
                 print(f"  {100 * p:5.1f}%  {name}", file=out)
 
@@ -224,18 +235,23 @@ def run(args: argparse.Namespace) -> int:
         if args.onnx:
             model = load_onnx(args, DTYPE_PRECISIONS[args.dtype])  # class names from the export's metadata
             classes = model.class_names
+            size = onnx_image_size(args, model.image_size)
         else:
             model = load_model(args)
             # ImageNet's names, or those a fine-tuned model.pth stores ('python -m resnet train').
             classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
+            size = args.image_size or model.image_size or CROP_SIZE  # the size it was trained at
             # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
             model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
         mine = uris[rank::world]
-        outcomes = classify(
-            mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
-            workers=args.workers, timeout=args.timeout,
-            progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD,
-        )
+        try:
+            outcomes = classify(
+                mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
+                workers=args.workers, timeout=args.timeout,
+                progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD, image_size=size,
+            )
+        except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)
+            raise CommandError(error.describe("cli")) from None
         if world > 1:
             outcomes = _gather_in_order(outcomes, rank, world, len(uris))
             if outcomes is None:

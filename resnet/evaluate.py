@@ -30,9 +30,11 @@ from . import distributed, recipe
 from .folders import LabelledFolder, match_classes, scan_folder
 from .loading import ImageDataset, add_workers_option, default_workers, image_size, ordered_batches
 from .metrics import Metrics, Predict, measure
+from .names import printable_name
 from .options import CommandError, add_device_option, add_model_options, load_model, positive_int, report_warning
-from .options import add_onnx_options, check_onnx_options, load_onnx, output_file
+from .options import add_onnx_options, check_onnx_options, load_onnx, onnx_image_size, output_file
 from .preprocessing import CROP_SIZE, build_transform
+from .runtimes import RuntimeModelError
 
 
 @dataclass
@@ -44,12 +46,14 @@ class Predictor:
         classes: the C class names in output order, or ``None`` when the weights carry none.
         num_classes: C.
         description: what is measured, for the report.
+        image_size: H = W, the side of the images it takes (the size it was trained at).
     """
 
     predict: Predict
     classes: Optional[list[str]]
     num_classes: int
     description: str
+    image_size: int = CROP_SIZE
 
 
 @dataclass
@@ -94,9 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_option(parser)
     recipe.add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
                                 "accuracy)")
-    parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
-                        help="centre crop, after resizing to 256/224 of it (default 224; an --onnx export takes "
-                        "224 only)")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
+                        help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
+                        "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
     parser.add_argument("--lowest", type=positive_int, default=5, metavar="N",
                         help="classes with the lowest accuracy to list (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
@@ -113,25 +117,28 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
     or the exported model of ``--onnx`` on ``--runtime`` (``--precision`` as :func:`resnet.options.onnx_precision`
     says).
 
-    ``check(class names, outputs)`` runs once the weights are read, before the fast path is built.
+    ``check(class names, outputs)`` runs once the weights are read, before the fast path is built. The image
+    size is ``--image-size``, else the size the model was trained at (an ONNX export's own size).
     """
     from .fastpath import optimize_for_inference
 
     if args.onnx:
         model = load_onnx(args, args.precision)
+        size = onnx_image_size(args, model.image_size)
         if check is not None:
             check(model.classes, model.num_classes)
         kind = "INT8" if model.quantized else "fp32"
         description = f"{model.path.name} ({kind} ONNX) on {model.runtime}, {model.precision}"
-        return Predictor(model, model.classes, model.num_classes, description)
+        return Predictor(model, model.classes, model.num_classes, description, size)
     dtype = recipe.resolve_precision(args.precision, device)
     model = load_model(args)
     if check is not None:
         check(model.classes, model.fc.out_features)
     fast = optimize_for_inference(model.to(device), device=device, dtype=dtype or torch.float32)
     source = args.weights or "NVIDIA's NGC weights"
+    size = getattr(args, "image_size", None) or model.image_size or CROP_SIZE
     return Predictor(fast, model.classes, model.fc.out_features,
-                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}")
+                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}, {size}x{size}", size)
 
 
 def match_folders(scan: LabelledFolder, classes: Optional[list[str]], num_classes: int) -> tuple[list[str], list[int]]:
@@ -141,14 +148,16 @@ def match_folders(scan: LabelledFolder, classes: Optional[list[str]], num_classe
         CommandError: a folder matches no class; or the weights carry no names and the number of folders is not
             their number of outputs.
     """
+    # Folder names are shown, and matched against the model's names, as resnet.names makes stored names printable.
+    folders = [printable_name(folder) for folder in scan.classes]
     if classes is None:
-        if len(scan.classes) != num_classes:
+        if len(folders) != num_classes:
             raise CommandError(
-                f"the weights carry no class names, and DATA has {len(scan.classes)} class folders for "
+                f"the weights carry no class names, and DATA has {len(folders)} class folders for "
                 f"{num_classes} outputs; name the folders so that their sorted order is the class order"
             )
-        classes = list(scan.classes)  # ImageFolder's convention: output i is the i-th folder in sorted order
-    return classes, match_classes(scan.classes, classes, where=f"DATA ({str(scan.root)!r})")
+        classes = folders  # ImageFolder's convention: output i is the i-th folder in sorted order
+    return classes, match_classes(folders, classes, where=f"DATA ({str(scan.root)!r})")
 
 
 def evaluate_folder(
@@ -180,26 +189,26 @@ def evaluate_folder(
     if metrics.count == 0:
         raise CommandError(f"none of the {len(dataset)} image files in DATA ({str(scan.root)!r}) could be read; "
                            f"the first: {metrics.failures[0][1] if metrics.failures else 'none found'}")
-    return Report(metrics, scan.classes, targets, classes, seconds)
+    return Report(metrics, [printable_name(folder) for folder in scan.classes], targets, classes, seconds)
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``evaluate`` subcommand; returns the exit status."""
     check_onnx_options(args, args.precision)
-    if args.onnx and args.image_size != CROP_SIZE:
-        raise CommandError(f"--image-size {args.image_size} does not apply to --onnx: an exported model takes "
-                           f"{CROP_SIZE}x{CROP_SIZE} images")
     device = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     with distributed.job(device, distributed=args.distributed, command="evaluate") as procs:
         scan = scan_folder(args.data)  # a missing or empty DATA fails before the weights are read
         for message in scan.warnings() if procs.is_main else ():
             report_warning(message)
         predictor = load_predictor(args, procs.device, check=lambda names, outputs: match_folders(scan, names, outputs))
-        report = evaluate_folder(
-            predictor, scan, batch_size=args.batch_size,
-            workers=default_workers() if args.workers is None else args.workers, image_size=args.image_size,
-            device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
-        )
+        try:
+            report = evaluate_folder(
+                predictor, scan, batch_size=args.batch_size,
+                workers=default_workers() if args.workers is None else args.workers, image_size=predictor.image_size,
+                device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
+            )
+        except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)
+            raise CommandError(error.describe("cli")) from None
     if not procs.is_main:
         return 0
     # The report comes first: a chart that cannot be written (a full disk) must not cost the evaluation.

@@ -46,7 +46,8 @@ from .exporters import (
     resolve_onnx_exporter,
 )
 from .options import CommandError, add_model_options, load_model, positive_int, report_warning, run_command
-from .preprocessing import INPUT_SHAPE
+from .loading import image_size
+from .preprocessing import CROP_SIZE
 from .pt2 import Pt2Error, aoti_available, compile_package, export_program, make_program, program_available
 from .quantize import (
     CALIBRATION_METHODS,
@@ -254,8 +255,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Export a model as TorchScript, ONNX (optionally also INT8) or torch.export files, or as a Triton model\n"
         "repository.\n"
-        f"Input {INPUT_NAME!r}: float32 (N, {', '.join(map(str, INPUT_SHAPE))}), normalised as resnet.preprocessing "
-        f"says;\noutput {OUTPUT_NAME!r}: float32 (N, classes) logits. N is dynamic.\n"
+        f"Input {INPUT_NAME!r}: float32 (N, 3, S, S), S = 224 or the size the model was trained at, normalised as\n"
+        f"resnet.preprocessing says; output {OUTPUT_NAME!r}: float32 (N, classes) logits. N is dynamic.\n"
         "Files are written to a temporary folder beside the target and moved into place when complete;\n"
         "files get mode 644 and folders 755 whatever the umask, so a server running as another user can\n"
         "read them. Exit status: 0 done, 1 the export failed or was interrupted (nothing written), 2 bad\n"
@@ -291,6 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"NAME{INT8_TRITON_SUFFIX} (default: arch)")
     parser.add_argument("--max-batch-size", type=positive_int, default=DEFAULT_MAX_BATCH_SIZE, metavar="N",
                         help=f"with --triton: max_batch_size of the configs (default {DEFAULT_MAX_BATCH_SIZE})")
+    parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
+                        help="side S of the (N, 3, S, S) input of the files (default: the size the model was trained "
+                        "at, which a model.pth of 'train' records, else 224)")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions")
     parser.add_argument("--fp16", action="store_true",
                         help="half-precision weights and compute (input and output stay float32)")
@@ -376,7 +380,7 @@ def plan_export(args: argparse.Namespace) -> Plan:
         check_directory_target(target, force=args.force)
     except OutputPathError as error:
         raise CommandError(str(error)) from None
-    int8 = _read_calibration(args) if args.int8 else None
+    int8 = _read_calibration(args, args.image_size or CROP_SIZE) if args.int8 else None
     return Plan(target=target, formats=formats, backends=backends, onnx_exporter=exporter, int8=int8)
 
 
@@ -415,17 +419,19 @@ def _check_int8_options(args: argparse.Namespace, formats: Sequence[str]) -> Non
         raise CommandError(f"--calibration-method entropy: {problem}")
 
 
-def _read_calibration(args: argparse.Namespace) -> Int8Plan:
-    """The calibration images of ``--calibration``; warnings (few images, unreadable files) are printed."""
+def _read_calibration(args: argparse.Namespace, size: int, *, report: bool = True) -> Int8Plan:
+    """The calibration images of ``--calibration`` at the model's image ``size``; warnings (few images, unreadable
+    files) are printed unless ``report`` is false."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            calibration = load_calibration_set(args.calibration, args.calibration_images or DEFAULT_CALIBRATION_IMAGES)
+            calibration = load_calibration_set(args.calibration, args.calibration_images or DEFAULT_CALIBRATION_IMAGES,
+                                               image_size=size)
         except QuantizationError as error:
             raise CommandError(f"--calibration: {error}") from None
-    for warning in caught:
+    for warning in caught if report else ():
         report_warning(f"--calibration: {warning.message}")
-    for line in skipped_summary(calibration):
+    for line in skipped_summary(calibration) if report else ():
         report_warning(f"--calibration: {line}")
     return Int8Plan(calibration, args.calibration_method or DEFAULT_CALIBRATION_METHOD)
 
@@ -479,16 +485,21 @@ def _export(args: argparse.Namespace) -> int:
     num_classes = model.fc.out_features
     # ImageNet's names for NVIDIA's weights, a fine-tuned model.pth's own ('python -m resnet train'), or None.
     class_names = model.classes
+    # The files take images of the size the model was trained at (a model.pth records it), unless told.
+    size = args.image_size or model.image_size or CROP_SIZE
+    if plan.int8 is not None and plan.int8.calibration.image_size != size:  # read before the size was known
+        plan.int8 = _read_calibration(args, size, report=False)
     meta = export_metadata(
         args.arch, weights=str(args.weights) if args.weights else f"NGC {CHECKPOINTS[args.arch].file_name}",
         fold_bn=args.fold_bn, fp16=args.fp16, num_classes=num_classes,
         opset=args.opset if plan.onnx_exporter else None, onnx_exporter=plan.onnx_exporter,
         class_names=class_names if class_names is not None and class_names != imagenet_class_names() else None,
+        image_size=size,
     )
     exporter = plan.onnx_exporter or "auto"
     say = _silent if args.quiet else (lambda text: print(f"{text} ...", file=sys.stderr, flush=True))
     try:
-        prepared = prepare_for_export(model, fold_bn=args.fold_bn, fp16=args.fp16)
+        prepared = prepare_for_export(model, fold_bn=args.fold_bn, fp16=args.fp16, image_size=size)
         with atomic_directory(plan.target, force=args.force) as staging:
             if args.triton:
                 name = args.model_name or args.arch
@@ -503,6 +514,7 @@ def _export(args: argparse.Namespace) -> int:
                         staging, f"{name}{INT8_TRITON_SUFFIX}", "onnxruntime",
                         lambda path: _quantize(fp32, path, plan.int8, say),
                         max_batch_size=args.max_batch_size, num_classes=num_classes, class_names=class_names,
+                        image_size=size,
                     ))
             else:
                 written = write_exports(prepared, staging, arch=args.arch, formats=plan.formats, metadata=meta,

@@ -1,8 +1,9 @@
 """The exported files: TorchScript and ONNX, with the interface every deployment sees.
 
-Every exported model takes one input named ``input``, float32 of shape (N, 3, 224, 224) and
-normalised as in :mod:`resnet.preprocessing`, and returns one output named ``logits``, float32
-(N, num_classes), raw scores before softmax. The batch axis N is dynamic.
+Every exported model takes one input named ``input``, float32 of shape (N, 3, S, S) and
+normalised as in :mod:`resnet.preprocessing` (S is the image size the model was trained at: 224 for
+NVIDIA's weights, the ``image_size`` a ``model.pth`` of ``train`` records), and returns one output named
+``logits``, float32 (N, num_classes), raw scores before softmax. The batch axis N is dynamic.
 
 :func:`prepare_for_export` makes what is exported (optionally BatchNorm folded into the
 convolutions and half-precision compute; the input and output stay float32 either way, so clients
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from .fastpath import fold_batchnorm
-from .preprocessing import CROP_SIZE, INPUT_SHAPE, MEAN, RESIZE_SIZE, STD
+from .preprocessing import CROP_SIZE, MEAN, STD, resize_size
 
 __all__ = [
     "BATCH_AXIS",
@@ -99,13 +100,15 @@ class ExportModule(nn.Module):
     """What gets exported: the network, with float32 input and output whatever it computes in.
 
     The argument of :meth:`forward` is named ``input`` so that Triton's PyTorch backend maps
-    the config's input name onto it.
+    the config's input name onto it. :attr:`image_size` is the side S of the (N, 3, S, S) input it is
+    exported for.
     """
 
-    def __init__(self, model: nn.Module, *, fp16: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, fp16: bool = False, image_size: int = CROP_SIZE) -> None:
         super().__init__()
         self.model = model
         self.fp16 = fp16
+        self.image_size = image_size
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - the name is the interface
         if self.fp16:
@@ -113,13 +116,17 @@ class ExportModule(nn.Module):
         return self.model(input)
 
 
-def prepare_for_export(model: nn.Module, *, fold_bn: bool = False, fp16: bool = False) -> ExportModule:
+def prepare_for_export(model: nn.Module, *, fold_bn: bool = False, fp16: bool = False,
+                       image_size: Optional[int] = None) -> ExportModule:
     """Return an eval-mode copy of ``model`` wrapped as :class:`ExportModule`, with the fast-path changes.
 
     ``fold_bn`` folds BatchNorm into the convolutions (:func:`resnet.fastpath.fold_batchnorm`);
-    ``fp16`` casts the weights to half precision (input and output stay float32). ``model`` itself
-    is not changed.
+    ``fp16`` casts the weights to half precision (input and output stay float32). ``image_size`` is the
+    side of the input the files take (default: ``model.image_size``, the size a fine-tuned model was
+    trained at, else 224). ``model`` itself is not changed.
     """
+    if image_size is None:
+        image_size = getattr(model, "image_size", None) or CROP_SIZE
     prepared = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)
     if fold_bn:
         prepared = fold_batchnorm(prepared, inplace=True)
@@ -127,7 +134,7 @@ def prepare_for_export(model: nn.Module, *, fold_bn: bool = False, fp16: bool = 
         prepared = prepared.half()
     for parameter in prepared.parameters():
         parameter.requires_grad_(False)
-    return ExportModule(prepared, fp16=fp16).eval()
+    return ExportModule(prepared, fp16=fp16, image_size=image_size).eval()
 
 
 def export_metadata(
@@ -140,6 +147,7 @@ def export_metadata(
     opset: Optional[int] = None,
     onnx_exporter: Optional[str] = None,
     class_names: Optional[Sequence[str]] = None,
+    image_size: int = CROP_SIZE,
 ) -> dict[str, Any]:
     """Describe an export: model, weights, fast-path changes, interface and preprocessing.
 
@@ -147,6 +155,7 @@ def export_metadata(
     archive (``extra/metadata.json``), so a deployed model says how to feed it. ``class_names`` (one
     per output; a fine-tuned model's) become the ``class_names`` entry, which
     :mod:`resnet.runtimes` reads; without it a 1000-class export is named with ImageNet's classes.
+    ``image_size`` is the side S of the (N, 3, S, S) input; the preprocessing resizes to 256/224 of it.
     """
     if class_names is not None and len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
@@ -155,10 +164,10 @@ def export_metadata(
         "weights": weights,
         "fold_bn": fold_bn,
         "fp16": fp16,
-        "input": {"name": INPUT_NAME, "shape": [BATCH_AXIS, *INPUT_SHAPE], "dtype": "float32"},
+        "input": {"name": INPUT_NAME, "shape": [BATCH_AXIS, 3, image_size, image_size], "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": [BATCH_AXIS, num_classes], "dtype": "float32",
                    "meaning": "logits (apply softmax for probabilities)"},
-        "preprocessing": {"resize": RESIZE_SIZE, "interpolation": "bilinear", "center_crop": CROP_SIZE,
+        "preprocessing": {"resize": resize_size(image_size), "interpolation": "bilinear", "center_crop": image_size,
                           "scale": "0..1", "mean": list(MEAN), "std": list(STD), "channels": "RGB"},
         "torch": torch.__version__,
     }
@@ -179,7 +188,8 @@ def export_torchscript(
 ) -> Path:
     """Trace ``model`` (prepared by :func:`prepare_for_export`) and save it as TorchScript at ``path``.
 
-    The traced module takes ``input`` (N, 3, 224, 224) float32 for any N and returns the logits.
+    The traced module takes ``input`` (N, 3, S, S) float32 for any N (S: ``model.image_size``) and returns
+    the logits.
     ``metadata`` is stored in the archive as ``extra/metadata.json``
     (``torch.jit.load(path, _extra_files={"metadata.json": ""})`` reads it back).
     """
@@ -227,7 +237,7 @@ def export_onnx(
 ) -> Path:
     """Export ``model`` (prepared by :func:`prepare_for_export`) to one self-contained ONNX file.
 
-    The graph has input ``input`` (batch, 3, 224, 224) and output ``logits`` (batch, classes),
+    The graph has input ``input`` (batch, 3, S, S) (S: ``model.image_size``) and output ``logits`` (batch, classes),
     both float32, with ``batch`` dynamic. ``exporter`` picks torch's ONNX exporter (see
     :data:`ONNX_EXPORTERS`); ``metadata`` becomes the model's ``metadata_props`` (values JSON-encoded
     unless they are strings). The file is checked with ``onnx.checker`` before returning.
@@ -284,7 +294,8 @@ def _name_batch_axis(proto: Any) -> None:
 def _example_input(model: nn.Module, batch: int) -> torch.Tensor:
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(batch, *INPUT_SHAPE, generator=generator).to(device)
+    side = getattr(model, "image_size", CROP_SIZE)
+    return torch.randn(batch, 3, side, side, generator=generator).to(device)
 
 
 #: Keywords of ``torch.onnx.export`` that the dynamo export passes (torch 2.5 on; 2.4 has ``dynamo`` alone).

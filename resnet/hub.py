@@ -24,7 +24,8 @@ _DOC = """{title} image classifier ({params:,} parameters), NVIDIA's ConvNets mo
 Returns a ``torch.nn.Module`` on the CPU, float32, in training mode (call ``.eval()``
 for inference), mapping a normalised (N, 3, 224, 224) batch to (N, num_classes) raw
 logits; apply softmax for probabilities. ``model.classes`` names the outputs: ImageNet's
-1000 classes, the names stored in a fine-tuned model.pth, or None for a fresh head. Preprocess images with
+1000 classes, the names stored in a fine-tuned model.pth, or None for a fresh head; ``model.image_size``
+is the image side a model.pth was trained at (None otherwise: 224). Preprocess images with
 ``nvidia_convnets_processing_utils().prepare_input_from_uri``.
 
 Weights (pretrained=True): NVIDIA's AMP-trained ImageNet checkpoint {file} from NGC,
@@ -33,7 +34,8 @@ Offline: drop the file into that folder, pass pretrained=False with
 pretrained_from_file=PATH, or set {mirror_env}=URL (or mirror=URL) to a server with the file.
 
 Args:
-    pretrained: use NVIDIA's NGC weights (default True).
+    pretrained: use NVIDIA's NGC weights (default True); True or False only (a file name here is refused:
+        give it as pretrained_from_file).
     pretrained_from_file: a local checkpoint to load instead (with pretrained=False): an NGC
         file, a training checkpoint {{'state_dict': ...}}, keys with a 'module.' prefix,
         NVIDIA's 'layers.N' naming, or a torchvision-layout state dict. Loaded with

@@ -108,13 +108,18 @@ class EpochBatches:
     """The training batches of ``(epoch, index)`` keys one rank loads in the current epoch.
 
     A permutation drawn from ``seed + epoch``, sharded over the ranks as
-    ``torch.utils.data.DistributedSampler`` does (rank r takes every world-th index from r), so the union
-    of the ranks' k-th batches is the k-th batch of one process with the global batch size; incomplete
-    batches are dropped. :meth:`set_epoch` chooses the epoch and the batch to start from.
+    ``torch.utils.data.DistributedSampler`` does (rank r takes every world-th index from r, the shards padded
+    to one length), so the union of the ranks' k-th batches is the k-th batch of one process with the global
+    batch size. Every image is used: the last batch of an epoch holds what is left, fewer images, unless
+    that is fewer than ``least`` (BatchNorm in training mode needs 2 images per process), in which case
+    those images join the batch before it. Every rank has the same batch sizes. :meth:`set_epoch` chooses
+    the epoch and the batch to start from.
     """
 
-    def __init__(self, size: int, batch_size: int, *, rank: int = 0, world: int = 1, seed: int = 0) -> None:
+    def __init__(self, size: int, batch_size: int, *, rank: int = 0, world: int = 1, seed: int = 0,
+                 least: int = 1) -> None:
         self.size, self.batch_size, self.rank, self.world, self.seed = size, batch_size, rank, world, seed
+        self.least = least
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -128,12 +133,26 @@ class EpochBatches:
                                      seed=self.seed)
         sampler.set_epoch(self.epoch)
         keys = [(self.epoch, i) for i in sampler]
-        stop = len(keys) - len(keys) % self.batch_size
-        return [keys[i:i + self.batch_size] for i in range(0, stop, self.batch_size)][self.start:]
+        batches = [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) < self.least:
+            last = batches.pop()
+            batches[-1].extend(last)
+        return batches[self.start:]
 
     def steps_per_epoch(self) -> int:
         """Batches in a whole epoch."""
-        return -(-self.size // self.world) // self.batch_size
+        return len(self.sizes())
+
+    def sizes(self) -> list[int]:
+        """Images per batch and rank in a whole epoch (the last batch may hold fewer, or a few more)."""
+        per_rank = -(-self.size // self.world)
+        sizes = [self.batch_size] * (per_rank // self.batch_size)
+        if per_rank % self.batch_size:
+            sizes.append(per_rank % self.batch_size)
+        if len(sizes) > 1 and sizes[-1] < self.least:
+            last = sizes.pop()
+            sizes[-1] += last
+        return sizes
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         return iter(self.batches())

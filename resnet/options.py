@@ -33,10 +33,40 @@ class CommandError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser with errors as one line: ``error: <what is wrong> (<prog> --help lists the options)``."""
+    """argparse's parser with errors as one line: ``error: <what is wrong> (<prog> --help lists the options)``.
+
+    A mistyped option or choice also gets the closest one (``did you mean --top-k?``).
+    """
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} ('{self.prog} --help' lists the options)\n")
+        self.exit(2, f"error: {message}{self._suggestion(message)} ('{self.prog} --help' lists the options)\n")
+
+    def unrecognized(self, extras: list[str]):
+        """Refuse ``extras`` (what ``parse_known_args`` left over) as this parser's unrecognized arguments."""
+        self.error(f"unrecognized arguments: {' '.join(extras)}")
+
+    def _suggestion(self, message: str) -> str:
+        """``; did you mean X?`` for the first mistyped option or choice that ``message`` names, else ``""``."""
+        import difflib
+
+        choice = _INVALID_CHOICE.search(message)
+        if choice:
+            given, options = choice.group(1), re.findall(r"'([^']*)'", choice.group(2))
+        elif message.startswith("unrecognized arguments: "):
+            words = [word.split("=", 1)[0] for word in message.split(": ", 1)[1].split() if word.startswith("--")]
+            options = [name for name in self._option_string_actions if name.startswith("--")]
+            for given in words:
+                close = difflib.get_close_matches(given, options, n=1, cutoff=0.75)
+                if close:
+                    return f"; did you mean {close[0]}?"
+            return ""
+        else:
+            return ""
+        close = difflib.get_close_matches(given, options, n=1, cutoff=0.75)
+        return f"; did you mean {close[0]}?" if close else ""
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
 # --------------------------------------------------------------------------- argument types
@@ -277,26 +307,64 @@ def load_onnx(args: argparse.Namespace, precision: str):
         try:
             model = load_onnx_model(args.onnx, args.runtime or ONNX_RUNTIMES[0],
                                     precision=onnx_precision(args.runtime, precision))
-        except (RuntimeUnavailableError, RuntimeModelError) as error:
+        except RuntimeModelError as error:
+            raise CommandError(error.describe("cli")) from None
+        except RuntimeUnavailableError as error:
             raise CommandError(str(error)) from None
     for warning in caught:
         if issubclass(warning.category, UserWarning):
-            report_warning(str(warning.message))
+            report_warning(cli_text(warning.message))
     return model
+
+
+def cli_text(message: object) -> str:
+    """A warning's or error's message in command-line words (``--weights``), where it has them."""
+    describe = getattr(message, "describe", None)
+    return describe("cli") if callable(describe) else str(message)
+
+
+def onnx_image_size(args: argparse.Namespace, size: int) -> int:
+    """The image size of ``--onnx``'s model: ``size``, the one its graph takes; ``--image-size`` may only repeat it.
+
+    Raises:
+        CommandError: ``--image-size`` names another size.
+    """
+    asked = getattr(args, "image_size", None)
+    if asked is not None and asked != size:
+        raise CommandError(f"--image-size {asked} does not apply to --onnx {args.onnx}: the exported model takes "
+                           f"{size}x{size} images; leave out --image-size")
+    return size
 
 
 # --------------------------------------------------------------------------- the model
 
 
-def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **options) -> ResNet:
+def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, report_warnings: bool = True,
+               **options) -> ResNet:
     """Build ``args.arch`` with ``--weights FILE``, or NVIDIA's NGC weights through the hub cache.
 
     ``options`` go to :func:`resnet.builder.create_model` (``channels_last``, ``num_classes`` ...).
     Every error of the weights (missing or damaged file, no network, a file of another architecture)
-    becomes a :class:`CommandError` whose message names the file and the command-line remedy.
+    becomes a :class:`CommandError` whose message names the file and the command-line remedy. The loader's
+    warnings (stored class names that do not fit, names made printable) are printed as ``warning:`` lines,
+    unless ``report_warnings`` is false (they then reach the caller as Python warnings).
     """
+    import warnings
+
+    if not report_warnings:
+        return _create_model(args, pretrained_default, options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _create_model(args, pretrained_default, options)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            report_warning(cli_text(warning.message))
+    return model
+
+
+def _create_model(args: argparse.Namespace, pretrained_default: bool, options: dict) -> ResNet:
     from .builder import create_model
-    from .weights import WeightsError
+    from .weights import CheckpointNotFoundError, WeightsError
 
     weights = getattr(args, "weights", None)
     try:
@@ -308,10 +376,12 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, **o
             progress=not getattr(args, "quiet", False),
             **options,
         )
-    except WeightsError as error:
+    except (WeightsError, CheckpointNotFoundError) as error:
         raise CommandError(error.describe("cli")) from error
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from error
+    except PermissionError as error:  # a --weights file this user may not read
+        raise CommandError(f"cannot read --weights {weights!r}: {error.strerror or error}") from error
 
 
 def run_command(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

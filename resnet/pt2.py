@@ -137,7 +137,8 @@ def make_program(model: nn.Module, *, device: str | torch.device = "cpu") -> "to
         )
     device = torch.device(device)
     model = model.eval().to(device)
-    example = torch.randn(_EXAMPLE_BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
+    side = getattr(model, "image_size", 224)  # an ExportModule says; a plain model takes 224
+    example = torch.randn(_EXAMPLE_BATCH, 3, side, side, generator=torch.Generator().manual_seed(0)).to(device)
     try:
         with torch.no_grad():
             return torch.export.export(model, (example,), dynamic_shapes=({0: _batch_dim()},))

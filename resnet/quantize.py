@@ -106,7 +106,7 @@ class CalibrationSet:
     """Preprocessed calibration images.
 
     Attributes:
-        tensor: (N, 3, 224, 224) float32, preprocessed as :mod:`resnet.preprocessing` defines.
+        tensor: (N, 3, S, S) float32 (S = ``image_size``), preprocessed as :mod:`resnet.preprocessing` defines.
         paths: the files behind the rows of ``tensor``, in order.
         skipped: ``(path, message)`` of every file that could not be read.
         folder: where the images came from.
@@ -116,6 +116,7 @@ class CalibrationSet:
     paths: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     folder: Optional[Path] = None
+    image_size: int = 224
 
     def __len__(self) -> int:
         return int(self.tensor.shape[0])
@@ -149,6 +150,7 @@ def load_calibration_set(
     num_images: int = DEFAULT_CALIBRATION_IMAGES,
     *,
     min_images: int = MIN_CALIBRATION_IMAGES,
+    image_size: int = 224,
 ) -> CalibrationSet:
     """Load and preprocess up to ``num_images`` readable images from ``folder`` (sorted, recursive).
 
@@ -156,13 +158,15 @@ def load_calibration_set(
     on until ``num_images`` images loaded or the folder is exhausted. Fewer than ``min_images``
     readable images give a ``UserWarning`` that says how many there were; so does each problem of the
     search (:func:`processing_utils.inputs.scan_warnings`: sub-folders that cannot be read, files left out
-    for their type, links not followed again).
+    for their type, links not followed again). ``image_size`` is the side of the model's input (the centre
+    crop; the resize is 256/224 of it).
 
     Raises:
         QuantizationError: the folder does not exist, holds no image files, or none of them is
             readable; ``num_images`` is below 1.
     """
-    from processing_utils import load_image, preprocess
+    from processing_utils import load_image
+    from processing_utils.images import preprocess_at
 
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise QuantizationError(f"the number of calibration images must be at least 1, not {num_images!r}")
@@ -183,7 +187,7 @@ def load_calibration_set(
         if len(tensors) >= num_images:
             break
         try:
-            tensors.append(preprocess(load_image(path)))
+            tensors.append(preprocess_at(load_image(path), image_size))
         except (ValueError, OSError) as error:  # ImageLoadError is a ValueError
             skipped.append((path, str(error)))
             continue
@@ -202,7 +206,7 @@ def load_calibration_set(
             UserWarning,
             stacklevel=2,
         )
-    return CalibrationSet(torch.stack(tensors), paths, skipped, root)
+    return CalibrationSet(torch.stack(tensors), paths, skipped, root, image_size)
 
 
 class _Reader:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -43,6 +44,7 @@ from .loading import (
 from .options import (
     CommandError,
     add_device_option,
+    cli_text,
     add_model_options,
     load_model,
     non_negative_int,
@@ -57,6 +59,46 @@ INTERRUPTED = 130
 #: Above this share of image files that cannot be read, the epoch's summary says so loudly: that many usually
 #: means a problem with the data (a format that is not supported, a broken copy), not a few bad files.
 UNREADABLE_ALERT = 0.1
+#: An epoch's train loss this many times its reference (the lowest before it, at most the loss of a uniform
+#: guess, ln(classes)), or not finite, is reported as divergence.
+DIVERGENCE_FACTOR = 1000.0
+#: Epochs of validation top-1 at or below chance level (100% / classes) after which a warning says so.
+CHANCE_EPOCHS = 2
+
+
+def training_warnings(history: list[dict], num_classes: int) -> list[str]:
+    """Warnings that the last record of ``history`` (``log.jsonl``'s) brings: the training diverges (the train
+    loss not finite, or :data:`DIVERGENCE_FACTOR` times its reference), or validation top-1 has stayed at chance
+    level for :data:`CHANCE_EPOCHS` epochs. Each is given once: at the first epoch where it holds."""
+
+    def divergence(records: list[dict]) -> Optional[str]:
+        loss, epoch = records[-1]["train_loss"], records[-1]["epoch"]
+        if not math.isfinite(loss):
+            return (f"the training diverged: the train loss of epoch {epoch} is {loss}, and later epochs learn nothing "
+                    f"(model.pth keeps the best epoch before); start over (--force) with a lower --lr")
+        earlier = [r["train_loss"] for r in records[:-1] if math.isfinite(r["train_loss"]) and r["train_loss"] > 0]
+        reference = min([math.log(max(2, num_classes)), *earlier])
+        if loss > DIVERGENCE_FACTOR * reference:
+            return (f"the training diverges: the train loss of epoch {epoch}, {loss:.4g}, is {loss / reference:,.0f} "
+                    f"times {'its lowest before' if reference in earlier else 'that of a uniform guess'} "
+                    f"({reference:.4g}); lower --lr")
+        return None
+
+    def chance(records: list[dict]) -> Optional[str]:
+        level = 100.0 / num_classes
+        validated = [r for r in records if r.get("top1") is not None]
+        if len(validated) >= CHANCE_EPOCHS and all(r["top1"] <= level + 1e-6 for r in validated):
+            return (f"validation top-1 has stayed at chance level ({level:.2f}% for {num_classes} classes) for "
+                    f"{len(validated)} epochs: the model is not learning. Check that each class folder of DATA holds "
+                    "images of its class, or try another --lr")
+        return None
+
+    found = []
+    for check in (divergence, chance):
+        message = check(history)
+        if message and not any(check(history[:end]) for end in range(1, len(history))):
+            found.append(message)
+    return found
 
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
@@ -224,8 +266,11 @@ class Trainer:
     def _run(self) -> int:
         args = self.args
         stored = self._stored_run()
+        # A --batch-size larger than the data is capped below (every image is trained on), so the data need
+        # only hold one image per process (two where BatchNorm trains).
         self.data: TrainingData = load_training_data(args.data, val_split=args.val_split, seed=args.seed,
-                                                     global_batch=args.batch_size * self.procs.world)
+                                                     global_batch=self.procs.world * self._least_batch())
+        self.batch_size = min(args.batch_size, -(-len(self.data.train) // self.procs.world))
         for message in self.data.warnings if self.main else ():
             report_warning(message)
         if stored is not None:
@@ -311,12 +356,13 @@ class Trainer:
             warnings.simplefilter("always")
             if stored is not None:
                 resume = argparse.Namespace(**{**vars(args), "weights": str(self.out / files.CHECKPOINT)})
-                model = load_model(resume, num_classes=len(classes))
+                model = load_model(resume, num_classes=len(classes), report_warnings=False)
             else:
-                model = load_model(args, pretrained_default=not args.from_scratch, num_classes=len(classes))
+                model = load_model(args, pretrained_default=not args.from_scratch, num_classes=len(classes),
+                                   report_warnings=False)
         for warning in caught:
             if issubclass(warning.category, UserWarning):
-                self.say(f"note: {warning.message}", file=sys.stderr)
+                self.say(f"note: {cli_text(warning.message)}", file=sys.stderr)
         if stored is None and model.classes not in (None, classes) and not _imagenet(model.classes):
             # A fine-tuned file of as many, but other, classes: its head rows mean something else.
             self.say(f"note: the head of {args.weights} was trained for other classes ({', '.join(model.classes[:3])}"
@@ -340,14 +386,16 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.trainable = DistributedDataParallel(self.head, device_ids=ids)
-        global_batch = args.batch_size * procs.world
+        global_batch = self.batch_size * procs.world
         self.optimizer = recipe.make_optimizer(self.head, recipe.scaled_lr(global_batch, args.lr))
         self.scaler = recipe.grad_scaler(self.dtype == torch.float16)
         self.loss_fn = recipe.loss_function()
         workers = default_workers() if args.workers is None else args.workers
         train_set = ImageDataset(self.data.train, build_train_transform(args.image_size), seed=args.seed)
-        self.batches = EpochBatches(len(train_set), args.batch_size, rank=procs.rank, world=procs.world,
-                                    seed=args.seed)
+        # Every image is trained on: the last batch holds what is left (joined to the one before when it would
+        # be a single image per process, which BatchNorm in training mode cannot take).
+        self.batches = EpochBatches(len(train_set), self.batch_size, rank=procs.rank, world=procs.world,
+                                    seed=args.seed, least=self._least_batch())
         self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=self.device.type == "cuda")
         self.workers = workers
         self.val_set = ImageDataset(self.data.val, build_transform(args.image_size)) if self.data.val else None
@@ -385,6 +433,10 @@ class Trainer:
         except (RuntimeError, TypeError, ValueError) as error:
             raise unfit("rng", f"is not a random generator state ({str(error)[:200]})") from None
 
+    def _least_batch(self) -> int:
+        """The fewest images a step may have per process: 2 where BatchNorm trains, else 1."""
+        return 1 if self.args.freeze_backbone else 2
+
     def _frozen_features(self) -> nn.Module:
         """The frozen backbone as a feature extractor on the inference fast path: BatchNorm folded once,
         weights cast once to the training precision, channels-last."""
@@ -401,8 +453,15 @@ class Trainer:
         held = f"{len(data.val)} images in {data.val_source}" if data.val else "none"
         procs = f"{self.procs.world} processes x " if self.procs.world > 1 else ""
         where = f"resume at epoch {self.epoch + 1}, step {self.step + 1}" if self.epoch or self.step else "start"
+        batch = f"batch {self.batch_size}"
+        if self.batch_size < args.batch_size:
+            batch += f" (--batch-size {args.batch_size} capped by the {len(data.train)} training images)"
+        sizes = self.batches.sizes()
+        steps = f"{self.steps} step{'s' if self.steps > 1 else ''} per epoch"
+        if len(sizes) > 1 and sizes[-1] != self.batch_size:
+            steps += f", the last of {sizes[-1]} images" + (" per process" if self.procs.world > 1 else "")
         self.say(f"train {args.arch} on {len(data.train)} images of {len(data.classes)} classes (validation: "
-                 f"{held}); {procs}batch {args.batch_size}, {self.steps} steps per epoch, lr {self.schedule.lr:g}, "
+                 f"{held}); {procs}{batch}, {steps}, lr {self.schedule.lr:g}, "
                  f"{recipe.precision_name(self.dtype)} on {self.device}; {where} -> {self.out}", flush=True)
 
     # ------------------------------------------------------------------ training
@@ -540,6 +599,8 @@ class Trainer:
                      f"{UNREADABLE_ALERT:.0%}) could not be read and are left out of training and validation: this "
                      "many usually means a problem with the data (a format that is not supported, a broken copy); "
                      f"they are listed in {self.out / files.LOG}", file=sys.stderr, flush=True)
+        for message in training_warnings(self.history, len(self.data.classes)):
+            self.say(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _interrupt(self, epoch: int, loss_sum: torch.Tensor, images: int, started: float,
                    failures: list[tuple[str, str]]) -> None:
@@ -591,7 +652,7 @@ class Trainer:
             files.write_bytes(target, "".join(json.dumps(r) + "\n" for r in self.history).encode())
             if self.history:
                 target = self.out / files.CURVES
-                files.write_bytes(target, curves_png(self.history))
+                files.write_bytes(target, curves_png(self.history, len(self.data.classes)))
         except OSError as error:
             kept = (f"the previous {target.name} is kept unchanged" if target.exists()
                     else f"{target.name} was not written")

@@ -8,6 +8,7 @@ values) before anything is loaded. Getting NVIDIA's file onto disk is :mod:`resn
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import re
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import torch
+
+# Imported here, not where used: after torch.hub loads this repository, a user's own module named ``resnet``
+# may be what ``resnet`` means, and a submodule first imported later would not be found.
+from . import filetypes
+from .filetypes import ZIP_MAGIC, looks_like_onnx, not_a_regular_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 KeyMapFn = Callable[[str], str]
@@ -32,6 +38,21 @@ class WeightsError(RuntimeError):
     ``str(error)`` gives the advice in Python terms (``pretrained_from_file=PATH``);
     ``error.describe("cli")`` gives it for the command line (``--weights FILE``) where it differs.
     """
+
+    def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message
+
+    def describe(self, audience: Audience = "python") -> str:
+        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
+        if audience == "cli" and self.cli_message is not None:
+            return self.cli_message
+        return str(self)
+
+
+class WeightsWarning(UserWarning):
+    """A warning of the weights loader (a new classifier head ...), worded for the Python API by ``str()`` and
+    for the command line by ``describe("cli")``."""
 
     def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
         super().__init__(message)
@@ -119,23 +140,52 @@ DAMAGED_FILE_ERRORS: tuple[type[BaseException], ...] = (
 _TYPED_STORAGE_WARNING = r"TypedStorage is deprecated"
 
 
+class CheckpointNotFoundError(FileNotFoundError):
+    """The checkpoint path does not exist or is not a regular file (a folder, a named pipe, ``/dev/null``).
+
+    ``str(error)`` words the advice for the Python API, ``error.describe("cli")`` for the command line.
+    """
+
+    def __init__(self, path: PathLike, what: Optional[str] = None) -> None:
+        self.path = str(path)
+        problem = "does not exist" if what is None else f"is {what}, not a file"
+        self.messages = {
+            audience: f"checkpoint {self.path!r} {problem}; give the path of the checkpoint file as {flag}"
+            for audience, flag in (("python", "pretrained_from_file=PATH"), ("cli", "--weights FILE"))
+        }
+        super().__init__(self.messages["python"])
+
+    def describe(self, audience: Audience = "python") -> str:
+        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
+        return self.messages.get(audience, str(self))
+
+
 def read_checkpoint(path: PathLike) -> Any:
     """Load ``path`` with ``torch.load(weights_only=True)`` on the CPU.
 
+    The file's first bytes are looked at before ``torch.load`` reads it: a zip archive cut short (its central
+    directory, at the end, missing) and an ONNX model are refused with a message saying so.
+
     Raises:
-        FileNotFoundError: ``path`` does not exist (or is not a file).
+        CheckpointNotFoundError: ``path`` does not exist or is not a regular file (a ``FileNotFoundError``).
         UnsafeCheckpointError: the file contains objects other than tensors and plain containers.
         CorruptCheckpointError: the file is not a readable PyTorch checkpoint (one of
-            :data:`DAMAGED_FILE_ERRORS` came out of ``torch.load``). Other errors propagate as they are.
+            :data:`DAMAGED_FILE_ERRORS` came out of ``torch.load``, or the first bytes already say so).
+            Other errors propagate as they are.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint file {str(path)!r} does not exist"
-            + (" (it is a directory)" if path.is_dir() else "")
-            + "; check the path given as pretrained_from_file / --weights"
-        )
+    what = not_a_regular_file(path)
+    if what is not None or not path.is_file():
+        raise CheckpointNotFoundError(path, what)
+    head = filetypes.read_head(path)
+    if looks_like_onnx(head):
+        raise _onnx_given_as_checkpoint(path)
+    is_zip = head.startswith(ZIP_MAGIC)
     use_mmap = zipfile.is_zipfile(path)  # mmap works only for the zip format of torch.save
+    if is_zip and not use_mmap:
+        # torch's zip reader fails on such a file with a bare "OSError: [Errno 22] Invalid argument".
+        raise CorruptCheckpointError(_corrupt_message(path, None, "BadZipFile: the zip archive is cut short, its "
+                                                      "central directory, written last, is missing"))
     with _allow_numpy_scalars(), warnings.catch_warnings():
         # torch 2.1's torch.load warns about its own internal use of TypedStorage; nothing for users to act on.
         warnings.filterwarnings("ignore", message=_TYPED_STORAGE_WARNING, category=UserWarning)
@@ -143,27 +193,86 @@ def read_checkpoint(path: PathLike) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=use_mmap)
         except pickle.UnpicklingError as error:
             found = _UNSAFE_DETAIL.search(str(error))
-            if found:
+            if found and not (not is_zip and _pickles_cut_short(path)):
                 no_allowlist = "numpy" in found.group(0) and not hasattr(torch.serialization, "safe_globals")
-                raise UnsafeCheckpointError(
+                text = (
                     f"refusing to load {str(path)!r}: it contains Python objects other than weights "
                     f"({found.group(0).strip().rstrip('.')}), and unpickling them could run "
                     "arbitrary code. If you trust the file, extract the weights once yourself "
                     "(torch.load(path, weights_only=False)['state_dict']) and save them with "
-                    "torch.save(state_dict, new_path), then load new_path."
-                    + (" torch 2.5 and later load the numpy scalars of training checkpoints (best_prec1) as "
-                       "they are." if no_allowlist else "")
-                ) from error
+                    "torch.save(state_dict, new_path), then load new_path"
+                )
+                note = (" torch 2.5 and later load the numpy scalars of training checkpoints (best_prec1) as "
+                        "they are." if no_allowlist else "")
+                raise UnsafeCheckpointError(f"{text}.{note}", cli_message=f"{text} with --weights.{note}") from error
             raise CorruptCheckpointError(_corrupt_message(path, error)) from error
         except DAMAGED_FILE_ERRORS as error:
             raise CorruptCheckpointError(_corrupt_message(path, error)) from error
+        except OSError as error:
+            # Seeking outside a damaged zip archive: EINVAL from a regular file is the file, not the disk.
+            if is_zip and error.errno == errno.EINVAL:
+                raise CorruptCheckpointError(_corrupt_message(path, error)) from error
+            raise
 
 
-def _corrupt_message(path: Path, error: BaseException) -> str:
+def _onnx_given_as_checkpoint(path: Path) -> CorruptCheckpointError:
+    start = f"{str(path)!r} is an ONNX model, not a PyTorch checkpoint"
+    return CorruptCheckpointError(
+        f"{start}: run it with resnet.runtimes.load_onnx_model(PATH) (ONNX Runtime or OpenVINO), or load the "
+        "PyTorch checkpoint it was exported from",
+        cli_message=f"{start}: give it as --onnx FILE (classify and evaluate run it), or give the PyTorch "
+        "checkpoint it was exported from as --weights",
+    )
+
+
+class _Bounded:
+    """A binary file whose reads never ask for more than what is left (pickletools reads lengths the file
+    declares, which a damaged file can make huge)."""
+
+    def __init__(self, file: Any, size: int) -> None:
+        self.file, self.size = file, size
+
+    def read(self, count: int = -1) -> bytes:
+        left = max(0, self.size - self.file.tell())
+        return self.file.read(left if count < 0 else min(count, left))
+
+    def readline(self) -> bytes:
+        return self.file.readline(max(1, self.size - self.file.tell()))
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def _pickles_cut_short(path: Path, count: int = 5) -> bool:
+    """Whether one of the first ``count`` pickles of the older ``torch.save`` format (magic number, protocol,
+    system info, the object, its storage keys) ends before its STOP opcode, or is unreadable as a pickle.
+
+    A refused "global" in such a file is the file cut short in the middle of a name, not a crafted object.
+    The opcodes are only parsed (``pickletools.genops``), never executed.
+    """
+    import pickletools
+
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        reader = _Bounded(file, size)
+        for _ in range(count):
+            if file.tell() >= size:
+                return False
+            try:
+                for _op, _arg, _pos in pickletools.genops(reader):
+                    pass
+            except Exception:  # a cut or damaged pickle: genops raises ValueError, UnicodeDecodeError, ...
+                return True
+    return False
+
+
+def _corrupt_message(path: Path, error: Optional[BaseException], reason: Optional[str] = None) -> str:
     size = path.stat().st_size if path.exists() else 0
+    if reason is None and error is not None:
+        reason = f"{type(error).__name__}: {_load_failure_reason(error)}"
     return (
         f"{str(path)!r} ({size} bytes) is not a readable PyTorch checkpoint: it is truncated, "
-        f"damaged or not a checkpoint at all ({type(error).__name__}: {_load_failure_reason(error)})"
+        f"damaged or not a checkpoint at all ({reason})"
     )
 
 

@@ -49,14 +49,14 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
                 found.update(action.choices)
         raise Built()
 
-    original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture
+    original = argparse.ArgumentParser.parse_known_args
+    argparse.ArgumentParser.parse_known_args = capture
     try:
         main(["classify"])
     except Built:
         pass
     finally:
-        argparse.ArgumentParser.parse_args = original
+        argparse.ArgumentParser.parse_known_args = original
     return found
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -300,8 +301,7 @@ def test_options_that_do_not_go_with_onnx_are_refused_before_any_work(command, t
         cases += [(["--onnx", model, "--dtype", "bfloat16"], "for bfloat16 use --runtime openvino"),
                   (["--onnx", model, "--dtype", "float16"], "float16 is for CUDA")]
     else:
-        cases += [(["--onnx", model, "--precision", "bf16"], "for bfloat16 use --runtime openvino"),
-                  (["--onnx", model, "--image-size", "128"], "--image-size 128 does not apply to --onnx")]
+        cases += [(["--onnx", model, "--precision", "bf16"], "for bfloat16 use --runtime openvino")]
     for argv, fragment in cases:
         status, _, err = run(capsys, command, target, *argv)
         assert status == 2 and fragment in one_error_line(err), (argv, err)
@@ -315,7 +315,7 @@ def test_bad_onnx_files_and_missing_runtimes_are_one_line_errors(command, tmp_pa
     target = str(PHOTOS[0]) if command == "classify" else str(data)
     grey = tiny_classifier(tmp_path / "grey.onnx", channels=1)
     status, _, err = run(capsys, command, target, "--onnx", grey, "--quiet")
-    assert status == 2 and str(grey) in one_error_line(err) and "float32 of shape (N, 3, 224, 224)" in err
+    assert status == 2 and str(grey) in one_error_line(err) and "float32 of shape (N, 3, S, S)" in err
     missing = tmp_path / "missing.onnx"
     status, _, err = run(capsys, command, target, "--onnx", missing, "--quiet")
     assert status == 2 and str(missing) in one_error_line(err) and "does not exist" in err
@@ -331,3 +331,46 @@ def test_bad_onnx_files_and_missing_runtimes_are_one_line_errors(command, tmp_pa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     status, _, err = run(capsys, command, target, "--onnx", good, "--quiet")
     assert status == 2 and "pip install onnxruntime" in one_error_line(err)
+
+
+# --------------------------------------------------------------------------- hostile and mistaken files
+
+
+@pytest.mark.parametrize("command", ["classify", "evaluate"])
+def test_an_output_wider_than_declared_is_a_one_line_error(command, tmp_path, capsys) -> None:
+    from test_runtimes import _edit
+
+    def declare_four(proto) -> None:
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+
+    meta = {"arch": "tiny", "output": {"shape": ["batch", 4]}, "class_names": ["a", "b", "c", "d"]}
+    path = _edit(tiny_classifier(tmp_path / "wide.onnx", classes=5, metadata=meta), declare_four)
+    data = tmp_path / "data"
+    (data / "a").mkdir(parents=True)
+    shutil.copy(PHOTOS[0], data / "a" / PHOTOS[0].name)
+    target = PHOTOS[0] if command == "classify" else data
+    status, _, err = run(capsys, command, target, "--onnx", path, "--quiet")
+    assert status == 2 and str(path) in one_error_line(err) and "(1, 5)" in err, err
+
+
+def test_a_checkpoint_folder_or_fifo_given_as_onnx_is_named_for_what_it_is(tmp_path, tuned, capsys) -> None:
+    status, _, err = run(capsys, "classify", PHOTOS[0], "--onnx", tuned[0], "--quiet")
+    line = one_error_line(err)
+    assert status == 2 and "is a PyTorch checkpoint, not an ONNX model: give it as --weights FILE" in line, line
+    assert "pretrained" not in line
+    os.mkfifo(tmp_path / "pipe.onnx")
+    for path, what in ((tmp_path, "is a directory"), (tmp_path / "pipe.onnx", "is a named pipe (FIFO)")):
+        status, _, err = run(capsys, "classify", PHOTOS[0], "--onnx", path, "--quiet")
+        line = one_error_line(err)
+        assert status == 2 and f"{what}, not a file" in line and "does not exist" not in line, line
+
+
+def test_classify_onnx_prints_unprintable_class_names_escaped(tmp_path, capsys) -> None:
+    names = ["\x1b[2J\x1b[31mred", "cat\n  99.9%  dog", "caf\udce9"]
+    meta = {"arch": "tiny", "output": {"shape": ["batch", 3]}, "class_names": names}
+    path = tiny_classifier(tmp_path / "named.onnx", classes=3, metadata=meta)
+    status, out, err = run(capsys, "classify", PHOTOS[0], "--onnx", path, "--top-k", "3", "--quiet")
+    assert status == 0 and "\x1b" not in out and len(out.splitlines()) == 4, out
+    assert sorted(line.split("%  ", 1)[1] for line in out.splitlines()[1:]) == sorted(
+        ["\\x1b[2J\\x1b[31mred", "cat\\n  99.9%  dog", "caf\\udce9"])
+    assert "shown escaped" in err

@@ -7,6 +7,8 @@ test_export.py; files that are not this repository's exports are built with onnx
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -216,12 +218,13 @@ def test_fixed_batch_model_runs_any_batch_in_slices(tmp_path) -> None:
     "options, fragments",
     [
         (dict(second_input=True), ["2 inputs (input, scale)", "one float32 input"]),
-        (dict(channels=1, side=28), ["input 'input'", "(N, 1, 28, 28)", "(N, 3, 224, 224)"]),
+        (dict(channels=1, side=28), ["input 'input'", "(N, 1, 28, 28)", "(N, 3, S, S), S from 32 to 4,096"]),
+        (dict(side=16), ["input 'input'", "(N, 3, 16, 16)", "(N, 3, S, S), S from 32 to 4,096"]),
         (dict(input_type=TensorProto.INT64), ["input 'input' is int64", "float32"]),
         (dict(output_rank=3), ["output 'logits'", "(N, 10, 1)", "(N, classes)"]),
         (dict(outputs=("a", "b")), ["2 outputs (a, b)", "named 'logits'"]),
     ],
-    ids=["two-inputs", "input-shape", "input-type", "output-rank", "two-outputs"],
+    ids=["two-inputs", "input-shape", "input-too-small", "input-type", "output-rank", "two-outputs"],
 )
 def test_interface_that_does_not_fit_is_refused_naming_what(tmp_path, options, fragments) -> None:
     path = tiny_classifier(tmp_path / "odd.onnx", **options)
@@ -256,3 +259,177 @@ def test_bad_arguments_and_files(tmp_path, exported) -> None:
     model = load_onnx_model(tiny_classifier(tmp_path / "t.onnx", metadata=meta))
     with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\), got \(2, 3, 32, 32\)"):
         model(torch.zeros(2, 3, 32, 32))
+    # A graph for another image size takes that size (a model trained at it; fixed in the graph, or by metadata).
+    small = load_onnx_model(tiny_classifier(tmp_path / "s.onnx", side=64, metadata=meta))
+    assert small.image_size == 64 and small(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"\(N, 3, 64, 64\), got \(2, 3, 224, 224\)"):
+        small(torch.zeros(2, 3, 224, 224))
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def _edit(path: Path, change) -> Path:
+    """Load ``path``, apply ``change(proto)``, save it back (no checker: the edits make it inconsistent)."""
+    proto = onnx.load(str(path))
+    change(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _no_runtime(monkeypatch) -> None:
+    """Fail the test if a runtime is asked to open the file."""
+    import resnet.runtimes
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a runtime was asked to read the file")
+
+    monkeypatch.setattr(resnet.runtimes, "_make_runner", refuse)
+
+
+def test_huge_declared_batch_or_class_count_is_refused_before_any_allocation(tmp_path, monkeypatch) -> None:
+    _no_runtime(monkeypatch)
+    batch = tiny_classifier(tmp_path / "batch.onnx", batch=2**40)
+    with pytest.raises(RuntimeModelError, match=r"fixed batch of 1,099,511,627,776 images; at most 1,024"):
+        load_onnx_model(batch)
+
+    def huge_head(proto) -> None:
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 2**28
+
+    head = _edit(tiny_classifier(tmp_path / "head.onnx"), huge_head)
+    with pytest.raises(RuntimeModelError, match=r"head.onnx.*declares 268,435,456 classes, more than the 1,048,576"):
+        load_onnx_model(head)
+
+    def dynamic_head(proto) -> None:
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+
+    meta = export_metadata("t", weights="x", num_classes=2**28)
+    dynamic = _edit(tiny_classifier(tmp_path / "dynamic.onnx", metadata=meta), dynamic_head)
+    with pytest.raises(RuntimeModelError, match=r"metadata's output shape declares 268,435,456 classes"):
+        load_onnx_model(dynamic)
+
+
+def test_a_huge_file_is_refused_by_its_first_bytes_or_size_without_reading_it(tmp_path, monkeypatch) -> None:
+    import resnet.runtimes
+
+    def whole_read(*args, **kwargs):
+        raise AssertionError("onnx.load read the file")
+
+    monkeypatch.setattr(onnx, "load", whole_read)
+    with open(tmp_path / "video.onnx", "wb") as file:  # 3 GB, sparse: nothing is written but the header
+        file.write(b"\x00\x00\x00\x18ftypmp42")
+        file.truncate(3 << 30)
+    with pytest.raises(RuntimeModelError, match="video.onnx' is not an ONNX model .its first bytes"):
+        load_onnx_model(tmp_path / "video.onnx")
+    with open(tmp_path / "big.onnx", "wb") as file:
+        file.write(tiny_classifier(tmp_path / "t.onnx").read_bytes()[:64])
+        file.truncate(3 << 30)
+    with pytest.raises(RuntimeModelError, match=r"big.onnx' \(3,221,225,472 bytes\) is larger than an ONNX model"):
+        load_onnx_model(tmp_path / "big.onnx")
+    assert resnet.runtimes.MAX_ONNX_BYTES == 2 << 30
+
+
+def _with_external_weights(folder: Path, location: str) -> Path:
+    """A tiny classifier whose conv weights ``w`` live in the external file ``location``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = tiny_classifier(folder / "model.onnx")
+
+    def externalise(proto) -> None:
+        (tensor,) = [t for t in proto.graph.initializer if t.name == "w"]
+        data = onnx.numpy_helper.to_array(tensor).tobytes()
+        inside = folder / "w.bin"
+        inside.write_bytes(data)
+        tensor.ClearField("raw_data")
+        tensor.ClearField("float_data")
+        for key, value in (("location", location), ("length", str(len(data)))):
+            tensor.external_data.add(key=key, value=value)
+        tensor.data_location = TensorProto.EXTERNAL
+
+    return _edit(path, externalise)
+
+
+def test_external_data_inside_the_folder_runs(tmp_path) -> None:
+    path = _with_external_weights(tmp_path / "m", "w.bin")
+    with pytest.warns(UserWarning, match="named by number"):
+        model = load_onnx_model(path)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    reference = tiny_classifier(tmp_path / "same.onnx")  # the same weights, inside the file
+    assert max_diff(model(x), tiny_reference(x, reference)) <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["parent", "absolute", "symlink_out", "dev_zero", "proc", "fifo", "past_the_end"])
+def test_external_data_outside_the_folder_is_refused_before_a_runtime_reads_it(tmp_path, monkeypatch, case) -> None:
+    _no_runtime(monkeypatch)
+    folder = tmp_path / "models" / "m"
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(4 * 3 * 16 * 16 * 4))
+    location = {"parent": "../../secret.bin", "absolute": str(secret), "symlink_out": "link.bin",
+                "dev_zero": "/dev/zero", "proc": "/proc/self/environ", "fifo": "pipe.bin",
+                "past_the_end": "short.bin"}[case]
+    path = _with_external_weights(folder, location)
+    if case == "symlink_out":
+        (folder / "link.bin").symlink_to(secret)
+    elif case == "fifo":
+        os.mkfifo(folder / "pipe.bin")
+    elif case == "past_the_end":
+        (folder / "short.bin").write_bytes(b"\0" * 10)
+    expected = {"parent": "outside the model's folder", "absolute": "outside the model's folder",
+                "symlink_out": "leads outside the model's folder", "dev_zero": "outside the model's folder",
+                "proc": "outside the model's folder", "fifo": "is a named pipe (FIFO), not a file",
+                "past_the_end": "beyond the file's 10 bytes"}[case]
+    for runtime in ("onnxruntime", *(["openvino"] if HAS_OPENVINO else [])):
+        with pytest.raises(RuntimeModelError) as caught:
+            load_onnx_model(path, runtime)
+        message = str(caught.value)
+        assert str(path) in message and "tensor 'w'" in message and expected in message, message
+
+
+def test_a_checkpoint_or_a_special_file_given_as_onnx_is_named_for_what_it_is(tmp_path, ngc_file) -> None:
+    with pytest.raises(RuntimeModelError) as caught:
+        load_onnx_model(ngc_file("resnet50"))
+    assert "is a PyTorch checkpoint, not an ONNX model" in str(caught.value)
+    assert "pretrained_from_file" in str(caught.value) and "--weights FILE" in caught.value.describe("cli")
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"w": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(RuntimeModelError, match="is a PyTorch checkpoint"):
+        load_onnx_model(legacy)
+    os.mkfifo(tmp_path / "pipe.onnx")
+    for path, what in ((tmp_path, "is a directory"), (tmp_path / "pipe.onnx", "is a named pipe (FIFO)"),
+                       (Path("/dev/null"), "is a character device")):
+        with pytest.raises(RuntimeModelError, match=re.escape(f"{what}, not a file")) as caught:
+            load_onnx_model(path)
+        assert "does not exist" not in str(caught.value)
+
+
+def test_an_output_wider_than_declared_is_a_runtime_model_error(tmp_path) -> None:
+    def declare_four(proto) -> None:
+        proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+
+    path = _edit(tiny_classifier(tmp_path / "wide.onnx", classes=5), declare_four)
+    with pytest.warns(UserWarning):
+        model = load_onnx_model(path)
+    with pytest.raises(RuntimeModelError, match=r"wide.onnx"):
+        model(torch.zeros(2, 3, 224, 224))
+
+
+@pytest.mark.parametrize("names, problem", [
+    ([f"n{i}" for i in range(10**6)], "1,000,000 names for the model's 10 outputs"),
+    ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "10 entries that are not strings (the first: entry 0, of type int)"),
+], ids=["a-million-names", "numbers"])
+def test_class_names_that_do_not_fit_the_head_are_left_out_with_a_warning(tmp_path, names, problem) -> None:
+    meta = dict(export_metadata("tiny", weights="x", num_classes=10), class_names=names)
+    path = tiny_classifier(tmp_path / "named.onnx", metadata=meta)
+    with pytest.warns(UserWarning, match=re.escape(problem)):
+        model = load_onnx_model(path)
+    assert model.class_names == [f"class {i}" for i in range(10)]
+
+
+def test_unprintable_class_names_in_the_metadata_are_escaped(tmp_path) -> None:
+    names = [f"kind {i}" for i in range(10)]
+    names[1], names[2], names[3] = "\x1b[2Jred\x1b[0m", "cat\n  99.9%  dog", "caf\udce9"
+    meta = dict(export_metadata("tiny", weights="x", num_classes=10), class_names=names)
+    path = tiny_classifier(tmp_path / "named.onnx", metadata={**meta, "class_names": json.dumps(names)})
+    with pytest.warns(UserWarning, match=r"class name\(s\) 1 .*2 .*3 .*shown escaped"):
+        model = load_onnx_model(path)
+    assert model.class_names[1:4] == ["\\x1b[2Jred\\x1b[0m", "cat\\n  99.9%  dog", "caf\\udce9"]
+    assert model.class_names[4:] == names[4:]

@@ -106,7 +106,8 @@ def test_hub_load_and_classify_use_the_stored_class_names(trained, capsys) -> No
     record = json.loads(capsys.readouterr().out)
     assert {t["class"] for t in record["top"]} == {"blue", "green", "red"}  # top-5 capped at 3 classes
     saved = torch.load(run / "model.pth", weights_only=True)["state_dict"]
-    expected = peer_predictions(torchvision_peer(saved), [image], 224).item()
+    # classify crops at the size the model was trained at (FAST: 32), as model.pth records it.
+    expected = peer_predictions(torchvision_peer(saved), [image], 32).item()
     assert record["top"][0]["class"] == ["blue", "green", "red"][expected]
 
 
@@ -457,3 +458,56 @@ def test_data_search_problems_are_named_once(tmp_path, ngc_file, monkeypatch, ca
     assert f"cannot read the folder '{data / 'green' / 'later'}' (Permission denied)" in warnings[0]
     assert "1 file(s) left out for their type (1 .heic;" in warnings[1] and "IMG_0001.heic" in warnings[1]
     assert "2 link(s) to folders searched already" in warnings[2] and "red/loop" in warnings[2]
+@pytest.mark.parametrize("per_class, batch, freeze, trained, log", [
+    (20, 32, True, 60, "batch 32, 2 steps per epoch, the last of 28 images"),
+    (11, 32, False, 33, "batch 32, 1 step per epoch"),  # 32 + a lone image that BatchNorm could not train on
+    (6, 32, True, 18, "batch 18 (--batch-size 32 capped by the 18 training images), 1 step per epoch"),
+], ids=["last-batch-of-28", "last-batch-of-one", "batch-larger-than-the-data"])
+def test_every_image_is_trained_on(tmp_path, ngc_file, capsys, per_class, batch, freeze, trained, log) -> None:
+    data = make_dataset(tmp_path / "data", per_class=per_class)
+    run = tmp_path / "run"
+    assert main("train", data, "--output", run, "--weights", ngc_file("resnet50"), "--epochs", "1",
+                "--batch-size", str(batch), "--val-split", "0", *(["--freeze-backbone"] if freeze else []),
+                *FAST) == 0
+    out, err = capsys.readouterr()
+    assert log in out, out
+    assert read_log(run)[0]["images"] == trained
+    assert "num_classes=" not in err  # the new head's note is worded for the command line
+
+
+def _records(losses, top1s):
+    return [{"epoch": i + 1, "train_loss": loss, "top1": top1} for i, (loss, top1) in enumerate(zip(losses, top1s))]
+
+
+def test_divergence_and_chance_accuracy_are_warned_once() -> None:
+    from resnet.train import training_warnings
+
+    def warned(losses, top1s, classes=3):
+        history = _records(losses, top1s)
+        return [message for end in range(1, len(history) + 1) for message in training_warnings(history[:end], classes)]
+
+    assert warned([1.1, 0.9, 0.7], [40.0, 60.0, 80.0]) == []  # learning
+    diverging = warned([1.1, 0.5, 600.0, 9e5], [60.0, 70.0, 50.0, 50.0])
+    assert len(diverging) == 1 and "train loss of epoch 3, 600, is 1,200 times its lowest before (0.5)" in diverging[0]
+    first = warned([2e3], [None], classes=2)  # 2,885 times ln(2): diverging from the first epoch
+    assert len(first) == 1 and "times that of a uniform guess (0.6931)" in first[0]
+    nan = warned([1.0, float("nan"), float("nan")], [60.0, 50.0, 50.0], classes=2)
+    assert len(nan) == 1 and "diverged: the train loss of epoch 2 is nan" in nan[0]
+    chance = warned([1.1, 1.1, 1.1], [100 / 3, 20.0, 100 / 3])
+    assert len(chance) == 1 and "stayed at chance level (33.33% for 3 classes) for 2 epochs" in chance[0]
+    assert warned([1.1, 1.0, 0.9], [33.3, 40.0, 33.3]) == []  # once above chance, the model learns something
+    assert warned([1.1, 1.0], [None, None]) == []  # no validation set: nothing to say about accuracy
+
+
+def test_a_run_at_chance_level_is_warned(tmp_path, ngc_file, capsys) -> None:
+    """Every class folder holds the same pictures: the model cannot tell them apart, validation stays at chance."""
+    from train_support import write_images
+
+    data = tmp_path / "data"
+    for name in ("blue", "green", "red"):
+        write_images(data / name, (120, 120, 120), 4, seed=0)
+    assert main("train", data, "--output", tmp_path / "run", "--weights", ngc_file("resnet50"), "--epochs", "2",
+                "--batch-size", "4", "--val-split", "0.5", "--freeze-backbone", *FAST) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "chance level" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: validation top-1 has stayed at chance level"), err

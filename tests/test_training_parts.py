@@ -271,3 +271,58 @@ def test_differences_name_the_options() -> None:
     stored = {"lr": 0.256, "arch": "resnet50", "epochs": 2}
     assert run_files.differences(stored, {"lr": 0.1, "arch": "resnet50", "epochs": 2}) == ["--lr 0.1 (the run: 0.256)"]
     assert run_files.differences(stored, {**stored, "epochs": 5}, ignore=run_files.RESUMABLE_CHANGES) == []
+
+
+@pytest.mark.parametrize("size, batch, world, least, sizes", [
+    (60, 32, 1, 2, [32, 28]),  # the README's few dozen photos: 28 were never trained on
+    (33, 32, 1, 2, [33]),  # a last batch of one image: BatchNorm cannot train on it, it joins the batch before
+    (33, 32, 1, 1, [32, 1]),  # frozen BatchNorm: a batch of one is fine
+    (20, 32, 1, 2, [20]),  # fewer images than a batch
+    (19, 3, 2, 2, [3, 3, 4]),  # two processes: 10 each (one padded), the same sizes on both
+])
+def test_every_image_is_in_a_batch_of_every_epoch(size, batch, world, least, sizes) -> None:
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(world):
+            batches = EpochBatches(size, batch, rank=rank, world=world, seed=5, least=least)
+            batches.set_epoch(epoch)
+            assert [len(b) for b in batches.batches()] == sizes == batches.sizes()
+            assert batches.steps_per_epoch() == len(sizes)
+            seen += [index for b in batches.batches() for _, index in b]
+        assert sorted(set(seen)) == list(range(size))  # DistributedSampler pads with repeats, never drops
+    resumed = EpochBatches(size, batch, world=world, seed=5, least=least)
+    resumed.set_epoch(1, start=len(sizes) - 1)
+    assert [len(b) for b in resumed.batches()] == sizes[-1:]
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _history(best_epoch: int) -> list[dict]:
+    return [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "top1": 50.0 + e, "top5": 90.0,
+             "best": e <= best_epoch} for e in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("classes, lines", [(3, ["top-1"]), (5, ["top-1"]), (10, ["top-1", "top-5"])])
+def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classes, lines) -> None:
+    pytest.importorskip("matplotlib")
+    from resnet.plots import curves_figure
+
+    loss_axes, accuracy_axes = curves_figure(_history(best_epoch=2), classes).axes[:2]
+    labels = [line.get_label() for line in accuracy_axes.get_lines()]
+    assert labels == [*lines, "best (epoch 2)"]
+    (marker,) = [line for line in loss_axes.get_lines() if line.get_label() == "best (epoch 2)"]
+    assert list(marker.get_xdata()) == [2, 2]
+
+
+def test_confusion_matrix_has_an_other_column_only_when_something_is_predicted_outside() -> None:
+    pytest.importorskip("matplotlib")
+    from resnet.plots import confusion_figure
+
+    inside = torch.tensor([[3, 1], [0, 2]])
+    axes = confusion_figure(inside, ["cat", "dog"]).axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["cat", "dog"]
+    # A 3-class model evaluated on 2 class folders: predictions of the third class go to "other".
+    outside = torch.tensor([[3, 0, 1], [0, 2, 0], [0, 0, 0]])
+    axes = confusion_figure(outside, ["cat", "dog", "cow"]).axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["cat", "dog", "other"]

@@ -449,8 +449,9 @@ def test_corrupt_cache_message_is_whole_and_never_advises_weights_only_false(hub
     for torch_advice in ("weights_only", "file an issue", "https://", "Re-running"):
         assert torch_advice not in message
     # torch's reason, in whole sentences, inside the parentheses; then ours.
-    assert re.search(r"not a checkpoint at all \((UnpicklingError|RuntimeError): [^()]+[.\w]\)\. The damaged file was "
-                     r"removed from the cache; run the same call again to download it afresh\.$", message), message
+    assert re.search(r"not a checkpoint at all \((UnpicklingError|RuntimeError|BadZipFile): [^()]+[.\w]\)\. "
+                     r"The damaged file was removed from the cache; run the same call again to download it afresh\.$",
+                     message), message
 
 
 def test_unknown_keyword_lists_every_accepted_name_and_hints_at_the_right_one() -> None:
@@ -485,3 +486,140 @@ def test_no_network_message_gives_advice_that_works(hub_dir, ngc_file, monkeypat
     model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50")).eval()
     with torch.no_grad():
         assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
+
+
+# --------------------------------------------------------------------------- truncated files of every kind
+
+
+def _small_checkpoints() -> dict[str, bytes]:
+    """Each kind of checkpoint this repository reads, small (about 10 KB), as torch.save writes it."""
+    import numpy as np
+
+    from resnet.checkpointing import model_file
+
+    state = OrderedDict((f"layer{i}.weight", torch.randn(8, 16, generator=torch.Generator().manual_seed(i)))
+                        for i in range(12))
+    state["bn.num_batches_tracked"] = torch.tensor(5)
+    kinds = {
+        "ngc_flat": (state, {}),
+        "training_checkpoint": ({"state_dict": state, "epoch": 90, "best_prec1": np.float64(78.6),
+                                 "arch": "resnet50"}, {}),
+        "model_pth": (model_file(state, arch="resnet50", classes=["cat", "dog"], image_size=128,
+                                 metrics={"top1": 50.0}), {}),
+        "legacy_flat": (state, {"_use_new_zipfile_serialization": False}),
+        "legacy_training_checkpoint": ({"state_dict": state, "epoch": 3}, {"_use_new_zipfile_serialization": False}),
+    }
+    out = {}
+    for name, (obj, options) in kinds.items():
+        buffer = io.BytesIO()
+        torch.save(obj, buffer, **options)
+        out[name] = buffer.getvalue()
+    return out
+
+
+def _truncation_points(size: int) -> list[int]:
+    # Every offset near the start (headers, pickle opcodes), near the end (zip central directory) and
+    # around 4 KiB (where torch's zip reader failed with a bare OSError), and a stride through the rest.
+    points = set(range(0, min(size, 128))) | set(range(max(0, size - 128), size))
+    points |= set(range(4064, 4128)) | set(range(0, size, 53))
+    return sorted(points)
+
+
+@pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"), reason="numpy scalars need torch 2.5")
+@pytest.mark.parametrize("kind", ["ngc_flat", "training_checkpoint", "model_pth", "legacy_flat",
+                                  "legacy_training_checkpoint"])
+def test_every_truncation_of_every_checkpoint_kind_is_a_named_corrupt_checkpoint(tmp_path, kind) -> None:
+    data = _small_checkpoints()[kind]
+    assert len(data) > 4200
+    path = tmp_path / f"cut-{kind}.pth"
+    path.write_bytes(data)
+    assert resnet.weights.read_checkpoint(path)  # whole, it loads
+    failures = []
+    for size in _truncation_points(len(data)):
+        path.write_bytes(data[:size])
+        try:
+            resnet.weights.read_checkpoint(path)
+            failures.append((size, "loaded"))
+        except CorruptCheckpointError as error:
+            if str(path) not in str(error) or "truncated" not in str(error):
+                failures.append((size, str(error)))
+        except Exception as error:  # a raw OSError, or a truncated name taken for an unsafe global
+            failures.append((size, f"{type(error).__name__}: {error}"))
+    assert failures == [], failures[:5]
+
+
+def test_truncated_zip_checkpoint_is_named_by_the_hub_and_the_cli(tmp_path, ngc_file, capsys) -> None:
+    from resnet.__main__ import main
+
+    data = _small_checkpoints()["ngc_flat"]
+    path = tmp_path / "cut.pth"
+    path.write_bytes(data[: len(data) - 100])  # past 4 KiB, central directory gone: was "OSError: [Errno 22]"
+    with pytest.raises(CorruptCheckpointError, match="cut.pth.*is cut short"):
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert path.exists()  # a user's own file is kept
+    assert main(["classify", str(REPO_ROOT / "examples" / "images"), "--weights", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and err.count("\n") == 1, err
+
+
+def test_truncated_download_in_the_cache_is_still_removed(hub_dir, ngc_file) -> None:
+    """A zip cut short is a damaged file (DAMAGED_FILE_ERRORS' rule): the cache entry goes, the next call downloads."""
+    cached = seed_cache(hub_dir, ngc_file)
+    cached.write_bytes(cached.read_bytes()[:-5000])
+    with pytest.raises(CorruptCheckpointError, match="removed from the cache"):
+        hub_load("nvidia_resnet50")
+    assert cache_listing(hub_dir) == []
+
+
+# --------------------------------------------------------------------------- files of another kind
+
+
+def test_an_onnx_file_given_as_weights_points_at_onnx(tmp_path, capsys) -> None:
+    pytest.importorskip("onnx")
+    from test_runtimes import tiny_classifier
+
+    from resnet.__main__ import main
+
+    path = tiny_classifier(tmp_path / "model.onnx", classes=1000)
+    with pytest.raises(CorruptCheckpointError) as info:
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert "is an ONNX model, not a PyTorch checkpoint" in str(info.value) and "truncated" not in str(info.value)
+    assert "load_onnx_model" in str(info.value)
+    assert main(["classify", str(REPO_ROOT / "examples" / "images"), "--weights", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "give it as --onnx FILE" in err and "pretrained" not in err, err
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "devnull"])
+def test_a_path_that_is_not_a_regular_file_is_named_for_what_it_is(tmp_path, kind, capsys) -> None:
+    from resnet.__main__ import main
+
+    if kind == "directory":
+        path, what = tmp_path, "is a directory"
+    elif kind == "fifo":
+        path, what = tmp_path / "pipe", "is a named pipe (FIFO)"
+        os.mkfifo(path)  # nothing writes into it: reading it would hang
+    else:
+        path, what = "/dev/null", "is a character device"
+    with pytest.raises(FileNotFoundError) as info:
+        hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
+    assert f"{str(path)!r} {what}, not a file" in str(info.value) and "does not exist" not in str(info.value)
+    assert main(["classify", str(REPO_ROOT / "examples" / "images"), "--weights", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{what}, not a file; give the path of the checkpoint file as --weights FILE" in err, err
+
+
+@pytest.mark.parametrize("given", ["model.pth", "path", 1, None], ids=["str", "pathlib", "int", "none"])
+def test_a_positional_non_bool_pretrained_is_refused_with_a_hint(tmp_path, ngc_file, server, given) -> None:
+    """torch.hub.load(repo, 'nvidia_resnet50', 'model.pth') passed the file as pretrained, which loaded NVIDIA's
+    weights (a download here, from a mirror that would serve them)."""
+    server.routes[f"/w/{FILE}"] = Route(ngc_file("resnet50").read_bytes())
+    value = {"model.pth": str(tmp_path / "model.pth"), "path": tmp_path / "model.pth"}.get(given, given)
+    with pytest.raises(TypeError) as info:
+        torch.hub.load(str(REPO_ROOT), "nvidia_resnet50", value, source="local", mirror=server.url("/w"),
+                       progress=False)
+    message = str(info.value)
+    assert "pretrained must be True or False" in message
+    if given in ("model.pth", "path"):
+        assert f"pass pretrained=False, pretrained_from_file={str(value)!r}" in message
+    assert server.hits == {}  # nothing was downloaded
