@@ -107,7 +107,10 @@ def decide(model: nn.Module, x: torch.Tensor) -> Optional["_Folded"]:
         return None
     if _being_transformed() or _autocast_enabled() or _hooks_anywhere() or not onednn.fused_kernels_work():
         return None
-    folded = _current_fold(model)
+    try:
+        folded = _current_fold(model)
+    except (RuntimeError, TypeError):  # a tensor without a data pointer (sparse, nested ...), an odd attribute
+        return None
     if folded is None or not _all_finite(x) or _in_trace_check():
         return None
     return folded

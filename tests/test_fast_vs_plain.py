@@ -401,6 +401,8 @@ def changes() -> list[Change]:
                fused=False),
         Change("an unused module added", lambda m: m.layer2[0].add_module("spare", nn.Linear(2, 2).eval()),
                fused=False),
+        Change("a sparse buffer added", lambda m: m.layer1[0].register_buffer("mask", torch.eye(3).to_sparse()),
+               fused=False),
     ]
     # dtypes, inputs and ways of calling.
     channels_last = image_batch().contiguous(memory_format=torch.channels_last)
