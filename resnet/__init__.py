@@ -1,5 +1,10 @@
-"""NVIDIA's ResNet-50 v1.5 family for torch.hub: model, checkpoints and weight loading."""
+"""NVIDIA's ResNet-50 v1.5 family for torch.hub: model, checkpoints and weight loading.
 
+Importing the package plugs the eval fast path (:mod:`resnet.eval_path`) into the model
+(:func:`resnet.model.set_inference_accelerator`): the model itself never imports it.
+"""
+
+from . import eval_path as _eval_path  # noqa: F401  (plugs the eval fast path into ResNet)
 from .builder import create_model
 from .checkpoints import CHECKPOINTS, MIRROR_ENV, Checkpoint
 from .model import ARCHS, ArchConfig, Bottleneck, ResNet, SqueezeExcitation, get_arch

@@ -46,7 +46,7 @@ def create_model(
     progress: bool = True,
     mirror: Optional[str] = None,
     sha256: Optional[str] = None,
-    channels_last: bool = True,
+    channels_last: bool = False,
     fast_inference: bool = True,
 ) -> ResNet:
     """Build ``arch`` (a name in :data:`resnet.model.ARCHS`), with weights when asked.
@@ -57,9 +57,10 @@ def create_model(
     ``sha256`` (64 hex digits) is the expected SHA-256 of that file: a file that differs is refused
     with :class:`resnet.weights.HashMismatchError` (a download that differs is not kept).
     The model is returned on the CPU, float32, in training mode, like NVIDIA's entrypoints;
-    with ``channels_last`` its 4-D weights use the channels-last memory format; with
-    ``fast_inference`` its eval-mode, no-grad CPU batches run BN-folded and fused
-    (:attr:`resnet.model.ResNet.fast_inference`).
+    its parameters are ordinary contiguous tensors unless ``channels_last`` asks for the channels-last
+    memory format of 4-D weights (faster for training with channels-last inputs; torch utilities such as
+    pruning expect the default); with ``fast_inference`` its eval-mode, no-grad calls take the eval fast path
+    when it computes exactly what the modules do (:attr:`resnet.model.ResNet.fast_inference`).
     ``num_classes=None`` takes the number of classes of the weights file (1000 without one).
     The model's ``classes`` attribute holds its class names: those stored in the file (a ``model.pth``
     written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``; its

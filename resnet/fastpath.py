@@ -12,16 +12,18 @@ The model's arithmetic is unchanged; only where and in what number format it hap
   residual adds fused into the oneDNN convolutions; ``dtype="auto"`` for bfloat16 on CPUs with native
   BF16 instructions and float16 on CUDA; optionally compiled with ``torch.compile`` and/or replayed as
   CUDA graphs.
-* :func:`eval_features` is the same folding and fusion applied to the model itself, call by call:
-  :class:`resnet.model.ResNet` uses it in eval mode under ``no_grad`` for float32 CPU batches, so the
-  model runs fast exactly as the documented example uses it, with nothing cached that could go stale.
+* the model's own eval path (:mod:`resnet.eval_path`) is the same folding and fusion plugged into
+  :class:`resnet.model.ResNet` (:func:`resnet.model.set_inference_accelerator`): in eval mode under
+  ``no_grad`` an unmodified float32 CPU model computes its logits that way, with weights folded once and
+  kept beside the model while they are current (:func:`forget_folded` drops them); anything it does not
+  reproduce exactly (a replaced module, a hook, a parametrization ...) runs the model's own modules.
+  :func:`eval_features` gives its pooled features.
 
 Where each idea lives: :mod:`resnet.folding` (BatchNorm folding), :mod:`resnet.onednn` (the fused oneDNN
 kernels, their one-time check :func:`fused_kernels_work` and the ``RESNET_FUSED_KERNELS=0`` switch),
 :mod:`resnet.devices` (CPU capabilities, :func:`resolve_dtype`), :mod:`resnet.trunk` (the fused trunk
-and micro-batching), :mod:`resnet.eval_path` (the model's own eval path) and :mod:`resnet.inference`
-(:func:`optimize_for_inference`). What a block computes is written once, in
-:meth:`resnet.model.Bottleneck.compute`.
+and micro-batching), :mod:`resnet.eval_path` (the model's own eval path: its guard and folded weights) and
+:mod:`resnet.inference` (:func:`optimize_for_inference`). The model (:mod:`resnet.model`) imports none of them.
 
 Accuracy of each variant (measured on the parity fixtures and the sample photos, see
 ``tests/test_fastpath.py`` and ``benchmarks/README.md``): every float32 variant stays within 1e-4 of
@@ -32,7 +34,7 @@ on those inputs, with a logit error bounded by :data:`REDUCED_PRECISION_TOLERANC
 from __future__ import annotations
 
 from .devices import cpu_supports_bf16, resolve_dtype
-from .eval_path import EVAL_BUFFER_SETS, EVAL_MIN_BATCH, eval_features
+from .eval_path import EVAL_BUFFER_SETS, EVAL_MIN_BATCH, eval_features, forget_folded, fusable
 from .folding import fold_batchnorm, fold_conv_bn
 from .inference import REDUCED_PRECISION_TOLERANCE, InferenceModel, optimize_for_inference
 from .onednn import fused_kernels_work
@@ -46,9 +48,11 @@ __all__ = [
     "InferenceModel",
     "cpu_supports_bf16",
     "eval_features",
+    "forget_folded",
     "fold_batchnorm",
     "fold_conv_bn",
     "fused_kernels_work",
+    "fusable",
     "optimize_for_inference",
     "resolve_dtype",
 ]

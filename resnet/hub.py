@@ -54,13 +54,17 @@ Args:
         with pretrained_from_file, that file; with pretrained=True, NVIDIA's file (a download that
         differs is not kept). A mismatch raises HashMismatchError. Without it, each download's hash
         is recorded beside the cached file and every later load is verified against it (keyword only).
-    channels_last: keep 4-D weights channels-last, faster on CPUs and GPUs with the same
-        outputs; pass False for contiguous NCHW weights (keyword only).
-    fast_inference: in eval mode under torch.no_grad() / inference_mode(), run CPU float32
-        batches of 2+ images with BatchNorm folded into the convolutions and ReLU / residual
-        adds fused into them: same logits within 1e-4, about 1.5-2x faster. Weights are
-        folded on every call, so edits to the model are always used. False runs the layers
-        one by one; also settable later as model.fast_inference (keyword only).
+    channels_last: store 4-D weights channels-last (for training with channels-last batches);
+        the default False keeps ordinary contiguous tensors, what torch's utilities (pruning,
+        parametrizations ...) expect. Same outputs either way (keyword only).
+    fast_inference: in eval mode under torch.no_grad() / inference_mode(), compute float32 CPU
+        batches with BatchNorm folded into the convolutions and ReLU / residual adds fused into
+        them: same logits within 1e-4, faster. Only while the model is exactly as built: any
+        replaced module, hook, parametrization, pruning or module left in train() makes the
+        model's own modules run. The folded weights (one copy of the conv weights, and one
+        packed for oneDNN) are kept on the model, refolded when a parameter or buffer changes,
+        freed with it. False: the modules always run; also settable later as
+        model.fast_inference (keyword only).
 
 Example:
     model = torch.hub.load(REPO, '{entry}', pretrained=True).eval()

@@ -19,8 +19,8 @@ from torch import nn
 
 from . import onednn, trunk
 from .devices import DtypeName, resolve_dtype
-from .folding import fold_batchnorm, is_folded_resnet, resnet_blocks, trunk_pairs
-from .model import Bottleneck
+from .eval_path import fusable
+from .folding import fold_batchnorm
 
 __all__ = ["REDUCED_PRECISION_TOLERANCE", "InferenceModel", "compile_unavailable", "optimize_for_inference"]
 
@@ -32,10 +32,10 @@ REDUCED_PRECISION_TOLERANCE: dict[torch.dtype, float] = {torch.bfloat16: 0.02, t
 
 
 class _FusedFeatures(nn.Module):
-    """``forward_features`` of a BN-folded ResNet with every conv epilogue fused (CPU).
+    """``forward_features`` of a BN-folded ResNet with every conv epilogue fused (CPU), run by :mod:`resnet.trunk`.
 
     With ``prepack_batch``, the first input of that many images packs the convolution weights once into
-    oneDNN's blocked layout for that input shape (:func:`resnet.onednn.pack_weight`), and later inputs of
+    oneDNN's blocked layout for that input shape (:func:`resnet.trunk.packed`), and later inputs of
     the same shape run on them: the same arithmetic, without oneDNN reordering every weight on every call.
     Inputs of other shapes run on the plain weights. The packed weights are a cache: a copy or a pickle of
     the model leaves them out and packs again when used.
@@ -45,35 +45,21 @@ class _FusedFeatures(nn.Module):
         super().__init__()
         self.model = model
         self.prepack_batch = prepack_batch
-        self._packed: Optional[tuple[tuple[int, ...], dict]] = None
+        self._packed: Optional[tuple[tuple[int, ...], trunk.FusedTrunk]] = None
         self._lock = threading.Lock()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params: trunk.ConvParams = trunk.own_params
         if self.prepack_batch is not None and x.shape[0] == self.prepack_batch:
             packed = self._packed or self._pack(tuple(x.shape))
             if packed[0] == tuple(x.shape):
-                params = packed[1].__getitem__
-        return trunk.fused_features(self.model, x, params)
+                return trunk.fused_features(packed[1], x)
+        return trunk.fused_features(folded_trunk(self.model), x)
 
     @torch.no_grad()
-    def _pack(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], dict]:
+    def _pack(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], trunk.FusedTrunk]:
         with self._lock:
             if self._packed is None:
-                inputs: dict[nn.Module, list[int]] = {}
-                convs = [conv for conv, _ in trunk_pairs(self.model)]
-                hooks = [conv.register_forward_hook(lambda conv, args, _: inputs.__setitem__(conv, list(args[0].shape)))
-                         for conv in convs]
-                try:  # one pass layer by layer tells the input shape of every convolution
-                    self.model.forward_features(torch.zeros(shape, dtype=self.model.conv1.weight.dtype))
-                finally:
-                    for hook in hooks:
-                        hook.remove()
-                self._packed = (shape, {
-                    conv: (onednn.pack_weight(conv, conv.weight.detach(), inputs[conv]),
-                           None if conv.bias is None else conv.bias.detach())
-                    for conv in convs
-                })
+                self._packed = (shape, trunk.packed(folded_trunk(self.model), shape))
             return self._packed
 
     @property
@@ -82,13 +68,34 @@ class _FusedFeatures(nn.Module):
         return self._packed is not None
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_packed"], state["_lock"] = None, None  # opaque oneDNN tensors copy or pickle as nothing
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self._lock = threading.Lock()
+
+
+def folded_trunk(model: nn.Module) -> trunk.FusedTrunk:
+    """The trunk of a ResNet of this family whose BatchNorms :func:`~resnet.folding.fold_batchnorm` folded into its
+    convolutions, as :mod:`resnet.trunk` runs it: the convolutions' own weights and biases."""
+    def conv(module: nn.Conv2d) -> trunk.FusedConv:
+        return trunk.FusedConv(module.weight, module.bias, tuple(module.kernel_size), tuple(module.stride),
+                               tuple(module.padding), tuple(module.dilation), module.groups)
+
+    blocks = []
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        for block in layer:
+            se = block.squeeze
+            blocks.append(trunk.FusedBlock(
+                conv(block.conv1), conv(block.conv2), conv(block.conv3),
+                None if block.downsample is None else conv(block.downsample[0]),
+                None if se is None else trunk.FusedSqueeze(se.squeeze.weight, se.squeeze.bias, se.expand.weight,
+                                                           se.expand.bias, se.use_conv),
+                block.fused_se,
+            ))
+    return trunk.FusedTrunk(conv(model.conv1), tuple(blocks))
 
 
 class _Features(nn.Module):
@@ -307,19 +314,18 @@ def optimize_for_inference(
     elif micro_batch is not None and (not isinstance(micro_batch, int) or micro_batch < 1):
         raise ValueError(f"micro_batch must be 'auto', None or a positive integer, not {micro_batch!r}")
 
+    as_built = device.type == "cpu" and _fusable_resnet(model)  # judged on the model given, before folding
     model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
     if hasattr(model, "fast_inference"):
         model.fast_inference = False  # this copy runs as the options below say, not by its own eval path
     model.requires_grad_(False)
     model.to(device=device)
     has_head = callable(getattr(model, "forward_features", None)) and isinstance(getattr(model, "fc", None), nn.Linear)
-    can_fuse = (
-        device.type == "cpu" and fold_bn and not compile and has_head and _fusable_resnet(model)
-        and onednn.fused_kernels_work()
-    )
+    can_fuse = as_built and fold_bn and not compile and has_head and onednn.fused_kernels_work()
     if fuse and not can_fuse:
         raise ValueError(
-            "fuse=True needs a CPU device, fold_bn=True, compile=False, a ResNet of this family and a torch "
+            "fuse=True needs a CPU device, fold_bn=True, compile=False, a ResNet of this family exactly as built "
+            "(float32, no replaced modules, subclasses or hooks) and a torch "
             f"with working oneDNN fused convolutions (not switched off by {onednn.ENV_VAR}=0)"
         )
     use_fused = bool(fuse or (fuse is None and can_fuse))
@@ -350,8 +356,9 @@ def optimize_for_inference(
 
 
 def _fusable_resnet(model: nn.Module) -> bool:
-    """A BN-folded ResNet of this family: its blocks know how to run fused (:meth:`Bottleneck.compute`)."""
-    return is_folded_resnet(model) and all(isinstance(block, Bottleneck) for block in resnet_blocks(model))
+    """``model`` (before folding) is exactly a module tree the fused trunk reproduces, with no hooks or overridden
+    methods (:func:`resnet.eval_path.fusable`); its training mode does not matter (the copy runs in eval mode)."""
+    return fusable(model, any_mode=True) is None
 
 
 def _probe_input() -> torch.Tensor:

@@ -10,15 +10,22 @@ checkpoint files, so those load without renaming.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Literal, Optional, Tuple
+from typing import Any, Callable, Literal, Optional
 
 import torch
 from torch import nn
 
-from . import onednn
-from .eval_path import eval_features
-
 ConvInit = Literal["fan_in", "fan_out"]
+
+#: ``accelerator(model, x) -> logits or None``: computes ``model(x)`` some faster way, or declines with ``None``.
+InferenceAccelerator = Callable[["ResNet", torch.Tensor], Optional[torch.Tensor]]
+
+#: The accelerator every :class:`ResNet` with ``fast_inference`` consults (see :func:`set_inference_accelerator`).
+_accelerator: Optional[InferenceAccelerator] = None
+
+#: Name of the instance attribute where an accelerator keeps its state for one model (folded weights):
+#: never copied, pickled or saved with the model, freed with it.
+ACCELERATOR_STATE = "_accelerator_state"
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,28 @@ def get_arch(name: str) -> ArchConfig:
     return ARCHS[canonical_arch(name)]
 
 
+def set_inference_accelerator(accelerator: Optional[InferenceAccelerator]) -> Optional[InferenceAccelerator]:
+    """Plug ``accelerator`` into :class:`ResNet` (``None`` unplugs it); returns the one it replaces.
+
+    This is the model's one extension point: the model knows nothing of how an accelerator works. A
+    :class:`ResNet` whose ``fast_inference`` is true (and that is not being scripted) calls
+    ``accelerator(model, x)`` at the start of ``forward``; a tensor returned is the result, ``None``
+    means "not for this call" and the model's own modules run. An accelerator must return exactly what
+    the modules would compute (within float32 rounding) or ``None``. It may keep per-model state in the
+    attribute named :data:`ACCELERATOR_STATE`, which copies, pickles and ``state_dict`` leave out.
+
+    ``import resnet`` plugs in this package's eval fast path (:mod:`resnet.eval_path`).
+    """
+    global _accelerator
+    previous, _accelerator = _accelerator, accelerator
+    return previous
+
+
+def inference_accelerator() -> Optional[InferenceAccelerator]:
+    """The accelerator plugged in by :func:`set_inference_accelerator`, or ``None``."""
+    return _accelerator
+
+
 class SqueezeExcitation(nn.Module):
     """Channel attention: mean over H, W -> squeeze -> ReLU -> expand -> sigmoid.
 
@@ -165,67 +194,18 @@ class Bottleneck(nn.Module):
         self.fused_se = fused_se
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.compute(x)
-
-    def compute(
-        self, x: torch.Tensor, folded: Optional[Dict[str, Tuple[torch.Tensor, torch.Tensor]]] = None
-    ) -> torch.Tensor:
-        """What the block computes, for both ways of running it.
-
-        ``folded=None`` (``forward``): layer by layer, calling the block's own modules (so hooks,
-        tracing and scripting see them). Otherwise ``folded`` maps each convolution (``"conv1"``,
-        ``"conv2"``, ``"conv3"``, ``"downsample"``) to its BN-folded ``(weight, bias)`` and every
-        conv + BN (+ ReLU, or + residual add + ReLU) runs as one oneDNN convolution
-        (:mod:`resnet.onednn`; CPU, after :func:`resnet.onednn.fused_kernels_work`), the
-        inference fast path. Squeeze-excitation runs as written in both.
-        """
-        residual = x if self.downsample is None else self._conv_bn("downsample", x, folded)
-        out = self._conv_bn("conv1", x, folded, relu=True)
-        out = self._conv_bn("conv2", out, folded, relu=True)
+        # The shortcut runs first (as in NVIDIA's code); graph node names still match torchvision's.
+        residual = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
         if self.squeeze is None:
-            return self._conv_bn("conv3", out, folded, relu=True, residual=residual)
-        out = self._conv_bn("conv3", out, folded)
-        if self.fused_se:
+            out = out + residual
+        elif self.fused_se:
             out = torch.addcmul(residual, out, self.squeeze(out))
         else:
             out = out * self.squeeze(out) + residual
         return self.relu(out)
-
-    def _conv_bn(
-        self,
-        name: str,
-        x: torch.Tensor,
-        folded: Optional[Dict[str, Tuple[torch.Tensor, torch.Tensor]]],
-        relu: bool = False,
-        residual: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """``bn(conv(x))`` of convolution ``name``, then ``+ residual`` (which is always followed by ReLU)
-        and ReLU when asked."""
-        if folded is not None:
-            return self._fused_conv_bn(name, x, folded, relu, residual)
-        if name == "conv1":
-            out = self.bn1(self.conv1(x))
-        elif name == "conv2":
-            out = self.bn2(self.conv2(x))
-        elif name == "conv3":
-            out = self.bn3(self.conv3(x))
-        elif self.downsample is not None:
-            out = self.downsample(x)
-        else:
-            raise ValueError(f"this block has no convolution {name}")
-        if residual is not None:
-            out = out + residual
-        return self.relu(out) if relu else out
-
-    @torch.jit.unused
-    def _fused_conv_bn(self, name, x, folded, relu, residual):
-        # type: (str, Tensor, Dict[str, Tuple[Tensor, Tensor]], bool, Optional[Tensor]) -> Tensor
-        # (a type comment: TorchScript reads an unused method's real annotations, which are strings here)
-        conv = self.downsample[0] if name == "downsample" else getattr(self, name)
-        weight, bias = folded[name]
-        if residual is None:
-            return onednn.conv(x, conv, weight, bias, relu=relu)
-        return onednn.conv_add_relu(x, residual, conv, weight, bias)
 
 
 class ResNet(nn.Module):
@@ -238,15 +218,15 @@ class ResNet(nn.Module):
         conv_init: ``"fan_in"`` or ``"fan_out"``, the Kaiming-normal mode for convolutions.
         trt: build squeeze-excitation projections as 1x1 convolutions (4-D weights).
         fused_se: apply SE and the residual add as one ``addcmul``.
-        fast_inference: in eval mode with autograd off, run a float32 CPU batch (2 or more images)
-            with BatchNorm folded into the convolutions and ReLU / residual adds fused into them
-            (:func:`resnet.eval_path.eval_features`, which says when it applies): the same logits
-            within 1e-4, about 1.5x faster than layer by layer on a 2-core CPU at batch 32. It folds
-            into a float32 copy of the conv weights per call (94 MB for ResNet-50), of which the
-            model keeps up to :data:`resnet.eval_path.EVAL_BUFFER_SETS` for reuse. ``False`` always
-            runs the layers one by one. Also an attribute, so it can be switched on an existing model.
+        fast_inference: let the plugged-in inference accelerator (:func:`set_inference_accelerator`)
+            compute ``forward`` when it can; it declines whenever it would not compute exactly what the
+            modules compute, and the modules run. ``import resnet`` plugs in the eval fast path
+            (:mod:`resnet.eval_path`: eval mode, autograd off, an unmodified float32 CPU model and
+            input). ``False``: the modules always run. Also an attribute, so it can be switched on an
+            existing model.
 
-    The forward pass returns raw logits (no softmax).
+    The forward pass is the modules' own (``forward_features`` then ``fc``) and returns raw logits (no
+    softmax). Parameters are ordinary tensors; the model is a plain ``nn.Module`` to torch's utilities.
     """
 
     def __init__(
@@ -302,21 +282,28 @@ class ResNet(nn.Module):
                     nn.init.zeros_(module.bn3.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Globally pooled features (N, 2048) that feed ``fc``."""
-        if self.fast_inference and not torch.jit.is_scripting():
-            fast = self._fast_features(x)
-            if fast is not None:
-                return fast
+        """Globally pooled features (N, 2048) that feed ``fc``, computed by the modules."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
-    @torch.jit.unused
-    def _fast_features(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        return eval_features(self, x, Bottleneck)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_inference and not torch.jit.is_scripting():
+            fast = self._accelerated(x)
+            if fast is not None:
+                return fast
         return self.fc(self.forward_features(x))
+
+    @torch.jit.unused
+    def _accelerated(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        accelerator = _accelerator
+        return None if accelerator is None else accelerator(self, x)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The accelerator's state (folded weights, a lock) belongs to this instance only.
+        state = super().__getstate__()
+        state.pop(ACCELERATOR_STATE, None)
+        return state
 
 
 def init_module(module: nn.Module, conv_init: ConvInit = "fan_in") -> None:

@@ -354,12 +354,13 @@ class Trainer:
         torch.manual_seed(args.seed)  # the new head starts the same in every process and every run
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            # Channels-last weights: training feeds channels-last batches (the faster layout for convolutions).
             if stored is not None:
                 resume = argparse.Namespace(**{**vars(args), "weights": str(self.out / files.CHECKPOINT)})
-                model = load_model(resume, num_classes=len(classes), report_warnings=False)
+                model = load_model(resume, num_classes=len(classes), channels_last=True, report_warnings=False)
             else:
                 model = load_model(args, pretrained_default=not args.from_scratch, num_classes=len(classes),
-                                   report_warnings=False)
+                                   channels_last=True, report_warnings=False)
         for warning in caught:
             if issubclass(warning.category, UserWarning):
                 self.say(f"note: {cli_text(warning.message)}", file=sys.stderr)

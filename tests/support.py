@@ -50,23 +50,34 @@ def standin_state_dict(arch: str, *, live: bool = False) -> "OrderedDict[str, to
     """
     source = load_live(arch) if live else load_expected(arch)
     seed_base, prefix = source["seed_base"], source.get("key_prefix", "")
-    state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    for i, (name, shape) in enumerate(load_schema(arch)["keys"]):
-        g = torch.Generator().manual_seed(seed_base + i)
-        if name.endswith("num_batches_tracked"):
-            value = torch.tensor(0, dtype=torch.int64)
-        elif name.endswith("running_var"):
-            value = torch.rand(shape, generator=g) * 0.5 + 0.75
-        elif len(shape) >= 2:
-            value = torch.randn(shape, generator=g) * math.sqrt(1.0 / math.prod(shape[1:]))
-        elif name.endswith("weight"):
-            value = 0.5 + torch.rand(shape, generator=g) * 0.5
-        else:
-            value = torch.randn(shape, generator=g) * 0.01
-        state[prefix + name] = value
+    state: "OrderedDict[str, torch.Tensor]" = OrderedDict(
+        (prefix + name, standin_value(name, shape, seed_base + i))
+        for i, (name, shape) in enumerate(load_schema(arch)["keys"]))
     if live:
         state.update((prefix + name, value) for name, value in source["bn_stats"].items())
     return state
+
+
+def standin_value(name: str, shape: list[int], seed: int) -> torch.Tensor:
+    """The stand-in recipe's value of one state-dict entry: values in the ranges of a trained network."""
+    g = torch.Generator().manual_seed(seed)
+    if name.endswith("num_batches_tracked"):
+        return torch.tensor(0, dtype=torch.int64)
+    if name.endswith("running_var"):
+        return torch.rand(shape, generator=g) * 0.5 + 0.75
+    if len(shape) >= 2:
+        return torch.randn(shape, generator=g) * math.sqrt(1.0 / math.prod(shape[1:]))
+    if name.endswith("weight"):
+        return 0.5 + torch.rand(shape, generator=g) * 0.5
+    return torch.randn(shape, generator=g) * 0.01
+
+
+def load_standin_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``model`` (any architecture) with the stand-in recipe's values in every parameter and buffer."""
+    state = model.state_dict()
+    model.load_state_dict({name: standin_value(name, list(t.shape), seed + i)
+                           for i, (name, t) in enumerate(state.items())})
+    return model
 
 
 def parity_input(arch: str, size: int = 224, *, live: bool = False) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """The model itself in eval mode under no_grad (the documented example) runs BN-folded and fused.
 
-``ResNet.forward_features`` hands eligible calls to ``resnet.eval_path.eval_features``. These tests
-check that it (1) computes NVIDIA's reference logits within 1e-4 for every architecture, (2) is
-really taken where it should be and not where it must not be (training, autograd, hooks, tracing,
-vmap, autocast, ...), (3) never serves stale weights: every call folds the current parameters, and
-(4) keeps a bounded amount of memory.
+``ResNet.forward`` consults the accelerator ``resnet.eval_path`` plugs in (``resnet.eval_path.accelerate``).
+These tests check that it (1) computes NVIDIA's reference logits within 1e-4 for every architecture, at any
+batch size, (2) is really taken where it should be and not where it must not be (training, autograd, hooks,
+tracing, vmap, autocast, ...; every kind of user change: tests/test_fast_vs_plain.py), (3) never serves stale
+weights: what it keeps is refolded when a parameter or buffer changes, (4) keeps its folded weights on the
+model, one set, freed with it, and (5) that the model itself knows nothing of it (one extension point).
 
 Where this torch has no working fused kernels (or ``RESNET_FUSED_KERNELS=0``), or cannot tell the eval
 path whether it is being compiled (torch < 2.3), the fallback runs: the same tests then check that the
@@ -24,10 +25,10 @@ import pytest
 import torch
 from torch import nn
 
-from resnet import eval_path, trunk
+from resnet import eval_path, model as model_module, trunk
 from resnet.builder import create_model
-from resnet.fastpath import fused_kernels_work
-from resnet.model import Bottleneck
+from resnet.fastpath import forget_folded, fused_kernels_work
+from resnet.model import ACCELERATOR_STATE
 from support import ARCH_NAMES, REPO_ROOT, eval_path_can_tell_context, load_expected, parity_input
 
 TOLERANCE = 1e-4
@@ -50,9 +51,9 @@ def trunk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = trunk.fused_features
 
-    def spy(model, x, params):
+    def spy(weights, x):
         calls.append(x.shape[0])
-        return original(model, x, params)
+        return original(weights, x)
 
     monkeypatch.setattr(trunk, "fused_features", spy)
     return calls
@@ -128,14 +129,15 @@ def test_micro_batches_equal_the_whole_batch(resnet50, trunk_calls: list[int]) -
 
 
 def test_weight_changes_are_always_seen(ngc_file, trunk_calls: list[int]) -> None:
-    """No stale cache: in-place edits (even through .data, which autograd does not track) show at once."""
+    """No stale folded weights: edits through torch (in place under no_grad, ``.data`` assigned, load_state_dict)
+    are seen by the next call, which folds again."""
     model = create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).eval()
     x = parity_input("resnet50")
     with torch.no_grad():
         before = model(x)
-    model.layer3[2].conv2.weight.data.mul_(1.5)
-    model.layer1[0].bn3.running_var.data.mul_(2.0)
-    model.layer4[0].downsample[1].bias.data.add_(0.3)
+        model.layer3[2].conv2.weight.mul_(1.5)
+        model.layer1[0].bn3.running_var.mul_(2.0)
+    model.layer4[0].downsample[1].bias.data = model.layer4[0].downsample[1].bias.data + 0.3
     with torch.no_grad():
         after = model(x)
     assert len(trunk_calls) == len(fused_calls([2, 2]))
@@ -148,10 +150,29 @@ def test_weight_changes_are_always_seen(ngc_file, trunk_calls: list[int]) -> Non
     assert max_diff_to_reference(restored) <= TOLERANCE
 
 
+@needs_fused
+def test_edits_behind_torch_s_back_need_forget_folded(ngc_file, trunk_calls: list[int]) -> None:
+    """In place through ``.data`` or a numpy view, torch's version counters do not move (autograd does not see
+    such writes either): the documented remedy, ``forget_folded(model)``, makes the next call fold them in."""
+    model = create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).eval()
+    x = parity_input("resnet50")
+    with torch.no_grad():
+        model(x)
+    model.layer2[1].conv1.weight.data.mul_(1.5)
+    model.layer3[0].bn2.running_mean.numpy()[:] += 0.5
+    forget_folded(model)
+    assert ACCELERATOR_STATE not in model.__dict__
+    with torch.no_grad():
+        fast = model(x)
+    assert len(trunk_calls) == 2
+    assert (fast - plain_logits(model, x)).abs().max().item() <= TOLERANCE
+    assert max_diff_to_reference(fast) > 100 * TOLERANCE, "the edits change the logits"
+
+
 @pytest.mark.parametrize(
     "case",
-    ["training", "grad", "batch-1", "hook-on-layer4", "bfloat16", "autocast", "switched-off", "replaced-bn",
-     "global-hook"],
+    ["training", "grad", "hook-on-layer4", "bfloat16", "autocast", "switched-off", "replaced-bn", "global-hook",
+     "hook-on-fc", "no-accelerator"],
 )
 def test_falls_back_to_the_layers_where_it_must(resnet50, trunk_calls: list[int], case: str) -> None:
     model = copy.deepcopy(resnet50)
@@ -163,8 +184,6 @@ def test_falls_back_to_the_layers_where_it_must(resnet50, trunk_calls: list[int]
         model.train()  # a copy: its BN statistics may change
     elif case == "grad":
         context = torch.enable_grad()
-    elif case == "batch-1":
-        x = x[:1]
     elif case == "hook-on-layer4":
         removable = model.layer4.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
     elif case == "bfloat16":
@@ -178,6 +197,10 @@ def test_falls_back_to_the_layers_where_it_must(resnet50, trunk_calls: list[int]
         model.layer2[1].bn2 = nn.Identity()
     elif case == "global-hook":
         removable = nn.modules.module.register_module_forward_hook(lambda mod, inp, out: seen.append(type(mod)))
+    elif case == "hook-on-fc":
+        removable = model.fc.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape))
+    elif case == "no-accelerator":
+        removable = Unplugged(model_module.set_inference_accelerator(None))
     try:
         if case == "autocast":
             with torch.no_grad(), context:
@@ -190,23 +213,30 @@ def test_falls_back_to_the_layers_where_it_must(resnet50, trunk_calls: list[int]
             removable.remove()
     assert trunk_calls == [], f"{case}: the fused trunk must not run"
     assert out.shape == (x.shape[0], 1000)
-    if case in ("hook-on-layer4", "global-hook"):
-        assert seen, "hooks on trunk modules still fire"
-    if case in ("batch-1", "switched-off", "hook-on-layer4", "global-hook"):
+    if case in ("hook-on-layer4", "global-hook", "hook-on-fc"):
+        assert seen, "the hooks fire"
+    if case in ("switched-off", "hook-on-layer4", "global-hook", "hook-on-fc", "no-accelerator"):
         assert max_diff_to_reference(out) <= TOLERANCE
 
 
-def test_hooks_outside_the_trunk_keep_the_fast_path(resnet50, trunk_calls: list[int]) -> None:
-    """A hook on ``fc`` (e.g. to grab features) fires and the trunk still runs fused."""
-    inputs: list[torch.Tensor] = []
-    handle = resnet50.fc.register_forward_hook(lambda mod, inp, out: inputs.append(inp[0]))
-    try:
-        with torch.no_grad():
-            logits = resnet50(parity_input("resnet50"))
-    finally:
-        handle.remove()
-    assert trunk_calls == fused_calls([2]) and inputs[0].shape == (2, 2048)
-    assert max_diff_to_reference(logits) <= TOLERANCE
+class Unplugged:
+    """Puts the accelerator back (``remove()``, like a hook handle)."""
+
+    def __init__(self, accelerator) -> None:
+        self.accelerator = accelerator
+
+    def remove(self) -> None:
+        model_module.set_inference_accelerator(self.accelerator)
+
+
+def test_every_batch_size_runs_fused(resnet50, trunk_calls: list[int]) -> None:
+    """One path for every batch size: with the folded weights kept, one image runs fused too."""
+    x = parity_input("resnet50")
+    with torch.no_grad():
+        one = resnet50(x[:1])
+        two = resnet50(x)
+    assert trunk_calls == fused_calls([1, 2])
+    assert max_diff_to_reference(one) <= TOLERANCE and max_diff_to_reference(two) <= TOLERANCE
 
 
 def test_trace_script_and_export_see_the_plain_layers(resnet50, trunk_calls: list[int]) -> None:
@@ -316,7 +346,7 @@ def test_hook_registries_it_cannot_see_count_as_hooks(
     else:
         monkeypatch.delattr(model.layer3[1].conv2, "_forward_hooks")
     with torch.no_grad():
-        assert eval_path.eval_features(model, parity_input("resnet50"), Bottleneck) is None
+        assert eval_path.accelerate(model, parity_input("resnet50")) is None
     assert trunk_calls == []
 
 
@@ -331,10 +361,10 @@ def test_a_torch_without_the_trace_checker_still_runs_fast(
     assert max_diff_to_reference(logits) <= TOLERANCE
 
 
-def test_concurrent_calls_each_fold_their_own_weights(resnet50, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Threads on two models with different weights: every thread folds, then all wait until every
-    other has folded too, and only then run the trunk. Had they shared one set of folded buffers, the
-    last fold would be everybody's weights; each must still get its own model's answer."""
+def test_concurrent_calls_on_two_models_get_their_own_weights(resnet50, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads on two models with different weights: all wait inside the trunk until every other has its
+    weights too. Had the models shared folded weights, one model's would be everybody's; each thread must
+    still get its own model's answer."""
     other = copy.deepcopy(resnet50)
     with torch.no_grad():
         for module in other.modules():
@@ -350,10 +380,10 @@ def test_concurrent_calls_each_fold_their_own_weights(resnet50, monkeypatch: pyt
     calls: list[int] = []
     original = trunk.fused_features
 
-    def after_everyone_folded(model, x, params):
+    def after_everyone_folded(weights, x):
         calls.append(x.shape[0])
         all_folded.wait()
-        return original(model, x, params)
+        return original(weights, x)
 
     monkeypatch.setattr(trunk, "fused_features", after_everyone_folded)
     results: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(models))}
@@ -381,28 +411,32 @@ def test_concurrent_calls_each_fold_their_own_weights(resnet50, monkeypatch: pyt
 
 
 @needs_fused
-def test_buffer_pool_is_bounded(ngc_file, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Four calls at once need four sets of folded weights; afterwards the model keeps at most
-    EVAL_BUFFER_SETS of them, and the others are freed."""
+def test_one_set_of_folded_weights_per_model(ngc_file, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads call a fresh model at once: it folds once (the others wait for that fold), and keeps that
+    one set. The weights change while calls are running: the calls that started keep the old set until they
+    return, the next call folds the new one, and afterwards only the new set is alive."""
     model = create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).eval()
     callers = 4
-    assert callers > eval_path.EVAL_BUFFER_SETS
-    sets: list[weakref.ref] = []
-    fold_into = eval_path.fold_into
+    folds: list[weakref.ref] = []
+    fold_trunk = eval_path._fold_trunk
 
-    def recording_fold(pairs, buffers):
-        sets.append(weakref.ref(buffers[0]))
-        return fold_into(pairs, buffers)
+    def recording_fold(m):
+        folded = fold_trunk(m)
+        folds.append(weakref.ref(folded.stem.weight))
+        return folded
 
-    all_in = threading.Barrier(callers, timeout=120)
+    inside = threading.Barrier(callers + 1, timeout=120)
+    release = threading.Event()
     original = trunk.fused_features
 
-    def together(model, x, params):
-        all_in.wait()  # every caller holds its set at this point
-        return original(model, x, params)
+    def held(weights, x):
+        if not release.is_set():
+            inside.wait()  # every caller is in the trunk, holding its weights
+            release.wait(timeout=120)
+        return original(weights, x)
 
-    monkeypatch.setattr(eval_path, "fold_into", recording_fold)
-    monkeypatch.setattr(trunk, "fused_features", together)
+    monkeypatch.setattr(eval_path, "_fold_trunk", recording_fold)
+    monkeypatch.setattr(trunk, "fused_features", held)
     x = parity_input("resnet50")
     results: list[torch.Tensor] = []
     errors: list[BaseException] = []
@@ -413,22 +447,57 @@ def test_buffer_pool_is_bounded(ngc_file, monkeypatch: pytest.MonkeyPatch) -> No
                 results.append(model(x))
         except BaseException as error:  # reported below
             errors.append(error)
-            all_in.abort()
+            inside.abort()
 
-    for _ in range(2):  # a second round reuses the kept sets and allocates only the missing ones
-        threads = [threading.Thread(target=work) for _ in range(callers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert not errors and len(results) == 2 * callers
-    assert len(sets) == 2 * callers, "every call folded"
+    threads = [threading.Thread(target=work) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    inside.wait()
+    assert len(folds) == 1, "the first caller folded; the others used its weights"
+    with torch.no_grad():
+        model.layer2[0].conv2.weight.mul_(1.25)  # while the calls are in the trunk
+        release.set()
+        changed = model(x)
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == callers
     for out in results:
-        assert max_diff_to_reference(out) <= TOLERANCE
+        assert max_diff_to_reference(out) <= TOLERANCE, "calls that started before the edit used the weights then"
+    assert len(folds) == 2 and (changed - plain_logits(model, x)).abs().max().item() <= TOLERANCE
     gc.collect()
-    alive = {id(ref()) for ref in sets if ref() is not None}
-    assert len(alive) == eval_path.EVAL_BUFFER_SETS, "kept: EVAL_BUFFER_SETS sets; the others were freed"
-    assert len(eval_path._FOLD_BUFFERS[model].free) == eval_path.EVAL_BUFFER_SETS
+    assert folds[0]() is None and folds[1]() is not None, "one set kept: the stale one was freed"
+
+
+@needs_fused
+def test_folded_weights_belong_to_the_model(ngc_file) -> None:
+    """Kept in an attribute of the model: not in its state_dict, copies or pickles, and freed with it."""
+    model = create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).eval()
+    keys = set(model.state_dict())
+    with torch.no_grad():
+        model(parity_input("resnet50"))
+    folded = eval_path.folded_state(model)
+    assert folded is not None and ACCELERATOR_STATE in model.__dict__
+    assert 90e6 < folded.nbytes() < 2 * 100e6, "one float32 copy of the conv weights (94 MB), and its packed copy"
+    assert set(model.state_dict()) == keys
+    assert ACCELERATOR_STATE not in copy.deepcopy(model).__dict__
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    assert b"_accelerator_state" not in buffer.getvalue()
+    weight = weakref.ref(folded.trunk.stem.weight)
+    del model, folded
+    gc.collect()
+    assert weight() is None
+
+
+def test_the_model_does_not_import_the_fast_path() -> None:
+    """resnet/model.py imports torch only; the fast path plugs itself in (one extension point)."""
+    import ast
+
+    tree = ast.parse((REPO_ROOT / "resnet" / "model.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "dataclasses", "typing", "torch"}, imported
+    assert model_module.inference_accelerator() is eval_path.accelerate, "import resnet plugs it in"
 
 
 def test_model_still_copies_and_saves_after_fast_calls(resnet50, trunk_calls: list[int]) -> None:

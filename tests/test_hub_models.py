@@ -67,9 +67,10 @@ def test_returned_model_is_cpu_float32_training_mode_like_the_reference() -> Non
     model = hub_load("nvidia_resnet50", pretrained=False)
     assert model.training
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    plain = hub_load("nvidia_resnet50", pretrained=False, channels_last=False)
-    assert plain.conv1.weight.is_contiguous()
+    assert all(p.is_contiguous() for p in model.parameters()), "standard layouts, as torch's utilities expect"
+    assert not model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    channels_last = hub_load("nvidia_resnet50", pretrained=False, channels_last=True)
+    assert channels_last.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_v15_stride_is_on_the_3x3_convolution() -> None:
@@ -192,10 +193,10 @@ def test_legacy_alias_is_resnext(ngc_file) -> None:
     assert_reference_logits(model, "resnext101-32x4d")
 
 
-def test_channels_last_off_gives_the_same_logits(ngc_file) -> None:
+def test_channels_last_on_gives_the_same_logits(ngc_file) -> None:
     model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50"),
-                     channels_last=False)
-    assert model.conv1.weight.is_contiguous()
+                     channels_last=True)
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert_reference_logits(model, "resnet50")
 
 

@@ -6,6 +6,8 @@ deliberately wrong, or hidden altogether, so each branch is tested whatever torc
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -65,28 +67,30 @@ class FakePointwise:
 
 @pytest.fixture
 def kernels(monkeypatch: pytest.MonkeyPatch):
-    """``kernels(op)`` puts ``op`` (``None``: nothing) in place of the fused operator and runs the check
-    afresh; the check's cached answer is reset before and after the test."""
+    """``kernels(op)`` puts ``op`` (``None``: nothing) in place of the fused operator and runs the checks
+    afresh; their cached answers are reset before and after the test."""
     monkeypatch.delenv(onednn.ENV_VAR, raising=False)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     onednn._kernels_agree.cache_clear()
+    onednn._packing_agrees.cache_clear()
     real = torch.ops.mkldnn
 
     def install(op: object) -> bool:
         monkeypatch.setattr(torch.ops, "mkldnn", Namespace(real, _convolution_pointwise=op))
         onednn._kernels_agree.cache_clear()
+        onednn._packing_agrees.cache_clear()  # (packed weights are checked with the operator installed)
         return fused_kernels_work()
 
     yield install
     onednn._kernels_agree.cache_clear()
+    onednn._packing_agrees.cache_clear()
 
 
 @pytest.fixture
 def trunk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = trunk.fused_features
-    monkeypatch.setattr(trunk, "fused_features", lambda model, x, params: calls.append(x.shape[0]) or original(
-        model, x, params))
+    monkeypatch.setattr(trunk, "fused_features", lambda weights, x: calls.append(x.shape[0]) or original(weights, x))
     return calls
 
 
@@ -156,9 +160,10 @@ def test_stand_in_kernels_run_the_fused_paths(kernels, resnet50, trunk_calls: li
     depends on the operators' contract alone (and the tests above really exercise the fallback)."""
     assert kernels(FakePointwise()) is True
     expected = load_expected("resnet50")["logits"]
+    model = copy.deepcopy(resnet50)  # no weights folded (and packed) by earlier tests with the real kernels
     with torch.no_grad():
-        logits = resnet50(parity_input("resnet50"))
-    fast = optimize_for_inference(resnet50)
+        logits = model(parity_input("resnet50"))
+    fast = optimize_for_inference(model)
     assert fast.fused
     assert (fast(parity_input("resnet50")) - expected).abs().max().item() <= TOLERANCE
     assert (logits - expected).abs().max().item() <= TOLERANCE

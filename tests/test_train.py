@@ -87,6 +87,14 @@ def test_run_files_and_validation_accuracy_against_torchvision(trained) -> None:
     assert sorted(p.name for p in run.iterdir()) == sorted((*run_files.RUN_FILES, run_files.LOCK))  # no partial file
 
 
+def test_training_runs_on_channels_last_weights(trained) -> None:
+    """The hub model's weights are contiguous by default; train asks for channels-last ones (its batches are
+    channels-last), which the checkpoint keeps."""
+    state = load_checkpoint(trained[1])["state_dict"]
+    assert state["conv1.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert state["layer3.0.conv2.weight"].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_frozen_backbone_changes_only_the_head(trained, ngc_file) -> None:
     _, run = trained
     saved = torch.load(run / "model.pth", weights_only=True)["state_dict"]
