@@ -4,8 +4,8 @@
 three methods, ``prepare_input_from_uri``, ``pick_n_best`` and ``get_imgnet_classes``, which
 behave as NVIDIA's do (same pipeline and constants, the same printed line and return value),
 plus ``load_image``, ``preprocess``, ``load_batch``, ``iter_batches`` and ``show_predictions``.
-The preprocessing constants come from ``resnet.preprocessing``, shared with the CLI and the
-exporters.
+It is a thin layer over :mod:`resnet.data` (decoding, preprocessing, batches, charts), shared with the
+command line and the exporters; ``resnet`` never imports it.
 
 Deliberate differences from NVIDIA's implementation:
 
@@ -32,13 +32,21 @@ Deliberate differences from NVIDIA's implementation:
 
 from __future__ import annotations
 
-from .batch import BatchResult, iter_batches, load_batch
-from .classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
-from .decode import to_rgb
-from .display import show_predictions
-from .errors import ImageLoadError, ImageNotFoundError
-from .files import file_uri_to_path, is_file_uri
-from .images import DEFAULT_TIMEOUT, is_url, load_image, prepare_input_from_uri, preprocess
+from processing_utils.classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
+from resnet._moved import install
+from resnet.data.batch import BatchResult, iter_batches, load_batch
+from resnet.data.decode import to_rgb
+from resnet.data.display import show_predictions
+from resnet.data.errors import ImageLoadError, ImageNotFoundError
+from resnet.data.files import file_uri_to_path, is_file_uri
+from resnet.data.images import DEFAULT_TIMEOUT, is_url, load_image, prepare_input_from_uri, preprocess
+
+#: This package's modules that moved into :mod:`resnet.data`; their old import paths still work.
+MOVED: dict[str, str] = {
+    f"processing_utils.{name}": f"resnet.data.{name}"
+    for name in ("batch", "decode", "display", "errors", "files", "images", "inputs")
+}
+install(MOVED)
 
 __all__ = [
     "DEFAULT_TIMEOUT",

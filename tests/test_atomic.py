@@ -1,4 +1,4 @@
-"""resnet.atomic: output written completely or not at all, with modes other users can read."""
+"""resnet.io.atomic: output written completely or not at all, with modes other users can read."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from support import REPO_ROOT
 
-from resnet.atomic import (
+from resnet.io.atomic import (
     DIR_MODE,
     FILE_MODE,
     OutputPathError,
@@ -175,7 +175,7 @@ def test_a_folder_link_is_written_through(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- what killed writers leave
 
-#: A writer that loads resnet/atomic.py alone (no torch: it starts in a fraction of a second), starts a
+#: A writer that loads resnet/io/atomic.py alone (no torch: it starts in a fraction of a second), starts a
 #: temporary folder for argv[1] and a temporary file for argv[2], says so, and waits to be killed.
 WRITER = """
 import importlib.util, sys, time

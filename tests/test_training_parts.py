@@ -15,13 +15,13 @@ import torch
 from support import REPO_ROOT, standin_state_dict
 from train_support import peer_schedule, write_images
 
-import resnet.checkpointing as run_files
+import resnet.training.run_files as run_files
 from resnet import devices, recipe
-from resnet.builder import create_model
-from resnet.folders import load_training_data, match_classes, stratified_split
-from resnet.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches, sample_seed
-from resnet.options import CommandError
-from resnet.synsets import imagenet_class_names, imagenet_wnids
+from resnet.models.builder import create_model
+from resnet.data.folders import load_training_data, match_classes, stratified_split
+from resnet.data.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches, sample_seed
+from resnet.cli.options import CommandError
+from resnet.data.synsets import imagenet_class_names, imagenet_wnids
 
 # --------------------------------------------------------------------------- class names
 
@@ -167,7 +167,7 @@ def test_undecodable_files_become_failures_not_worker_errors(tmp_path) -> None:
     good = write_images(tmp_path / "a", (10, 200, 10), 3, seed=0)
     bad = tmp_path / "a" / "bad.png"
     bad.write_bytes(b"not an image")
-    from resnet.preprocessing import build_transform
+    from resnet.data.preprocessing import build_transform
 
     dataset = ImageDataset([(str(p), 0) for p in [*good, bad]], build_transform(32))
     for batches in (make_loader(dataset, EpochBatches(4, 4), workers=1), ordered_batches(dataset, range(4), 4,
@@ -184,7 +184,7 @@ class _SigintState(ImageDataset):
     def __getitem__(self, key):
         import signal
 
-        from resnet.loading import Sample
+        from resnet.data.loading import Sample
 
         ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         return Sample(torch.tensor([float(ignored)]), os.getpid(), "")
@@ -198,7 +198,7 @@ def test_loader_processes_leave_ctrl_c_to_the_training_process() -> None:
 
 
 def test_ordered_batches_keep_the_order_with_any_number_of_workers(tmp_path) -> None:
-    from resnet.preprocessing import build_transform
+    from resnet.data.preprocessing import build_transform
 
     paths = write_images(tmp_path / "a", (10, 10, 200), 7, seed=1, size=32)
     dataset = ImageDataset([(str(p), i) for i, p in enumerate(paths)], build_transform(32))
@@ -216,7 +216,7 @@ def test_sample_seeds_are_reproducible_distinct_non_negative_int64() -> None:
 
 
 def test_augmentation_depends_on_seed_epoch_and_image_only(tmp_path) -> None:
-    from resnet.preprocessing import build_train_transform
+    from resnet.data.preprocessing import build_train_transform
 
     paths = write_images(tmp_path / "a", (200, 10, 10), 2, seed=0, size=64)
     dataset = ImageDataset([(str(p), 0) for p in paths], build_train_transform(32), seed=5)
@@ -306,7 +306,7 @@ def _history(best_epoch: int) -> list[dict]:
 @pytest.mark.parametrize("classes, lines", [(3, ["top-1"]), (5, ["top-1"]), (10, ["top-1", "top-5"])])
 def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classes, lines) -> None:
     pytest.importorskip("matplotlib")
-    from resnet.plots import curves_figure
+    from resnet.training.plots import curves_figure
 
     loss_axes, accuracy_axes = curves_figure(_history(best_epoch=2), classes).axes[:2]
     labels = [line.get_label() for line in accuracy_axes.get_lines()]
@@ -317,7 +317,7 @@ def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classe
 
 def test_confusion_matrix_has_an_other_column_only_when_something_is_predicted_outside() -> None:
     pytest.importorskip("matplotlib")
-    from resnet.plots import confusion_figure
+    from resnet.training.plots import confusion_figure
 
     inside = torch.tensor([[3, 1], [0, 2]])
     axes = confusion_figure(inside, ["cat", "dog"]).axes[0]
