@@ -20,7 +20,8 @@ from resnet import devices, recipe
 from resnet.models.builder import create_model
 from resnet.data.folders import load_training_data, match_classes, stratified_split
 from resnet.data.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches, sample_seed
-from resnet.cli.options import CommandError
+from resnet.data.folders import DataFolderError
+from resnet.training.recipe import PrecisionError
 from resnet.data.synsets import imagenet_class_names, imagenet_wnids
 
 # --------------------------------------------------------------------------- class names
@@ -95,7 +96,7 @@ def test_precision_auto_follows_the_device_and_the_cpu_flags(monkeypatch) -> Non
     assert recipe.resolve_precision("auto", cpu) is None
     assert recipe.resolve_precision("auto", cuda) == torch.float16
     assert recipe.resolve_precision("bf16", cpu) == torch.bfloat16 and recipe.resolve_precision("fp32", cuda) is None
-    with pytest.raises(CommandError, match="fp16 needs a CUDA device"):
+    with pytest.raises(PrecisionError, match="fp16 needs a CUDA device"):
         recipe.resolve_precision("fp16", cpu)
 
 
@@ -141,12 +142,12 @@ def test_folders_match_by_name_wordnet_id_and_first_synonym() -> None:
     names = imagenet_class_names()
     assert match_classes(["n01440764", "goldfish", "tiger shark, Galeocerdo cuvieri", "Hammerhead"], names,
                          where="DATA") == [0, 1, 3, 4]
-    with pytest.raises(CommandError, match="'crane'.*match several classes"):
+    with pytest.raises(DataFolderError, match="'crane'.*match several classes"):
         match_classes(["crane"], names, where="DATA")  # the bird (134) and the machine (517)
-    with pytest.raises(CommandError, match=r"match no class of the model: 'kittens'.*WordNet ids"):
+    with pytest.raises(DataFolderError, match=r"match no class of the model: 'kittens'.*WordNet ids"):
         match_classes(["n01440764", "kittens"], names, where="DATA")
     assert match_classes(["b", "a"], ["a", "b"], where="DATA") == [1, 0]
-    with pytest.raises(CommandError, match="'n01440764'.*knows 2 classes: 'a', 'b'"):
+    with pytest.raises(DataFolderError, match="'n01440764'.*knows 2 classes: 'a', 'b'"):
         match_classes(["n01440764"], ["a", "b"], where="DATA")  # WordNet ids only for ImageNet's classes
 
 
@@ -228,12 +229,12 @@ def test_augmentation_depends_on_seed_epoch_and_image_only(tmp_path) -> None:
 
 def test_training_data_checks(tmp_path) -> None:
     write_images(tmp_path / "one" / "cats", (1, 2, 3), 2, seed=0)
-    with pytest.raises(CommandError, match="single class folder, 'cats'"):
+    with pytest.raises(DataFolderError, match="single class folder, 'cats'"):
         load_training_data(tmp_path / "one", val_split=0.1, seed=0, global_batch=1)
     write_images(tmp_path / "tv" / "train" / "cats", (1, 2, 3), 2, seed=0)
     write_images(tmp_path / "tv" / "train" / "dogs", (1, 2, 3), 2, seed=0)
     write_images(tmp_path / "tv" / "val" / "cows", (1, 2, 3), 1, seed=0)
-    with pytest.raises(CommandError, match="DATA/val has class folder.*'cows'"):
+    with pytest.raises(DataFolderError, match="DATA/val has class folder.*'cows'"):
         load_training_data(tmp_path / "tv", val_split=0.1, seed=0, global_batch=1)
 
 
