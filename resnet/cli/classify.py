@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         refused = _refuse_torchrun_without_distributed()
         if refused is not None:
             return refused
-    processes = distributed.start(device_name, distributed=args.distributed, command="classify")
+    processes = distributed.start(device_name, distributed=args.distributed, command="classify", warn=report_warning)
     rank, world, device = processes.rank, processes.world, processes.device
 
     try:

@@ -45,7 +45,12 @@ from resnet.data.loading import default_workers
 from resnet.data.preprocessing import CROP_SIZE
 from resnet.deploy.runtimes import RuntimeModelError
 from resnet.training import distributed, recipe
-from resnet.training.evaluation import Predictor, Report, evaluate_folder, match_folders
+from resnet.training.evaluation import (  # noqa: F401  (also the names of the old resnet.evaluate module)
+    Predictor,
+    Report,
+    evaluate_folder,
+    match_folders,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ from typing import Callable, Optional
 from resnet.data.loading import default_workers
 from resnet.data.preprocessing import MIN_IMAGE_SIZE
 from resnet.errors import ConvNetsError, cli_text  # noqa: F401  (cli_text: shared by the commands)
+from resnet.fast.devices import resolve_device  # noqa: F401  (--device, shared by the commands)
 from resnet.io.atomic import OutputPathError, check_file_target
 from resnet.models.resnet import ARCHS, ResNet, canonical_arch
 

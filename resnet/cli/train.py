@@ -29,7 +29,17 @@ from resnet.cli.options import (
 )
 from resnet.data.preprocessing import CROP_SIZE
 from resnet.training import distributed, recipe
-from resnet.training.trainer import Trainer
+from resnet.training.trainer import (  # noqa: F401  (also the names of the old resnet.train module)
+    CHANCE_EPOCHS,
+    DIVERGENCE_FACTOR,
+    INTERRUPTED,
+    UNREADABLE_ALERT,
+    Interrupted,
+    StopRequests,
+    Trainer,
+    run_options,
+    training_warnings,
+)
 
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = True):

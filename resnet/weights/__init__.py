@@ -7,10 +7,13 @@ read_checkpoint`` worked before the package was split into layers and still does
 
 from resnet.weights.reading import (
     DAMAGED_FILE_ERRORS,
+    Audience,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     HashMismatchError,
+    KeyMapFn,
+    PathLike,
     UnsafeCheckpointError,
     WeightsCacheError,
     WeightsDownloadError,
@@ -24,10 +27,13 @@ from resnet.weights.reading import (
 
 __all__ = [
     "DAMAGED_FILE_ERRORS",
+    "Audience",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "HashMismatchError",
+    "KeyMapFn",
+    "PathLike",
     "UnsafeCheckpointError",
     "WeightsCacheError",
     "WeightsDownloadError",
