@@ -23,7 +23,7 @@ Deliberate differences from NVIDIA's implementation:
 - Image bombs are refused before decoding: an aspect ratio over 20:1 (``Resize(256)`` would
   blow a 1 x 30,000 PNG up to 5.9 GB), a file over 200 MB, a PNG chunk other than pixel data
   over 16 MiB. Pipes and devices are refused as not regular files, without being opened.
-- Class names ship inside the package (``imagenet_classes.json``, identical to NVIDIA's
+- Class names ship inside the package (``resnet/data/imagenet_synsets.txt``, the names of NVIDIA's
   LOC_synset_mapping.json): no download and no file written into the working directory.
 - ``pick_n_best`` also takes a single (1000,) row, warns when the rows are not probabilities
   (softmax forgotten), and rejects a wrong shape or ``n`` outside 1..1000 with a clear error.

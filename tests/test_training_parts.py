@@ -28,7 +28,7 @@ from resnet.data.synsets import imagenet_class_names, imagenet_wnids
 
 
 def test_synsets_are_imagenet_order_and_match_the_shipped_names() -> None:
-    names = json.loads((REPO_ROOT / "processing_utils" / "imagenet_classes.json").read_text())
+    names = json.loads((REPO_ROOT / "tests" / "fixtures" / "LOC_synset_mapping.json").read_text())
     assert imagenet_class_names() == names
     wnids = imagenet_wnids()
     # ImageNet's class index is the position of the WordNet id in sorted order.

@@ -38,6 +38,7 @@ from resnet.training import distributed
 from resnet.io.download import Timeout, parse_timeout
 from resnet.fast import optimize_for_inference
 from resnet.cli.options import (
+    add_precision_option,
     image_size,
     CommandError,
     add_device_option,
@@ -90,13 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
                         "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
     add_device_option(parser)
-    parser.add_argument(
-        "--dtype", default="float32", choices=tuple(DTYPE_PRECISIONS),
-        help="compute precision of the inference fast path: float32 (default, same logits as the plain model "
-        "within 1e-4), or auto (bfloat16 on CPUs with native BF16, float16 on CUDA). With --onnx: ONNX Runtime "
-        "runs the file's own precision (float32 or auto); OpenVINO computes in bfloat16 with auto or bfloat16 "
-        "on a CPU with native BF16",
-    )
+    add_precision_option(
+        parser, "fp32", "compute precision of the inference fast path (default fp32, same logits as the plain model "
+        "within 1e-4). With --onnx: ONNX Runtime runs the file's own precision (fp32 or auto); OpenVINO computes "
+        "in bfloat16 with auto or bf16 on a CPU with native BF16")
+    parser.add_argument("--dtype", dest="precision", type=_dtype_name, metavar="{float32,auto,bfloat16,float16}",
+                        help="the older spelling of --precision (float32 = fp32, bfloat16 = bf16, float16 = fp16)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON lines)")
     parser.add_argument("--plot", type=output_file, metavar="PNG",
                         help=f"draw the first {PLOT_LIMIT} images with their top classes into this PNG file "
@@ -115,8 +115,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_onnx_options(parser)
 
 
-#: ``--dtype`` name -> the precision name of ``--onnx`` (:func:`resnet.cli.options.onnx_precision`).
+#: ``--dtype`` name (the older spelling) -> its ``--precision`` name.
 DTYPE_PRECISIONS = {"float32": "fp32", "auto": "auto", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _dtype_name(text: str) -> str:
+    """argparse type of ``--dtype``: its ``--precision`` name."""
+    if text not in DTYPE_PRECISIONS:
+        choices = ", ".join(repr(name) for name in DTYPE_PRECISIONS)
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {choices})")
+    return DTYPE_PRECISIONS[text]
 
 
 def url_timeout(text: str) -> Timeout:
@@ -216,7 +224,7 @@ def _refuse_torchrun_without_distributed() -> Optional[int]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
-    check_onnx_options(args, DTYPE_PRECISIONS[args.dtype])
+    check_onnx_options(args, args.precision)
     device_name = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     if not args.distributed:
         refused = _refuse_torchrun_without_distributed()
@@ -233,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         if not uris:
             raise CommandError("no images found in " + " ".join(args.inputs))
         if args.onnx:
-            model = load_onnx(args, DTYPE_PRECISIONS[args.dtype])  # class names from the export's metadata
+            model = load_onnx(args, args.precision)  # class names from the export's metadata
             classes = model.class_names
             size = onnx_image_size(args, model.image_size)
         else:
@@ -242,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
             classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
             size = args.image_size or model.image_size or CROP_SIZE  # the size it was trained at
             # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
-            model = optimize_for_inference(model.to(device), device=device, dtype=args.dtype)
+            model = optimize_for_inference(model.to(device), device=device, dtype=args.precision)
         mine = uris[rank::world]
         try:
             outcomes = classify(

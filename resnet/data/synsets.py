@@ -2,7 +2,8 @@
 
 ``imagenet_synsets.txt`` holds one ``n01440764 tench, Tinca tinca`` line per class, line i naming output i
 of NVIDIA's 1000-class weights; ImageNet's validation set in ImageFolder layout has one folder per WordNet
-id. The names are the same, in the same order, as ``processing_utils/imagenet_classes.json`` (tested).
+id. The names are those of NVIDIA's LOC_synset_mapping.json, in its order (tested against a copy in
+``tests/fixtures``). The one list of class names in the package: ``processing_utils`` reads it too.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the machine offers: CPU instruction sets, and the compute dtype they make worthwhile.
 
-Shared by every command that takes a precision (``optimize_for_inference``, ``python -m resnet classify
---dtype``): ``"auto"`` means the fastest number format the device computes natively.
+The one vocabulary of compute precisions: ``fp32``, ``bf16``, ``fp16`` (the command line's ``--precision``) or
+their dtype names ``float32``, ``bfloat16``, ``float16`` (``optimize_for_inference(dtype=...)``), and ``auto``, the
+fastest number format the device computes natively (:func:`resolve_dtype`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,25 @@ import torch
 
 from resnet.errors import ConvNetsError
 
-__all__ = ["DTYPES", "DtypeName", "cpu_runs_float16_convolutions", "cpu_supports_bf16", "resolve_dtype"]
+__all__ = [
+    "DTYPES", "PRECISIONS", "DtypeName", "cpu_runs_float16_convolutions", "cpu_supports_bf16", "precision_name",
+    "resolve_dtype",
+]
 
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 #: The compute dtypes by name.
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The command line's short names of the same dtypes (``--precision``).
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_name(dtype: Union[torch.dtype, str, None]) -> str:
+    """The short name (``fp32``, ``bf16``, ``fp16``) of a dtype, a dtype name or a short name (``None``: fp32)."""
+    if dtype is None:
+        return "fp32"
+    if isinstance(dtype, str):
+        dtype = DTYPES.get(dtype) or PRECISIONS[dtype]
+    return next(name for name, value in PRECISIONS.items() if value == dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,7 +74,7 @@ def cpu_supports_bf16() -> bool:
 def resolve_dtype(dtype: Union[DtypeName, torch.dtype], device: Union[str, torch.device]) -> torch.dtype:
     """The compute dtype for ``dtype`` on ``device``: ``"auto"`` is float16 on CUDA, bfloat16 on a CPU
     with native BF16 (:func:`cpu_supports_bf16`) and float32 elsewhere; a name or a ``torch.dtype`` of
-    float32, bfloat16 or float16 is itself. Anything else is a ``ValueError``."""
+    float32, bfloat16 or float16 (or its short name, ``fp32`` ...) is itself. Anything else is a ``ValueError``."""
     device = torch.device(device)
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
@@ -72,7 +87,7 @@ def resolve_dtype(dtype: Union[DtypeName, torch.dtype], device: Union[str, torch
             return torch.bfloat16
         return torch.float32
     try:
-        return DTYPES[dtype]
+        return DTYPES[dtype] if dtype in DTYPES else PRECISIONS[dtype]
     except KeyError:
         raise ValueError(
             f"dtype must be 'auto', 'float32', 'bfloat16' or 'float16', not {dtype!r}"

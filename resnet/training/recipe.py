@@ -20,7 +20,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from resnet.fast.devices import resolve_dtype
+from resnet.fast.devices import PRECISIONS as DEVICE_PRECISIONS
+from resnet.fast.devices import precision_name, resolve_dtype  # noqa: F401  (precision_name: the one namer)
 from resnet.errors import ConvNetsError
 
 #: Learning rate per 256 images of the global batch.
@@ -28,8 +29,8 @@ LR_PER_256 = 0.256
 MOMENTUM = 0.875
 WEIGHT_DECAY = 3.0517578125e-05
 LABEL_SMOOTHING = 0.1
-#: ``--precision`` names and their autocast dtypes (``None``: no autocast).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``--precision`` names (:data:`resnet.fast.devices.PRECISIONS`) and their autocast dtypes (``None``: no autocast).
+PRECISIONS = {name: None if dtype == torch.float32 else dtype for name, dtype in DEVICE_PRECISIONS.items()}
 
 
 def scaled_lr(global_batch: int, lr_per_256: float = LR_PER_256) -> float:
@@ -116,19 +117,11 @@ def resolve_precision(name: str, device: torch.device) -> Optional[torch.dtype]:
     Raises:
         PrecisionError: float16 asked for on a CPU.
     """
-    if name == "auto":
-        dtype = resolve_dtype("auto", device)
-        return None if dtype == torch.float32 else dtype
-    dtype = PRECISIONS[name]
+    dtype = resolve_dtype(name, device)
     if dtype == torch.float16 and device.type != "cuda":
         raise PrecisionError("--precision fp16 needs a CUDA device; on a CPU use bf16 (native on CPUs with "
                              "AVX512-BF16 or AMX) or fp32")
-    return dtype
-
-
-def precision_name(dtype: Optional[torch.dtype]) -> str:
-    """``fp32``, ``bf16`` or ``fp16``."""
-    return next(name for name, value in PRECISIONS.items() if value == dtype)
+    return None if dtype == torch.float32 else dtype
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
