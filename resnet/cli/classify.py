@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, TextIO
@@ -207,12 +206,10 @@ def _gather_in_order(local: list[Outcome], rank: int, world: int, total: int) ->
 
 def _refuse_torchrun_without_distributed() -> Optional[int]:
     """Under torchrun with several processes but without --distributed: the exit status, else None."""
-    try:
-        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    except ValueError:
+    launched = distributed.launcher_environment()
+    if launched is None or launched[1] <= 1:
         return None
-    if world <= 1:
-        return None
+    rank, world = launched
     if rank != 0:
         return 2  # rank 0 says why; one message, not one per process
     raise CommandError(

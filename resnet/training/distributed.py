@@ -116,9 +116,18 @@ class Processes:
         return box[0]
 
 
+def launcher_environment() -> Optional[tuple[int, int]]:
+    """``(rank, world size)`` that ``torchrun`` (or another launcher setting ``RANK`` and ``WORLD_SIZE``) gave this
+    process, or ``None`` when it was not started that way (or the values are not whole numbers)."""
+    try:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    except (KeyError, ValueError):
+        return None
+
+
 def launched_by_torchrun() -> bool:
     """Whether this process was started by ``torchrun`` (or another launcher that sets ``RANK``)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    return launcher_environment() is not None
 
 
 def start(device_name: str, *, distributed: bool, command: str,
