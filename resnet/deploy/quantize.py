@@ -17,31 +17,19 @@ Calibration methods (``method``): ``minmax`` (the observed range of each activat
 ``entropy`` (the range that minimises the KL divergence of the quantized histogram) and
 ``percentile`` (clip to the 99.999th percentile of the absolute values).
 
-Which INT8 model, runtime and tool (measured on the 2-core AMD EPYC Zen 5 with AVX512-VNNI/BF16
-this repository is developed on, batch 32, medians of interleaved rounds in one process, ratios to
-torchvision's eager fp32 ``resnet50()``; ``python benchmarks/benchmark.py --runtimes``, full table in
-``benchmarks/README.md``):
+Which INT8 model, runtime and tool, and why (the measured figures are in ``docs/export.md`` and
+``benchmarks/README.md``, from ``python benchmarks/benchmark.py --runtimes``; they are not repeated here,
+where they would drift):
 
-* Format: ONNX Runtime's static QDQ model (this module). One ONNX file that every ONNX runtime
-  runs, made with ``onnxruntime`` alone. On a quiet machine ONNX Runtime and OpenVINO both run it
-  at 7.7x the baseline (8.6x with OpenVINO's bf16 hint for the parts left in float); with other jobs
-  running, 7.9x and 10.2x (10.8x). Issue 13's quieter run gave 9.6x and 12.4x. OpenVINO is never
-  slower for it (``resnet.deploy.runtimes``); ONNX Runtime has the lower batch-1 latency (0.21x against
-  0.33x of the baseline's).
-* OpenVINO's own quantization (NNCF 3.4, ``nncf.quantize`` with the same 64 calibration images,
-  performance preset, fast bias correction), run by OpenVINO: 17.7 img/s against 16.0 for this
-  module's model on OpenVINO in the same run (+10%, within this shared machine's noise), with
-  twice the logit error (max 0.027 against 0.014 on 32 inputs, top-1 31/32 against 32/32 on ONNX
-  Runtime). Not faster at equal accuracy, so it is not offered; its ONNX output (QDQ) and its
-  OpenVINO IR ran at the same speed.
-* torchao's PT2E quantization for inductor (torchao 0.18, ``X86InductorQuantizer``): fails on
-  torch 2.14 for this model and for torchvision's ``resnet50()`` alike (``ValueError: Input partition
-  has more than one output node`` in ``prepare_pt2e``), so it could not be measured or offered.
-* Calibration: ``minmax`` is the default: the observed ranges keep the measured held-out error low
-  (1.4% of the logit range with the stand-in weights, full top-1 agreement of a fine-tuned 4-class
-  head; tests/test_quantize.py) and it is the fastest to calibrate (64 images: 66 s for minmax,
-  234 s for percentile on 2 busy cores). ImageNet accuracy of the INT8 model has not been measured
-  here: ``python -m resnet evaluate --onnx FILE`` on a labelled ImageNet copy measures it.
+* Format: ONNX Runtime's static QDQ model (this module): one ONNX file that every ONNX runtime runs, made
+  with ``onnxruntime`` alone. OpenVINO runs it at least as fast as ONNX Runtime (``resnet.deploy.runtimes``);
+  ONNX Runtime has the lower batch-1 latency.
+* OpenVINO's own quantization (NNCF) was not faster at equal accuracy (twice the logit error), so it is not
+  offered. torchao's PT2E quantization for inductor fails on torch 2.14 for this model and for torchvision's
+  ``resnet50()`` alike (``prepare_pt2e``), so it could not be measured or offered.
+* Calibration: ``minmax`` is the default: its observed ranges keep the held-out error low (tests/test_quantize.py)
+  and it is the fastest to calibrate. ImageNet accuracy of the INT8 model is measured with
+  ``python -m resnet evaluate --onnx FILE`` on a labelled ImageNet copy.
 """
 
 from __future__ import annotations

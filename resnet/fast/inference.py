@@ -281,14 +281,13 @@ def optimize_for_inference(
     * ``micro_batch``: batches larger than this run as slices of this size (each image's result is
       independent of the others in the batch, so the logits are the same). ``"auto"`` =
       8 (:data:`~resnet.fast.trunk.CPU_MICRO_BATCH`) on CPU without ``compile`` (ResNet-50 activations of 8
-      images stay in a 32 MB L3 cache: about 1.1x the throughput of whole batches of 32 on 2 cores), ``None`` elsewhere;
+      images stay in a 32 MB L3 cache; ``benchmarks/README.md`` has the figures), ``None`` elsewhere;
     * ``prepack`` (fused CPU path with a ``micro_batch``): the convolution weights are packed once into the
       blocked layout oneDNN's kernels read, for the input shape of a full slice, when the first such slice
       arrives (:func:`resnet.fast.onednn.pack_weight`, as ``torch.compile``'s freezing does); without it oneDNN
-      reorders every weight on every call. Same logits; measured on a 2-core Zen 5 at batch 32: fp32 1.78x ->
-      1.93x, bf16 3.74x -> 4.13x torchvision's speed (benchmarks/README.md). Costs one more copy of the
-      convolution weights (98 MB float32 for ResNet-50). Slices of other shapes (a smaller last slice, one
-      image) run on the plain weights. ``None`` = whenever this torch can pack
+      reorders every weight on every call. Same logits, faster (figures in ``benchmarks/README.md``). Costs one
+      more copy of the convolution weights (98 MB float32 for ResNet-50). Slices of other shapes (a smaller last
+      slice, one image) run on the plain weights. ``None`` = whenever this torch can pack
       (:func:`resnet.fast.onednn.prepacking_works`); :attr:`InferenceModel.prepacked` says whether it does.
 
     Args:

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 #: Slice size for large CPU batches: the activations of 8 ResNet-50 images stay in a 32 MB L3 cache
-#: (about 1.1x the throughput of whole batches of 32 on 2 cores).
+#: (measured in ``benchmarks/README.md``).
 CPU_MICRO_BATCH = 8
 
 #: The stem's max pooling, as every model of the family builds it (kernel, stride, padding).
