@@ -192,7 +192,7 @@ with atomic.atomic_directory(sys.argv[1]) as folder, atomic.atomic_file(sys.argv
 
 def start_writer(tmp_path: Path, name: str) -> subprocess.Popen:
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / name), str(tmp_path / f"{name}.png"),
-                              str(REPO_ROOT / "resnet" / "atomic.py")], stdout=subprocess.PIPE, text=True)
+                              str(REPO_ROOT / "resnet" / "io" / "atomic.py")], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "writing\n"
     return child
 
