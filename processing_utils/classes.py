@@ -9,8 +9,10 @@ from typing import Union
 import numpy as np
 import torch
 
-from resnet.data.synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
+from resnet.data.synsets import NUM_IMAGENET_CLASSES, SYNSETS_FILE, imagenet_class_names
 
+#: The class list shipped in the package (one for the whole repository: :mod:`resnet.data.synsets`).
+CLASSES_FILE: str = str(SYNSETS_FILE)
 #: Number of ImageNet (ILSVRC-2012) classes the models predict (:data:`resnet.data.synsets.NUM_IMAGENET_CLASSES`).
 NUM_CLASSES: int = NUM_IMAGENET_CLASSES
 

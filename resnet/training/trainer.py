@@ -451,7 +451,7 @@ class Trainer:
             raise TrainingError(
                 f"none of the {int(totals[3])} training images in {self.args.data!r} could be read (the first: "
                 f"{example}); nothing was trained. Check that the files are images of a supported format, then "
-                "run again", status=2)
+                "run again")
         self._finish_epoch(epoch, float(totals[0]) / max(1.0, float(totals[1])), int(totals[1]), train_seconds,
                            started, failures)
 
