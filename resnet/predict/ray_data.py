@@ -275,8 +275,12 @@ class RayJob:
 
 def start_ray(address: Optional[str] = None, *, quiet: bool = False, num_cpus: Optional[int] = None) -> None:
     """Connect to the Ray cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:10001``), shipping this
-    package to its workers, or start a local one on 127.0.0.1 (no dashboard, no usage report unless
-    ``RAY_USAGE_STATS_ENABLED`` says otherwise). Nothing happens when Ray is already initialised."""
+    package to its workers, or start a Ray of this machine alone (``num_cpus``: default all), listening on
+    127.0.0.1 only, without dashboard or usage report (unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` or
+    ``RAY_USAGE_STATS_ENABLED`` say otherwise). Nothing happens when Ray is already initialised.
+
+    A cluster with token authentication (Ray's default for ``ray start``) needs ``RAY_AUTH_MODE=token`` and its
+    token (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``) in this process's environment, as any Ray driver does."""
     if ray.is_initialized():
         return
     import logging
@@ -285,6 +289,9 @@ def start_ray(address: Optional[str] = None, *, quiet: bool = False, num_cpus: O
                                "include_dashboard": False}
     if address is None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # A Ray of this machine alone: its servers listen on 127.0.0.1 only (Ray's single-machine mode; by
+        # default Ray binds every interface and advertises the machine's address, even for a local Ray).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         options.update(_node_ip_address="127.0.0.1", num_cpus=num_cpus)
     else:
         options.pop("include_dashboard")
