@@ -411,14 +411,13 @@ def run_ray(args: argparse.Namespace) -> int:
         model_options = dict(arch=args.arch, weights=args.weights and _absolute(args.weights), mirror=args.mirror,
                              precision=args.precision, device="cpu" if args.device == "auto" else args.device)
     try:
-        ray_data.start_ray(args.ray_address, quiet=args.quiet)
+        local = ray_data.start_ray(args.ray_address, quiet=args.quiet)
         resources = ray_data.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         use_gpus = not args.onnx and gpus > 0 and args.device in ("auto", "cuda") or args.device.startswith("cuda")
         if use_gpus:
             model_options["device"] = "cuda"
         actors = args.actors or (max(1, gpus) if use_gpus else 1)
-        local = args.ray_address is None
         actor_cpus = args.actor_cpus or (max(1, cpus - 1) if local and not use_gpus else 1)
         threads = None if use_gpus else max(1, int(actor_cpus) if not local else max(1, cpus // actors))
         job = ray_data.classify_with_ray(

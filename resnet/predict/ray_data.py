@@ -18,11 +18,12 @@ Ray and pyarrow are optional: ``pip install -r requirements-ray.txt``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -273,26 +274,30 @@ class RayJob:
     duplicated: list[str] = field(default_factory=list)
 
 
-def start_ray(address: Optional[str] = None, *, quiet: bool = False, num_cpus: Optional[int] = None) -> None:
+def start_ray(address: Optional[str] = None, *, quiet: bool = False, num_cpus: Optional[int] = None) -> bool:
     """Connect to the Ray cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:10001``), shipping this
     package to its workers, or start a Ray of this machine alone (``num_cpus``: default all), listening on
     127.0.0.1 only, without dashboard or usage report (unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` or
-    ``RAY_USAGE_STATS_ENABLED`` say otherwise). Nothing happens when Ray is already initialised.
+    ``RAY_USAGE_STATS_ENABLED`` say otherwise). Without ``address``, ``RAY_ADDRESS`` names the cluster where it
+    is set (as in a job of ``ray job submit``). Nothing happens when Ray is already initialised. Returns whether
+    this started a Ray of this machine.
 
     A cluster with token authentication (Ray's default for ``ray start``) needs ``RAY_AUTH_MODE=token`` and its
     token (``~/.ray/auth_token`` or ``RAY_AUTH_TOKEN``) in this process's environment, as any Ray driver does."""
     if ray.is_initialized():
-        return
+        return False
     import logging
+
+    address = address or os.environ.get("RAY_ADDRESS") or None
 
     options: dict[str, Any] = {"logging_level": logging.WARNING if quiet else logging.INFO,
                                "include_dashboard": False}
     if address is None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        # A Ray of this machine alone: its servers listen on 127.0.0.1 only (Ray's single-machine mode; by
-        # default Ray binds every interface and advertises the machine's address, even for a local Ray).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         options.update(_node_ip_address="127.0.0.1", num_cpus=num_cpus)
+        with _single_machine():
+            ray.init(**options)
+        return True
     else:
         options.pop("include_dashboard")
         host = address.split("://")[-1].rsplit(":", 1)[0]
@@ -301,6 +306,25 @@ def start_ray(address: Optional[str] = None, *, quiet: bool = False, num_cpus: O
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         options["runtime_env"] = {"py_modules": [package]}
     ray.init(address=address, **options)
+    return False
+
+
+@contextlib.contextmanager
+def _single_machine() -> Iterator[None]:
+    """Ray's single-machine mode while a local Ray starts: its servers listen on 127.0.0.1 only. By default Ray
+    replaces 127.0.0.1 with the machine's network address and listens on every interface, even for a Ray that
+    no other machine joins. The mode is Ray's ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which its processes read
+    at start (they inherit it) and this one read at ``import ray`` (so it is set here for the start too)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    before = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if before is not None:
+        constants.ENABLE_RAY_CLUSTER = os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"].lower() in ("1", "true")
+    try:
+        yield
+    finally:
+        if before is not None:
+            constants.ENABLE_RAY_CLUSTER = before
 
 
 def cluster_resources() -> dict[str, float]:
