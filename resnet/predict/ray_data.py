@@ -7,6 +7,8 @@ pixels :func:`decode_batch` cropped::
     ds = ray.data.read_images("s3://bucket/photos", include_paths=True, mode="RGB")
     results = ds.map_batches(Classifier, fn_constructor_kwargs={"top_k": 5}, concurrency=4, batch_size=32)
 
+(``concurrency=N`` is ``compute=ray.data.ActorPoolStrategy(size=N)`` in Ray 2.51 and later.)
+
 :func:`classify_with_ray` is ``python -m resnet classify --engine ray``: the inputs not yet in the results
 dataset are decoded by CPU tasks (bad inputs become error rows), classified by an actor pool that holds the
 model, and written by :class:`ResultsDatasink` as whole Parquet parts (:mod:`resnet.predict.results`), so a
@@ -365,14 +367,17 @@ def classify_with_ray(
         context.enable_progress_bars = progress
         blocks = min(len(pending), max(1, math.ceil(len(pending) / batch_size)), 100_000)
         items = ray.data.from_items([{"input": uri} for uri in pending], override_num_blocks=blocks)
+        decoding: dict[str, Any] = {}
+        if decode_tasks:
+            decoding["compute"] = ray.data.TaskPoolStrategy(size=decode_tasks)
         decoded = items.map_batches(decode_batch, batch_size=batch_size, num_cpus=decode_cpus,
-                                    concurrency=decode_tasks,
-                                    fn_kwargs={"image_size": image_size, "timeout": timeout, "column": "input"})
+                                    fn_kwargs={"image_size": image_size, "timeout": timeout, "column": "input"},
+                                    **decoding)
         remote: dict[str, Any] = {"num_cpus": actor_cpus}
         if actor_gpus:
             remote["num_gpus"] = actor_gpus
         results = decoded.map_batches(Classifier, fn_constructor_kwargs=classifier, batch_size=batch_size,
-                                      concurrency=actors, **remote)
+                                      compute=ray.data.ActorPoolStrategy(size=actors), **remote)
         sink = ResultsDatasink(output, part_rows=part_rows)
         results.write_datasink(sink)
         job.written, job.failed_now = sink.rows, sink.failed
