@@ -264,3 +264,28 @@ def test_s3_inputs_and_output_on_a_local_ray(photos, reference, torch_home, s3_s
             assert row["error"] and row["top_index"] == [], row
         else:
             assert_same_result({**row, "input": expected["input"]}, expected)
+
+
+def test_a_write_task_run_again_rewrites_its_own_part(tmp_path) -> None:
+    """Ray runs a write task again when its worker dies: the same task writes the same part name, so its rows
+    are in the dataset once, and a second task's part is its own."""
+    import types
+
+    import pyarrow as pa
+
+    from resnet.predict.ray_data import ResultsDatasink
+    from resnet.predict.results import read_results, schema
+
+    def block(names):
+        n = len(names)
+        return pa.Table.from_pydict({"input": names, "top_index": [[1]] * n, "top_class": [["one"]] * n,
+                                     "top_probability": [[0.5]] * n, "error": [None] * n}, schema=schema())
+
+    sink = ResultsDatasink(str(tmp_path / "out"), part_rows=2)
+    sink.on_write_start()
+    first = types.SimpleNamespace(task_idx=0)
+    assert sink.write([block(["a", "b"]), block(["c"])], first) == (3, 0)
+    assert sink.write([block(["a", "b"]), block(["c"])], first) == (3, 0)  # the same task, run again
+    assert sink.write([block(["d"])], types.SimpleNamespace(task_idx=1)) == (1, 0)
+    assert sorted(read_results(str(tmp_path / "out")).column("input").to_pylist()) == ["a", "b", "c", "d"]
+    assert len(os.listdir(tmp_path / "out")) == 2
