@@ -95,6 +95,7 @@ def _list_uri(uri: str, warnings: list[str]) -> list[str]:
     except (pa.ArrowException, OSError) as error:
         raise ResultsError(f"cannot list {uri!r}: {error}") from None
     prefix = uri.split("://", 1)[0] + "://"  # pyarrow's paths drop the scheme
+    query = "?" + uri.split("?", 1)[1] if "?" in uri else ""  # options such as ?endpoint_override=... stay
     base = path.rstrip("/")
     images = []
     for entry in found:
@@ -107,7 +108,7 @@ def _list_uri(uri: str, warnings: list[str]) -> list[str]:
     if not images:
         warnings.append(f"no image files in {uri!r} (looked for {' '.join(sorted(IMAGE_SUFFIXES))} files, in "
                         "sub-folders too)")
-    return [prefix + p for p in images]
+    return [prefix + p + query for p in images]
 
 
 def read_filesystem_image(uri: str):
