@@ -9,11 +9,11 @@ the driver's (the workers are Ray's processes).
    folder, the plain command and ``--engine ray`` (a local Ray of this machine's CPUs) taking turns, at two
    folder sizes; the time per image is the difference of the two sizes' times over the difference of their
    image counts, which leaves out what every run pays once (imports, model load, Ray's start).
-2. Memory: ``--output`` runs (and, for comparison, ``--json`` to /dev/null) over N and 10N tiny PNG inputs at
-   ``--image-size 32`` (the model's cost per image is then small, and the run measures the pipeline).
+2. Memory: ``--output`` runs (with ``--json-too``, also ``--json`` to /dev/null) over N and 10N tiny PNG inputs
+   at ``--image-size 32`` (the model's cost per image is then smaller, and the run measures the pipeline).
 
     python benchmarks/ray_engine.py                     # 64 and 256 photos; 2,000 and 20,000 small inputs
-    python benchmarks/ray_engine.py --small 500 5000    # quicker
+    python benchmarks/ray_engine.py --no-throughput --small 500 5000    # quicker
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, nargs=2, default=(2000, 20000), metavar=("N", "M"))
     parser.add_argument("--no-throughput", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--json-too", action="store_true", help="also the memory of --json runs (printing)")
+    parser.add_argument("--image-size", type=int, default=32, help="of the memory runs (default 32)")
     options = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ray-bench-"))
@@ -104,15 +106,17 @@ def main() -> None:
         if not options.no_memory:
             for count in options.small:
                 folder = tiny_inputs(work / f"tiny-{count}", count)
-                common = [str(folder), "--quiet", "--device", "cpu", "--image-size", "32", "--batch-size", "64"]
+                common = [str(folder), "--quiet", "--device", "cpu", "--image-size", str(options.image_size),
+                          "--batch-size", "64"]
                 out = work / f"out-tiny-{count}"
                 seconds, peak, status = run([*common, "--output", str(out)], env)
                 print(f"--output  {count:6d} inputs: {seconds:6.1f} s, peak {peak:6.0f} MiB, exit {status}",
                       flush=True)
                 shutil.rmtree(out)
-                seconds, peak, status = run([*common, "--json"], env)
-                print(f"--json    {count:6d} inputs: {seconds:6.1f} s, peak {peak:6.0f} MiB, exit {status}",
-                      flush=True)
+                if options.json_too:
+                    seconds, peak, status = run([*common, "--json"], env)
+                    print(f"--json    {count:6d} inputs: {seconds:6.1f} s, peak {peak:6.0f} MiB, exit {status}",
+                          flush=True)
                 shutil.rmtree(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
