@@ -8,6 +8,10 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -115,6 +119,27 @@ def skip_unless_torchrun_exits_cleanly() -> None:
     if torch_release(torch.__version__) < CLEAN_EXIT_TORCH:
         pytest.skip(f"torchrun jobs can hang at exit on torch {torch.__version__} (pytorch/pytorch#75097); "
                     f"they run on torch {'.'.join(map(str, CLEAN_EXIT_TORCH))} and later")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a ``python -m resnet`` child process: this checkout importable, charts without a
+    display, plus ``extra``."""
+    return dict(os.environ, PYTHONPATH=str(REPO_ROOT), MPLBACKEND="Agg", **extra)
+
+
+def run_resnet(*args: object, timeout: float = 300, umask: int = -1, env: Optional[dict] = None
+               ) -> subprocess.CompletedProcess:
+    """``python -m resnet ARGS`` in a child process (the end-to-end runs; most tests use conftest's ``cli``)."""
+    return subprocess.run([sys.executable, "-m", "resnet", *map(str, args)], cwd=REPO_ROOT,
+                          env=child_env() if env is None else env, capture_output=True, text=True, timeout=timeout,
+                          umask=umask)
 
 
 # --------------------------------------------------------------------------- loopback HTTP server
