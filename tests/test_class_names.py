@@ -88,7 +88,6 @@ def test_classify_prints_one_escaped_line_per_class(tmp_path, capsys) -> None:
 
 
 def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> None:
-    pytest.importorskip("matplotlib")
     path = three_class_file(tmp_path, HOSTILE)
     data = tmp_path / "data"
     for name, photo in zip(["\x1b[2J\x1b[31mred", "cat\n  99.9%  dog"], PHOTOS):  # folders named as the classes
@@ -106,7 +105,6 @@ def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> No
 
 
 def test_confusion_chart_takes_dollar_signs_as_text() -> None:
-    pytest.importorskip("matplotlib")
     from resnet.plots import confusion_png
 
     confusion = torch.tensor([[3, 1], [0, 2]])

@@ -49,8 +49,8 @@ from resnet.preprocessing import INPUT_SHAPE, MEAN, build_transform
 # Loading TorchScript is what these tests are about; torch 2.14 flags torch.jit as deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime as ort  # noqa: E402
 
 TOLERANCE = 1e-4  # max abs diff on fp32 logits
 HAS_DYNAMO_EXPORTER = has_onnxscript() and has_dynamo_exporter()

@@ -87,8 +87,6 @@ def test_evaluate_uses_the_trained_size_unless_told(small_model, tmp_path, capsy
 
 
 def test_export_writes_the_trained_size_and_its_onnx_runs_at_it(small_model, tmp_path, capsys) -> None:
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
     path, state = small_model
     out = tmp_path / "out"
     assert main("export", "--weights", path, "--format", "onnx", "--onnx-exporter", "torchscript", "--output", out,

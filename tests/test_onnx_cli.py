@@ -24,8 +24,8 @@ import torch
 from support import PHOTOS, assert_top_k_agrees, standin_state_dict
 from train_support import main, torchrun
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime  # noqa: E402,F401
 
 from test_evaluate import peer_logits  # noqa: E402
 from test_runtimes import tiny_classifier, tiny_reference  # noqa: E402

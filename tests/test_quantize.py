@@ -33,8 +33,8 @@ from resnet.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_onnx,
 from resnet.exporters import tracing_exporter_keywords
 from resnet.preprocessing import build_transform
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime as ort  # noqa: E402
 
 from resnet.quantize import (  # noqa: E402
     MIN_CALIBRATION_IMAGES,

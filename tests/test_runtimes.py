@@ -20,8 +20,8 @@ from support import load_expected, parity_input
 from resnet.builder import create_model
 from resnet.export import export_metadata, export_onnx, prepare_for_export
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime  # noqa: E402,F401
 
 from onnx import TensorProto, helper  # noqa: E402
 

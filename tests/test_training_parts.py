@@ -305,7 +305,6 @@ def _history(best_epoch: int) -> list[dict]:
 
 @pytest.mark.parametrize("classes, lines", [(3, ["top-1"]), (5, ["top-1"]), (10, ["top-1", "top-5"])])
 def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classes, lines) -> None:
-    pytest.importorskip("matplotlib")
     from resnet.plots import curves_figure
 
     loss_axes, accuracy_axes = curves_figure(_history(best_epoch=2), classes).axes[:2]
@@ -316,7 +315,6 @@ def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classe
 
 
 def test_confusion_matrix_has_an_other_column_only_when_something_is_predicted_outside() -> None:
-    pytest.importorskip("matplotlib")
     from resnet.plots import confusion_figure
 
     inside = torch.tensor([[3, 1], [0, 2]])

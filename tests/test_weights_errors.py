@@ -575,7 +575,6 @@ def test_truncated_download_in_the_cache_is_still_removed(hub_dir, ngc_file) -> 
 
 
 def test_an_onnx_file_given_as_weights_points_at_onnx(tmp_path, capsys) -> None:
-    pytest.importorskip("onnx")
     from test_runtimes import tiny_classifier
 
     from resnet.__main__ import main
