@@ -18,10 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from skip_policy import pytest_configure  # noqa: E402,F401 - RESNET_STRICT_SKIPS=1: fail on a skip off the list
+import skip_policy  # noqa: E402
+import touch_report  # noqa: E402
 from support import REPO_ROOT, LoopbackServer, free_port, standin_state_dict  # noqa: E402
 
 pytest_plugins = ["pytester"]  # tests/test_skip_policy.py runs pytest on small test files
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    skip_policy.pytest_configure(config)  # RESNET_STRICT_SKIPS=1 (CI): a skip off the allow-list fails the run
+    touch_report.pytest_configure(config)  # RESNET_TOUCH_REPORT=1: list the modules no test ran
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 

@@ -152,6 +152,7 @@ def test_unreadable_files_are_counted_listed_and_left_out(fruit_model, tmp_path,
     assert "broken.jpg" in captured.err
 
 
+@pytest.mark.slow
 def test_two_processes_report_the_numbers_of_one(fruit_model, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     for photo, folder in zip(PHOTOS, ["apple", "banana", "cherry", "apple"]):

@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from support import PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, assert_top_k_agrees, load_expected, parity_input
+from support import (
+    PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, assert_top_k_agrees, load_expected, parity_input, run_resnet,
+)
 from resnet import export as exporter
 from resnet.atomic import DIR_MODE, FILE_MODE, OutputPathError, atomic_directory, staging_name
 from resnet.exporters import (
@@ -57,11 +59,8 @@ HAS_DYNAMO_EXPORTER = has_onnxscript() and has_dynamo_exporter()
 
 
 def run_export(*args: str, timeout: float = 300, umask: int = -1) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "resnet", "export", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, umask=umask,
-    )
+    """``python -m resnet export ARGS`` in a child process (the end-to-end runs; the others use ``cli``)."""
+    return run_resnet("export", *args, timeout=timeout, umask=umask)
 
 
 def exit_status(argv: list[str]) -> int:
@@ -74,7 +73,7 @@ def exit_status(argv: list[str]) -> int:
         return exit.code
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *fragments: str) -> str:
+def assert_one_line_error(result, status: int, *fragments: str) -> str:
     assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
     stderr = result.stderr.strip()
     assert "Traceback" not in stderr, stderr
@@ -514,34 +513,34 @@ def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, mod
 # --------------------------------------------------------------------------- bad input, atomic output
 
 
-def test_cli_refuses_non_empty_output_without_force(ngc_file, tmp_path: Path) -> None:
+def test_cli_refuses_non_empty_output_without_force(cli, ngc_file, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = run_export("--weights", str(ngc_file("resnet50")), "--output", str(out))
+    result = cli("export", "--weights", str(ngc_file("resnet50")), "--output", str(out))
     assert_one_line_error(result, 2, str(out), "not empty", "--force")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert entries(tmp_path) == ["out"]
 
 
-def test_cli_unknown_arch(ngc_file, tmp_path: Path) -> None:
-    result = run_export("--arch", "resnet51", "--weights", str(ngc_file("resnet50")), "--output",
+def test_cli_unknown_arch(cli, ngc_file, tmp_path: Path) -> None:
+    result = cli("export", "--arch", "resnet51", "--weights", str(ngc_file("resnet50")), "--output",
                         str(tmp_path / "out"))
     assert_one_line_error(result, 2, "'resnet51'", "resnet50", "se-resnext101-32x4d")
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_weights_that_do_not_fit_the_arch(ngc_file, tmp_path: Path) -> None:
+def test_cli_weights_that_do_not_fit_the_arch(cli, ngc_file, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
-    result = run_export("--arch", "resnet50", "--weights", str(ngc_file("se-resnext101-32x4d")),
+    result = cli("export", "--arch", "resnet50", "--weights", str(ngc_file("se-resnext101-32x4d")),
                         "--triton", str(out))
     assert_one_line_error(result, 2, str(ngc_file("se-resnext101-32x4d")), "se-resnext101-32x4d")
     assert not (tmp_path / "deep").exists()
 
 
-def test_cli_missing_weights_file(tmp_path: Path) -> None:
+def test_cli_missing_weights_file(cli, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth.tar"
-    result = run_export("--weights", str(missing), "--output", str(tmp_path / "out"))
+    result = cli("export", "--weights", str(missing), "--output", str(tmp_path / "out"))
     assert_one_line_error(result, 2, str(missing), "does not exist")
     assert not (tmp_path / "out").exists()
 

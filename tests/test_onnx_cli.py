@@ -213,6 +213,7 @@ def test_evaluate_onnx_reports_what_the_pytorch_model_reports(tuned, exported, d
 
 
 @pytest.mark.parametrize("command", ["evaluate", "classify"])
+@pytest.mark.slow
 def test_onnx_in_two_processes_gives_the_output_of_one(command, exported, data, capsys) -> None:
     target = [data, "--workers", "0"] if command == "evaluate" else [*PHOTOS, PHOTOS[0]]  # 5 inputs: uneven shards
     args = [command, *target, "--onnx", exported[0] / "resnet50.onnx", "--json", "--quiet"]

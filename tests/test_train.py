@@ -269,6 +269,7 @@ def test_undecodable_images_are_skipped_counted_and_listed(tmp_path, ngc_file, c
     assert record["images"] == 12  # 14 files, 7 steps of 2, the 2 broken ones skipped
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ngc_file) -> None:
     """torchrun, 2 CPU processes (gloo on 127.0.0.1), batch 3 each, against 1 process with batch 6.
 
