@@ -187,6 +187,7 @@ def test_every_fence_is_a_block() -> None:
 
 
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda block: block.id)
+@pytest.mark.slow
 def test_python_block_runs_as_written(block: Block, workspace: Path, server) -> None:
     """The block runs unchanged in a fresh interpreter, from the root of a copy of the repository, and prints
     what its ``# prints:`` comments say."""
@@ -502,6 +503,7 @@ def test_there_are_transcripts_on_several_pages() -> None:
 
 
 @pytest.mark.parametrize("command", transcripts(), ids=lambda command: command.id)
+@pytest.mark.slow
 def test_transcript_output_is_what_the_command_prints(command: CommandLine, workspace: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Run the command in-process in the workspace (stand-in weights) and compare with the page."""

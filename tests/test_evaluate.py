@@ -53,13 +53,6 @@ def fruit_model(tmp_path_factory) -> tuple[Path, dict]:
     return path, state
 
 
-@pytest.fixture
-def seeded_cache(hub_dir: Path, ngc_file) -> Path:
-    (hub_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
-    return hub_dir
-
-
 def place(data: Path, folder: str, photo: Path) -> None:
     (data / folder).mkdir(parents=True, exist_ok=True)
     shutil.copy(photo, data / folder / photo.name)

@@ -102,8 +102,9 @@ def ort_session(path: Path) -> "ort.InferenceSession":
 
 
 @pytest.fixture(scope="module")
-def resnet50(ngc_file) -> torch.nn.Module:
-    return load_resnet50(ngc_file)
+def resnet50(standin_resnet50) -> torch.nn.Module:
+    """The stand-in weights in an eval-mode, NCHW float32 ResNet-50 (conftest's, shared by the session)."""
+    return standin_resnet50
 
 
 def load_resnet50(ngc_file) -> torch.nn.Module:
@@ -123,17 +124,19 @@ def eager_extra(resnet50) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def exports(resnet50, tmp_path_factory) -> dict[str, Path]:
-    """The resnet50 files, made once: TorchScript and ONNX, with and without BN folding."""
+def exports(resnet50, standin_onnx, tmp_path_factory) -> dict[str, Path]:
+    """The resnet50 files, made once: TorchScript and ONNX, with and without BN folding (the plain ONNX file is
+    conftest's, made once per session the same way)."""
     root = tmp_path_factory.mktemp("exports")
-    made: dict[str, Path] = {}
+    made: dict[str, Path] = {"onnx-torchscript-plain": standin_onnx}
     for variant, fold_bn in (("plain", False), ("fold_bn", True)):
         model = prepare_for_export(resnet50, fold_bn=fold_bn)
         meta = export_metadata("resnet50", weights="stand-in", fold_bn=fold_bn)
         made[f"torchscript-{variant}"] = export_torchscript(model, root / f"{variant}.pt", metadata=meta)
-        made[f"onnx-torchscript-{variant}"] = export_onnx(
-            model, root / f"{variant}.onnx", exporter="torchscript", metadata=meta
-        )
+        if fold_bn:
+            made[f"onnx-torchscript-{variant}"] = export_onnx(
+                model, root / f"{variant}.onnx", exporter="torchscript", metadata=meta
+            )
     return made
 
 

@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
 import threading
 import time
 import warnings
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 
 from reference import LABELS_FILE, LABELS_SHA256, reference_pick_n_best, reference_pipeline
-from support import IMAGES, PHOTOS, REPO_ROOT, Route
+from support import IMAGES, PHOTOS, REPO_ROOT, Route, free_port
 
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
 
@@ -50,12 +49,6 @@ def photo_server(server):
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert actual.shape == expected.shape and actual.dtype == torch.float32
     assert (actual - expected).abs().max().item() <= 1e-6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- entrypoint

@@ -112,14 +112,14 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def standin(ngc_file) -> torch.nn.Module:
-    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
+def standin(standin_resnet50) -> torch.nn.Module:
+    return standin_resnet50
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(standin, workdir) -> Path:
-    meta = export_metadata("resnet50", weights="stand-in")
-    return export_onnx(prepare_for_export(standin), workdir / "fp32.onnx", exporter="torchscript", metadata=meta)
+def fp32_onnx(standin_onnx) -> Path:
+    """The float32 ONNX export of the stand-in ResNet-50 (conftest's, made once per session)."""
+    return standin_onnx
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from support import load_expected, parity_input
-from resnet.builder import create_model
-from resnet.export import export_metadata, export_onnx, prepare_for_export
+from resnet.export import export_metadata
 
 import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
 import onnxruntime  # noqa: E402,F401
@@ -48,15 +47,14 @@ def max_diff(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def standin(ngc_file) -> torch.nn.Module:
-    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
+def standin(standin_resnet50) -> torch.nn.Module:
+    return standin_resnet50
 
 
 @pytest.fixture(scope="module")
-def exported(standin, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("runtimes") / "resnet50.onnx"
-    meta = export_metadata("resnet50", weights="stand-in")
-    return export_onnx(prepare_for_export(standin), path, exporter="torchscript", metadata=meta)
+def exported(standin_onnx) -> Path:
+    """The float32 ONNX export of the stand-in ResNet-50 (conftest's, made once per session)."""
+    return standin_onnx
 
 
 def tiny_classifier(

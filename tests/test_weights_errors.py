@@ -10,7 +10,6 @@ import os
 import pickle
 import re
 import shutil
-import socket
 import threading
 import time
 import warnings
@@ -29,7 +28,7 @@ from resnet import (
     UnsafeCheckpointError,
     WeightsDownloadError,
 )
-from support import REPO_ROOT, Route, load_expected, parity_input, standin_state_dict
+from support import REPO_ROOT, Route, free_port, load_expected, parity_input, standin_state_dict
 
 FILE = "nvidia_resnet50_200821.pth.tar"
 
@@ -262,13 +261,6 @@ def test_http_error_from_a_mirror_is_clear(server, hub_dir, monkeypatch, status,
     assert "unset CONVNETS_WEIGHTS_MIRROR" in message if from_env else "leave out mirror=" in message
     assert "pretrained=False, pretrained_from_file=PATH" in message
     assert cache_listing(hub_dir) == []
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_unreachable_mirror_fails_at_once_without_waiting_for_a_timeout(hub_dir, monkeypatch) -> None:
