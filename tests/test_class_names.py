@@ -60,6 +60,7 @@ def test_a_model_pth_with_unprintable_names_loads_them_escaped(tmp_path) -> None
     (["a", 2, None], "2 entries that are not strings (the first: entry 1, of type int)"),
     ("abc", "a str, not a list of names"),
 ], ids=["a-million-names", "non-strings", "a-string"])
+@pytest.mark.slow
 def test_stored_names_that_do_not_fit_the_head_are_left_out_with_a_warning(tmp_path, stored, problem, capsys) -> None:
     path = three_class_file(tmp_path, stored)
     with pytest.warns(UserWarning, match=re.escape(problem)):
@@ -87,6 +88,7 @@ def test_classify_prints_one_escaped_line_per_class(tmp_path, capsys) -> None:
     assert sorted(line.split("%  ", 1)[1] for line in lines[1:]) == sorted(ESCAPED)
 
 
+@pytest.mark.slow
 def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> None:
     path = three_class_file(tmp_path, HOSTILE)
     data = tmp_path / "data"
@@ -127,6 +129,7 @@ def test_triton_labels_are_never_split_or_undecodable(tmp_path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.slow
 def test_export_of_unprintable_names_writes_them_escaped(tmp_path, capsys) -> None:
     """A non-UTF-8 name made export fail at the end, writing labels.txt; a newline split a label in two."""
     path = three_class_file(tmp_path, HOSTILE)

@@ -93,6 +93,7 @@ def check_run(namespace: dict, stdout: str, expected: torch.Tensor) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*non-interactive.*:UserWarning")
+@pytest.mark.slow
 def test_documented_example_with_nvidias_repo_name(offline_setup, hub_dir, peer_output, capsys) -> None:
     # torch.hub keeps downloaded repositories as <hub dir>/<owner>_<name>_<ref>; put ours there.
     (hub_dir / "NVIDIA_DeepLearningExamples_torchhub").symlink_to(REPO_ROOT, target_is_directory=True)
@@ -103,6 +104,7 @@ def test_documented_example_with_nvidias_repo_name(offline_setup, hub_dir, peer_
 
 
 @pytest.mark.filterwarnings("ignore:.*non-interactive.*:UserWarning")
+@pytest.mark.slow
 def test_documented_example_from_a_local_clone(offline_setup, peer_output, capsys) -> None:
     source = DOCUMENTED_EXAMPLE.replace("pretrained=True)", "pretrained=True, source='local')").replace(
         "'nvidia_convnets_processing_utils')", "'nvidia_convnets_processing_utils', source='local')"

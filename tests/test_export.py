@@ -144,6 +144,7 @@ def exports(resnet50, standin_onnx, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("variant", ["plain", "fold_bn"])
+@pytest.mark.slow
 def test_torchscript_matches_reference_logits(exports, eager_extra, variant: str) -> None:
     module = torch.jit.load(str(exports[f"torchscript-{variant}"]), map_location="cpu")
     with torch.no_grad():
@@ -194,6 +195,7 @@ def check_onnx_file(path: Path, eager_extra, *, fp16: bool = False) -> float:
 
 
 @pytest.mark.parametrize("variant", ["plain", "fold_bn"])
+@pytest.mark.slow
 def test_onnx_matches_reference_logits(exports, eager_extra, variant: str) -> None:
     diff = check_onnx_file(exports[f"onnx-torchscript-{variant}"], eager_extra)
     print(f"onnx (torchscript exporter) {variant}: max abs diff {diff:.3g}")
@@ -202,6 +204,7 @@ def test_onnx_matches_reference_logits(exports, eager_extra, variant: str) -> No
 
 @pytest.mark.skipif(not HAS_DYNAMO_EXPORTER,
                     reason="the dynamo ONNX exporter needs onnxscript and torch.onnx.export(dynamo=, dynamic_shapes=)")
+@pytest.mark.slow
 def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tmp_path: Path) -> None:
     path = export_onnx(
         prepare_for_export(resnet50), tmp_path / "dynamo.onnx", exporter="dynamo",
@@ -215,6 +218,7 @@ def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tm
 @pytest.mark.skipif(not cpu_runs_float16_convolutions(), reason="this torch has no float16 convolutions for the "
                     "CPU (torch 2.2 has) to trace an fp16 export; test_fp16_export_without_cpu_float16_is_refused "
                     "checks the refusal")
+@pytest.mark.slow
 def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
     """--fold-bn --fp16: half-precision weights, float32 interface; both files run on the CPU here."""
     model = prepare_for_export(resnet50, fold_bn=True, fp16=True)
@@ -235,6 +239,7 @@ def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
     assert torch.equal(ts_logits.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.slow
 def test_cli_exports_another_arch(ngc_file, tmp_path: Path) -> None:
     """se-resnext101-32x4d (grouped convs + squeeze-excitation) through the command line, both formats."""
     arch = "se-resnext101-32x4d"
@@ -307,6 +312,7 @@ def triton_repo(ngc_file, tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_triton_repository_is_readable_by_another_user(triton_repo: Path) -> None:
     """A Triton container runs as its own user: every folder is 755 and every file 644, whatever the umask."""
     folders = [triton_repo, *(p for p in triton_repo.rglob("*") if p.is_dir())]
@@ -316,6 +322,7 @@ def test_triton_repository_is_readable_by_another_user(triton_repo: Path) -> Non
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(FILE_MODE)} == {"0o644"}
 
 
+@pytest.mark.slow
 def test_triton_repository_layout_and_configs_match_models(triton_repo: Path) -> None:
     assert sorted(p.name for p in triton_repo.iterdir()) == ["resnet50_libtorch", "resnet50_onnx"]
     expected = load_expected("resnet50")["logits"]
@@ -470,6 +477,7 @@ def load_client():
     return module
 
 
+@pytest.mark.slow
 def test_client_preprocessing_equals_build_transform() -> None:
     """The example client's numpy preprocessing gives exactly the tensor of resnet.preprocessing's pipeline."""
     from PIL import Image, ImageOps
@@ -484,6 +492,7 @@ def test_client_preprocessing_equals_build_transform() -> None:
 
 
 @pytest.mark.parametrize("model_name", ["resnet50_onnx", "resnet50_libtorch"])
+@pytest.mark.slow
 def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, model_name: str) -> None:
     """examples/triton_client.py sends the photos to each exported model and prints the eager model's top 5."""
     load_client()
@@ -533,6 +542,7 @@ def test_cli_unknown_arch(cli, ngc_file, tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_weights_that_do_not_fit_the_arch(cli, ngc_file, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     result = cli("export", "--arch", "resnet50", "--weights", str(ngc_file("se-resnext101-32x4d")),
@@ -601,6 +611,7 @@ WITHOUT_ONNX = (
 )
 
 
+@pytest.mark.slow
 def test_torchscript_alone_is_exported_without_onnx(ngc_file, tmp_path: Path, monkeypatch) -> None:
     """A runtime-only install (no onnx, as requirements.txt leaves it out) exports TorchScript."""
     monkeypatch.setitem(sys.modules, "onnx", None)
@@ -686,6 +697,7 @@ def test_tracing_exporter_keywords_pass_dynamo_only_where_export_takes_it(monkey
 
 
 @pytest.mark.parametrize("keywords", ["2.1", "2.4"])
+@pytest.mark.slow
 def test_torch_without_the_dynamo_exporter_exports_with_the_tracing_one(
     keywords, resnet50, eager_extra, tmp_path: Path, monkeypatch
 ) -> None:
@@ -704,6 +716,7 @@ def test_torch_without_the_dynamo_exporter_exports_with_the_tracing_one(
     assert check_onnx_file(path, eager_extra) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_pretrained_weights_come_through_the_hub_cache(server, hub_dir: Path, ngc_file, tmp_path: Path) -> None:
     """--pretrained fetches the NGC file (here from a loopback mirror) into the torch hub cache."""
     from resnet.__main__ import main
@@ -734,6 +747,7 @@ def _args(**overrides) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.slow
 def test_failed_export_leaves_nothing_behind(resnet50, monkeypatch, tmp_path: Path, capsys, existing: bool) -> None:
     """An exporter failing half-way through: no partial output, and a previous export stays as it was."""
     out = tmp_path / "parent" / "out"
@@ -782,6 +796,7 @@ def test_interrupted_export_leaves_nothing_behind(tmp_path: Path) -> None:
     assert entries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_export_is_one_line_and_leaves_nothing(resnet50, monkeypatch, tmp_path, capsys) -> None:
     out = tmp_path / "out"
 
@@ -813,6 +828,7 @@ def test_the_current_folder_as_output_is_refused_before_any_work(tmp_path, monke
     assert (tmp_path / "x").is_dir()
 
 
+@pytest.mark.slow
 def test_an_export_sweeps_what_a_killed_export_left(resnet50, monkeypatch, tmp_path, capsys) -> None:
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     mine = f"-{os.getpid():010d}-"
@@ -852,6 +868,7 @@ def photo_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_triton_int8_repository_of_a_fine_tuned_model(fruit_model: Path, photo_folder: Path, tmp_path: Path,
                                                        capsys) -> None:
     """--triton --int8 adds <name>_int8_onnx; both models carry the fine-tuned names (labels.txt and metadata)."""
@@ -976,6 +993,7 @@ def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, ph
 
 @pytest.mark.skipif(not program_available(), reason="this torch has no torch.export.Dim / export(dynamic_shapes=) "
                     "(torch 2.2) to write the ExportedProgram; the refusal is tested below")
+@pytest.mark.slow
 def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_path: Path, capsys,
                                                                 monkeypatch) -> None:
     """The AOTInductor compile itself (minutes) is tested in test_pt2.py; here: what --format pt2 writes and

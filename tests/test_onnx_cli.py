@@ -117,6 +117,7 @@ def data(tuned, tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- export --int8
 
 
+@pytest.mark.slow
 def test_int8_export_of_a_fine_tuned_model_records_its_calibration_and_names(exported) -> None:
     out, err = exported
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "resnet50-int8.onnx", "resnet50.onnx"]
@@ -147,6 +148,7 @@ def test_int8_export_of_a_fine_tuned_model_records_its_calibration_and_names(exp
 # --------------------------------------------------------------------------- classify --onnx
 
 
+@pytest.mark.slow
 def test_classify_onnx_prints_what_the_pytorch_model_prints(tuned, exported, capsys) -> None:
     photos = [str(p) for p in PHOTOS]
     status, out, _ = run(capsys, "classify", *photos, "--weights", tuned[0], "--json", "--quiet")
@@ -189,6 +191,7 @@ def without_speed(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("model", "images_per_second", "seconds")}
 
 
+@pytest.mark.slow
 def test_evaluate_onnx_reports_what_the_pytorch_model_reports(tuned, exported, data, capsys) -> None:
     common = ["--json", "--workers", "0", "--quiet"]
     status, out, _ = run(capsys, "evaluate", data, "--weights", tuned[0], *common)

@@ -108,7 +108,13 @@ UTILITIES: dict[str, Callable[[nn.Module], torch.Tensor]] = {
 }
 
 
-@pytest.mark.parametrize("utility", list(UTILITIES))
+#: The utilities whose check takes a second or more on a 2-core CPU: the slow tier.
+SLOW_UTILITIES = {"prune.l1_unstructured", ".half()", "pickle", "state_dict round trip", "functional_call", ".double()",
+                  "deepcopy", "vmap", "spectral_norm"}
+
+
+@pytest.mark.parametrize("utility", [
+    pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_UTILITIES else []) for name in UTILITIES])
 def test_torch_utilities_work_as_on_torchvision(pair, utility: str) -> None:
     ours, peer = (copy.deepcopy(m) for m in pair)
     with torch.no_grad():
