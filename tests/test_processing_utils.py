@@ -140,6 +140,7 @@ def test_a_missing_file_uri_names_the_uri_and_the_path(utils, tmp_path) -> None:
     assert str(path) in str(info.value) and path.as_uri() in str(info.value)
 
 
+@pytest.mark.slow
 def test_url_input_equals_reference(utils, photo_server) -> None:
     for photo in PHOTOS:
         uri = photo_server[photo.name]
@@ -294,6 +295,7 @@ def test_truncated_download(utils, server) -> None:
     assert server.url("/cut.png") in str(info.value)
 
 
+@pytest.mark.slow
 def test_server_that_never_answers_times_out(utils, server) -> None:
     from processing_utils import ImageLoadError
 
@@ -460,6 +462,7 @@ def test_load_batch_keeps_order_and_reports_failures(utils, mixed_inputs, worker
     assert "HTTP 404" in result.failures[2][1]
 
 
+@pytest.mark.slow
 def test_load_batch_decodes_in_parallel(utils, server) -> None:
     urls = []
     for i, photo in enumerate(PHOTOS):
@@ -501,6 +504,7 @@ def test_iter_batches_threads_have_ended_once_it_is_exhausted(utils) -> None:
     assert decoding_threads() == []  # joined, not left to wind down on their own
 
 
+@pytest.mark.slow
 def test_iter_batches_decodes_ahead_in_the_background(utils, server) -> None:
     server.routes["/slow.png"] = Route(PHOTOS[0].read_bytes(), content_type="image/png", delay=2.5)
     inputs = [str(PHOTOS[1]), str(PHOTOS[2]), server.url("/slow.png")]
@@ -517,6 +521,7 @@ def test_iter_batches_decodes_ahead_in_the_background(utils, server) -> None:
         next(stream)
 
 
+@pytest.mark.slow
 def test_iter_batches_validates_eagerly_and_stops_early(utils, server) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         utils.iter_batches([str(PHOTOS[0])], 0)  # at the call, before any next()
@@ -535,6 +540,7 @@ def test_iter_batches_validates_eagerly_and_stops_early(utils, server) -> None:
 # --------------------------------------------------------------------------- show_predictions
 
 
+@pytest.mark.slow
 def test_show_predictions_saves_a_png(utils, tmp_path, photo_server) -> None:
     import matplotlib
 
