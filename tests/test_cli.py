@@ -71,6 +71,7 @@ def test_json_output_for_files_matches_torchvision(seeded_cache, peer_logits) ->
         assert [t["class"] for t in top] == [classes[t["index"]] for t in top]
 
 
+@pytest.mark.slow
 def test_text_output_for_a_folder_recursively(classify, seeded_cache, tmp_path, peer_logits) -> None:
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
@@ -93,6 +94,7 @@ def test_text_output_for_a_folder_recursively(classify, seeded_cache, tmp_path, 
         assert_top_k_agrees([index_of[name] for name in names], peer_logits[photo.name], TOLERANCE)
 
 
+@pytest.mark.slow
 def test_loopback_urls(classify, seeded_cache, server, peer_logits) -> None:
     for photo in PHOTOS:
         server.routes[f"/img/{photo.name}"] = Route(photo.read_bytes(), content_type="image/png")
@@ -105,6 +107,7 @@ def test_loopback_urls(classify, seeded_cache, server, peer_logits) -> None:
         assert_top_k_agrees([t["index"] for t in record["top"]], peer_logits[photo.name], TOLERANCE)
 
 
+@pytest.mark.slow
 def test_corrupt_file_among_good_ones_is_reported_and_skipped(classify, seeded_cache, tmp_path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(PHOTOS[0].read_bytes()[:500] if PHOTOS[0].suffix == ".jpg" else b"\xff\xd8\xff garbage")
@@ -119,6 +122,7 @@ def test_corrupt_file_among_good_ones_is_reported_and_skipped(classify, seeded_c
     assert text.returncode == 1 and "broken.jpg" in text.stderr and "1 of 2 inputs failed" in text.stderr
 
 
+@pytest.mark.slow
 def test_plot_writes_a_png(classify, seeded_cache, tmp_path) -> None:
     out = tmp_path / "predictions.png"
     result = classify(*map(str, PHOTOS[:2]), "--plot", str(out), "--quiet")
@@ -127,6 +131,7 @@ def test_plot_writes_a_png(classify, seeded_cache, tmp_path) -> None:
         assert image.format == "PNG" and image.width > 200 and image.height > 200
 
 
+@pytest.mark.slow
 def test_local_weights_file(classify, tmp_path, ngc_file, peer_logits) -> None:
     result = classify(str(PHOTOS[0]), "--weights", str(ngc_file("resnet50")), "--json", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -222,6 +227,7 @@ def test_plot_into_a_folder_this_user_cannot_write_is_refused(tmp_path, capsys, 
     assert len(err.splitlines()) == 1 and "--plot" in err and "not writable" in err and str(locked) in err, err
 
 
+@pytest.mark.slow
 def test_plot_says_what_it_leaves_out_and_writes_all_or_nothing(tmp_path, capsys, monkeypatch) -> None:
     from processing_utils import display
     from resnet.classify import PLOT_LIMIT, Outcome, plot

@@ -357,8 +357,8 @@ def test_an_output_wider_than_declared_is_a_one_line_error(command, tmp_path, ca
     assert status == 2 and str(path) in one_error_line(err) and "(1, 5)" in err, err
 
 
-def test_a_checkpoint_folder_or_fifo_given_as_onnx_is_named_for_what_it_is(tmp_path, tuned, capsys) -> None:
-    status, _, err = run(capsys, "classify", PHOTOS[0], "--onnx", tuned[0], "--quiet")
+def test_a_checkpoint_folder_or_fifo_given_as_onnx_is_named_for_what_it_is(tmp_path, ngc_file, capsys) -> None:
+    status, _, err = run(capsys, "classify", PHOTOS[0], "--onnx", ngc_file("resnet50"), "--quiet")
     line = one_error_line(err)
     assert status == 2 and "is a PyTorch checkpoint, not an ONNX model: give it as --weights FILE" in line, line
     assert "pretrained" not in line

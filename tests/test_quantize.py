@@ -151,6 +151,7 @@ def logit_errors(int8: np.ndarray, fp32: np.ndarray) -> tuple[float, float, floa
 # --------------------------------------------------------------------------- the model file
 
 
+@pytest.mark.slow
 def test_int8_model_is_qdq_with_per_channel_int8_weights(fp32_onnx, int8) -> None:
     path, meta = int8
     proto = onnx.load(str(path))
@@ -186,6 +187,7 @@ def test_int8_model_is_qdq_with_per_channel_int8_weights(fp32_onnx, int8) -> Non
     assert not list(path.parent.glob(".quantize-*"))  # no work files left beside the output
 
 
+@pytest.mark.slow
 def test_input_range_is_calibrated_on_preprocessed_images(int8, calibration_folder) -> None:
     """The input's quantization range is the min/max of the calibration images as resnet.preprocessing makes them."""
     path, _ = int8
@@ -201,6 +203,7 @@ def test_input_range_is_calibrated_on_preprocessed_images(int8, calibration_fold
     assert zero_point == round(-low / scale)
 
 
+@pytest.mark.slow
 def test_int8_logits_follow_fp32_on_held_out_photos(fp32_onnx, int8, tmp_path) -> None:
     """Stand-in weights: the INT8 logits track the fp32 ones (relative error, correlation) on unseen photos."""
     path, _ = int8
@@ -240,6 +243,7 @@ def tuned(standin, workdir) -> tuple[torch.nn.Module, Path]:
     return model, path
 
 
+@pytest.mark.slow
 def test_int8_of_a_fine_tuned_model_keeps_its_predictions(tuned, workdir, tmp_path) -> None:
     model, fp32_path = tuned
     calibration = pattern_set(workdir / "tune-calibration", 4, seed=4)
@@ -334,6 +338,7 @@ def test_entropy_without_scipy_on_older_onnxruntime_is_refused(tiny_onnx, calibr
 
 
 @needs_entropy
+@pytest.mark.slow
 def test_calibration_methods_differ_as_documented(tiny_onnx, calibration_folder, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -410,6 +415,7 @@ def test_calibration_folder_errors(tmp_path) -> None:
         load_calibration_set(broken, 0)
 
 
+@pytest.mark.slow
 def test_unreadable_files_are_skipped_and_counted_and_few_images_warn(tmp_path, tiny_onnx) -> None:
     folder = tmp_path / "mixed"
     photos = jittered_photos(folder, 5, seed=7)
