@@ -163,7 +163,10 @@ def _save(image: Image.Image, path: Path, **kwargs) -> Path:
     return path
 
 
-def _mode_files(tmp: Path) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def mode_files(tmp_path_factory) -> dict[str, Path]:
+    """The photo saved in each non-RGB mode, written once for the module."""
+    tmp = tmp_path_factory.mktemp("modes")
     rgb = Image.open(IMAGES / "chelsea.png").convert("RGB")
     rgba = rgb.copy()
     rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
@@ -180,8 +183,8 @@ def _mode_files(tmp: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "1", "P", "P+transparency", "RGBA", "CMYK"])
-def test_non_rgb_images_are_converted_to_rgb(utils, tmp_path, mode) -> None:
-    path = _mode_files(tmp_path)[mode]
+def test_non_rgb_images_are_converted_to_rgb(utils, mode_files, mode) -> None:
+    path = mode_files[mode]
     with Image.open(path) as image:
         assert image.mode == mode.split("+")[0]
         with warnings.catch_warnings():
