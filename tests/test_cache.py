@@ -100,6 +100,7 @@ def test_file_where_the_checkpoint_folder_belongs(hub_dir, server, mirror) -> No
     assert server.hits == {}
 
 
+@pytest.mark.slow
 def test_unreadable_cached_file(hub_dir, mirror, monkeypatch) -> None:
     hub_load(mirror=mirror, progress=False)
     cached = hub_dir / "checkpoints" / FILE
@@ -183,6 +184,7 @@ def test_full_disk_leaves_nothing_and_releases_the_lock(hub_dir, mirror, monkeyp
 # --------------------------------------------------------------------------- killed and concurrent downloads
 
 
+@pytest.mark.slow
 def test_partials_of_killed_downloads_are_removed_on_the_next_download(hub_dir, mirror) -> None:
     folder = hub_dir / "checkpoints"
     folder.mkdir(parents=True)
@@ -322,6 +324,7 @@ def test_damaged_cached_file_is_caught_by_its_recorded_hash(hub_dir, server, mir
     assert server.hits == {PATH: 2}
 
 
+@pytest.mark.slow
 def test_unreadable_hash_record_counts_as_damage(hub_dir, server, mirror) -> None:
     hub_load(mirror=mirror, progress=False)
     (hub_dir / "checkpoints" / (FILE + ".sha256")).write_text("not a digest\n")
@@ -363,6 +366,7 @@ def test_known_hash_in_the_checkpoint_table_is_verified(hub_dir, server, mirror,
 # --------------------------------------------------------------------------- sha256= of the caller
 
 
+@pytest.mark.slow
 def test_sha256_of_a_users_file(tmp_path, ngc_file) -> None:
     path = tmp_path / "mine.pth"
     shutil.copyfile(ngc_file("resnet50"), path)

@@ -48,6 +48,7 @@ def test_printable_names_are_unchanged_and_others_escaped() -> None:
         escaped.encode("utf-8")
 
 
+@pytest.mark.slow
 def test_a_model_pth_with_unprintable_names_loads_them_escaped(tmp_path) -> None:
     path = three_class_file(tmp_path, HOSTILE)
     with pytest.warns(UserWarning, match=r"class name\(s\) 0 .*1 .*2 .* shown escaped"):
@@ -76,6 +77,7 @@ def test_stored_names_that_do_not_fit_the_head_are_left_out_with_a_warning(tmp_p
     assert "  class 0" in captured.out or "  class 1" in captured.out or "  class 2" in captured.out
 
 
+@pytest.mark.slow
 def test_classify_prints_one_escaped_line_per_class(tmp_path, capsys) -> None:
     path = three_class_file(tmp_path, HOSTILE)
     photo = tmp_path / "a\nfake.png"  # a file name may forge lines too
@@ -106,6 +108,7 @@ def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> No
     assert sorted(row["class"] for row in report["per_class"]) == sorted(ESCAPED[:2])
 
 
+@pytest.mark.slow
 def test_confusion_chart_takes_dollar_signs_as_text() -> None:
     from resnet.plots import confusion_png
 

@@ -253,6 +253,7 @@ def test_scaling_rules():
 
 
 @pytest.mark.parametrize("arch", ["efficientnet-b0", "efficientnet-b4"])
+@pytest.mark.slow
 def test_batchnorm_eps_and_momentum_are_nvidias(arch):
     with torch.device("meta"):
         model = EfficientNet(arch)
@@ -519,6 +520,7 @@ def test_stage_names():
         assert efficientnet_stage_names(unchanged) == unchanged
 
 
+@pytest.mark.slow
 def test_file_of_another_arch_is_named(ngc_state, tmp_path):
     path = tmp_path / "b0.pth"
     torch.save(ngc_state("efficientnet-b0"), path)

@@ -348,6 +348,7 @@ def test_a_torch_without_an_internal_it_checks_runs_the_layers(
 
 
 @pytest.mark.parametrize("registry", ["global", "module"])
+@pytest.mark.slow
 def test_hook_registries_it_cannot_see_count_as_hooks(
     resnet50, trunk_calls: list[int], monkeypatch: pytest.MonkeyPatch, registry: str
 ) -> None:
@@ -364,6 +365,7 @@ def test_hook_registries_it_cannot_see_count_as_hooks(
     assert trunk_calls == []
 
 
+@pytest.mark.slow
 def test_a_torch_without_the_trace_checker_still_runs_fast(
     resnet50, trunk_calls: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

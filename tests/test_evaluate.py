@@ -124,6 +124,7 @@ def test_weights_without_class_names_take_the_folders_in_sorted_order(fruit_mode
     assert "no class names, and DATA has 4 class folders for 3 outputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_folders_that_match_no_class_are_an_error(fruit_model, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     place(data, "apple", PHOTOS[0])

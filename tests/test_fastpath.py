@@ -325,6 +325,7 @@ def test_default_dtype_is_float32_on_every_cpu(monkeypatch: pytest.MonkeyPatch, 
                       else torch.float32)
 
 
+@pytest.mark.slow
 def test_bad_options_are_named(resnet50) -> None:
     with pytest.raises(ValueError, match="dtype must be"):
         optimize_for_inference(resnet50, dtype="int8")

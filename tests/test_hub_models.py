@@ -52,6 +52,7 @@ def assert_reference_logits(model: torch.nn.Module, arch: str) -> None:
     "arch, params, entries",
     [("resnet50", 25_557_032, 320), ("resnext101-32x4d", 44_177_704, 626), ("se-resnext101-32x4d", 45_251_128, 758)],
 )
+@pytest.mark.slow
 def test_parameter_counts_and_state_dict_layout(arch: str, params: int, entries: int) -> None:
     model = hub_load(ENTRY[arch], pretrained=False)
     assert sum(p.numel() for p in model.parameters()) == params
@@ -82,6 +83,7 @@ def test_v15_stride_is_on_the_3x3_convolution() -> None:
     assert model.layer1[0].downsample is not None  # channels change in stage 0 too
 
 
+@pytest.mark.slow
 def test_initialisation_options() -> None:
     model = hub_load("nvidia_resnet50", pretrained=False, last_bn_0_init=True, conv_init="fan_out")
     assert torch.count_nonzero(model.layer1[0].bn3.weight) == 0
@@ -94,6 +96,7 @@ def test_initialisation_options() -> None:
         hub_load("nvidia_resnet50", pretrained=False, conv_init="uniform")
 
 
+@pytest.mark.slow
 def test_trt_builds_squeeze_excitation_as_1x1_convolutions() -> None:
     model = hub_load("nvidia_se_resnext101_32x4d", pretrained=False, trt=True)
     assert model.layer1[0].squeeze.squeeze.weight.shape == (16, 256, 1, 1)
@@ -228,6 +231,7 @@ def test_torchvision_peer_gives_the_same_logits(arch, ngc_file, tmp_path) -> Non
     assert_reference_logits(hub_load(ENTRY[arch], pretrained=False, pretrained_from_file=path), arch)
 
 
+@pytest.mark.slow
 def test_pretrained_load_skips_random_initialisation(ngc_file, monkeypatch) -> None:
     calls = []
     real = torch.nn.init.kaiming_normal_
@@ -332,6 +336,7 @@ def test_checkpoint_table_holds_the_published_files(arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.slow
 def test_hub_help_describes_each_model_entrypoint(arch) -> None:
     doc = getattr(_hubconf(), ENTRY[arch]).__doc__
     _, accuracy, params = PUBLISHED[arch]

@@ -124,6 +124,7 @@ def test_a_sub_folder_without_permission_is_named_in_a_warning(album) -> None:
     assert len(result.warnings) == 2 and str(album / "nested") in result.warnings[0]
 
 
+@pytest.mark.slow
 def test_classify_gives_every_input_a_record_or_a_warning(seeded_cache, cli, tmp_path) -> None:
     long_name = str(tmp_path / ("x" * 300 + ".jpg"))
     empty = tmp_path / "empty"

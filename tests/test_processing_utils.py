@@ -580,6 +580,7 @@ def test_show_predictions_shows_without_output(utils, monkeypatch) -> None:
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_predictions_chart_says_what_it_left_out(tmp_path) -> None:
     import matplotlib
 

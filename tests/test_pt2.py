@@ -218,6 +218,7 @@ def test_without_dynamic_axes_the_error_names_the_torch_version(hidden, monkeypa
 
 
 @needs_program
+@pytest.mark.slow
 def test_export_failure_is_reported_and_leaves_nothing(tmp_path) -> None:
     with pytest.raises(Pt2Error, match="torch.export could not export the model"):
         export_program(DataDependent(), tmp_path / "bad.pt2")

@@ -70,6 +70,7 @@ def test_se_checkpoint_into_plain_resnext_lists_unexpected_squeeze_keys(ngc_file
     assert "nvidia_se_resnext101_32x4d" in str(info.value)
 
 
+@pytest.mark.slow
 def test_wrong_head_size_suggests_num_classes(tmp_path) -> None:
     state = standin_state_dict("resnet50")
     state["fc.weight"], state["fc.bias"] = state["fc.weight"][:7].clone(), state["fc.bias"][:7].clone()
@@ -395,6 +396,7 @@ def weights_only_reads(tensor: torch.Tensor) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_bool_counter_is_refused() -> None:
     state = standin_state_dict("resnet50")
     state["bn1.num_batches_tracked"] = torch.tensor(True)
