@@ -140,3 +140,32 @@ def test_ci_turns_the_check_on_and_prints_skip_reasons() -> None:
     (pytest_line,) = [line for line in lines if line.startswith("python -m pytest")]
     assert "-rs" in pytest_line.split() and pytest_line.split().count("-m") == 1  # every tier, skip reasons shown
     assert "lint-imports" in lines
+
+
+# --------------------------------------------------------------------------- RESNET_TOUCH_REPORT=1 (touch_report.py)
+
+
+def test_touch_report_lists_the_modules_whose_code_did_not_run(pytester: pytest.Pytester, monkeypatch) -> None:
+    """A run that calls one function of one module: that module is touched, the others are listed."""
+    from resnet.atomic import file_kind
+
+    import touch_report
+
+    touched = file_kind.__module__  # wherever the package keeps it
+    monkeypatch.setenv(touch_report.ENV, "1")
+    pytester.makeconftest("from touch_report import pytest_configure  # noqa: F401\n")
+    pytester.makepyfile(test_one_call="""
+import stat
+from resnet.atomic import file_kind
+
+def test_call():
+    assert isinstance(file_kind(stat.S_IFREG), str)
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == 0
+    out = result.stdout.str()
+    modules = touch_report.package_modules()
+    assert f" of {len(modules)} modules of resnet and processing_utils had a function called" in out
+    listed = {line.split("not touched: ", 1)[1].strip() for line in out.splitlines() if "not touched: " in line}
+    assert touched not in listed and touched in modules.values()
+    assert len(listed) >= len(modules) // 2  # nothing else was called (re-export modules count once imported)
