@@ -14,7 +14,7 @@ def _import_own(names: tuple, attributes: dict) -> dict:
 
     A user's own ``resnet`` or ``processing_utils`` module (already imported, or on their path) is set aside
     while this repository's packages are imported and is what ``import resnet`` gives them afterwards; this
-    repository's submodules stay registered under their full names (``resnet.model``, ...), so its code and
+    repository's submodules stay registered under their full names (``resnet.models.resnet``, ...), so its code and
     pickled models keep working.
     """
     import importlib

@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from resnet.checkpoints import CHECKPOINTS  # noqa: E402
+from resnet.weights.catalogue import CHECKPOINTS  # noqa: E402
 from resnet import eval_path  # noqa: E402
-from resnet.fastpath import cpu_supports_bf16, fused_kernels_work, optimize_for_inference  # noqa: E402
+from resnet.fast import cpu_supports_bf16, fused_kernels_work, optimize_for_inference  # noqa: E402
 from standin import standin_checkpoint  # noqa: E402  (benchmarks/, the script's own folder)
 
 #: The sample photos that ship with the repository.
@@ -282,7 +282,7 @@ def eval_fold_ms(model: torch.nn.Module, repeats: int) -> float:
 def load_times(checkpoint: Path, repeats: int) -> None:
     import torchvision
 
-    from resnet.builder import create_model
+    from resnet.models.builder import create_model
 
     def tv_construct():
         torchvision.models.resnet50()
@@ -437,7 +437,7 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
 
         # In-process: does decoding overlap inference?
         from processing_utils import iter_batches
-        from resnet.classify import classify
+        from resnet.cli.classify import classify
 
         uris = [str(p) for p in sorted(folder.iterdir())]
         classes = [str(i) for i in range(1000)]
@@ -491,7 +491,7 @@ def training_steps(checkpoint: Path, batch: int, repeats: int) -> None:
     import torchvision
 
     from resnet import recipe
-    from resnet.builder import create_model
+    from resnet.models.builder import create_model
 
     device = torch.device("cpu")
     auto = recipe.resolve_precision("auto", device)
@@ -544,7 +544,7 @@ def training_steps(checkpoint: Path, batch: int, repeats: int) -> None:
 
 def evaluate_vs_classify(n_images: int, repeats: int) -> None:
     """Fresh-process wall time of ``evaluate FOLDER`` against ``classify FOLDER`` on the same photos."""
-    from resnet.synsets import imagenet_wnids
+    from resnet.data.synsets import imagenet_wnids
 
     photos = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     folder = Path(tempfile.mkdtemp(prefix="bench_labelled_"))
@@ -714,7 +714,7 @@ def photo_batch(folder: Path, n: int) -> torch.Tensor:
 def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
                  calibration_images: int) -> list[Row]:
     """Every path of the issue's table that can run here; missing packages are reported and skipped."""
-    from resnet.exporters import export_metadata, export_onnx, prepare_for_export
+    from resnet.deploy.exporters import export_metadata, export_onnx, prepare_for_export
 
     baseline = torchvision_model(checkpoint).eval()
     documented = hub_model().eval()
@@ -749,9 +749,9 @@ def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
             bf16_note),
     ]
     try:
-        from resnet.runtimes import load_onnx_model, runtime_available
+        from resnet.deploy.runtimes import load_onnx_model, runtime_available
     except ImportError as error:  # pragma: no cover - the module ships with the repository
-        print(f"runtimes: resnet.runtimes is not available ({error})")
+        print(f"runtimes: resnet.deploy.runtimes is not available ({error})")
         return rows
     have_ort, have_ov = runtime_available("onnxruntime"), runtime_available("openvino")
     if not have_ort:
@@ -773,7 +773,7 @@ def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
             rows.append(Row("OpenVINO bf16 precision hint (same ONNX)",
                             load_onnx_model(fp32_onnx, "openvino", precision="bf16"), "bf16", runtime_fused,
                             bf16_note))
-        from resnet.quantize import load_calibration_set, quantize_onnx
+        from resnet.deploy.quantize import load_calibration_set, quantize_onnx
         from photos import jittered_photos
 
         jittered_photos(work / "calibration", calibration_images, seed=7)
@@ -783,7 +783,7 @@ def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
         print(f"INT8 (ONNX Runtime static QDQ, {meta['calibration_method']}, {meta['calibration_images']} "
               f"calibration images): {meta['seconds']:.0f} s")
         for label, runtime in runtimes:
-            rows.append(Row(f"{label} INT8 (QDQ, per-channel; resnet.quantize)", load_onnx_model(int8_onnx, runtime),
+            rows.append(Row(f"{label} INT8 (QDQ, per-channel)", load_onnx_model(int8_onnx, runtime),
                             "int8", runtime_fused))
         if have_ov and native_bf16:
             rows.append(Row("OpenVINO INT8 + bf16 hint for the float parts", load_onnx_model(
@@ -795,8 +795,8 @@ def runtime_rows(checkpoint: Path, work: Path, *, quick: bool, aoti: bool,
 
 def aoti_rows(documented: torch.nn.Module, work: Path) -> list[Row]:
     """The AOTInductor package of the fp32 model (compile time printed), loaded as a user loads it."""
-    from resnet.export import export_metadata, prepare_for_export
-    from resnet.pt2 import Pt2Error, aoti_available, compile_package, export_program
+    from resnet.cli.export import export_metadata, prepare_for_export
+    from resnet.deploy.pt2 import Pt2Error, aoti_available, compile_package, export_program
 
     if not aoti_available():
         print("AOTInductor row skipped: this torch has no torch._inductor.aoti_compile_and_package")
@@ -815,7 +815,7 @@ def aoti_rows(documented: torch.nn.Module, work: Path) -> list[Row]:
         with torch.no_grad():
             return compiled(x)
 
-    return [Row("AOTInductor package fp32 (resnet.pt2)", call, "fp32", lambda b: "inductor (frozen, fused)")]
+    return [Row("AOTInductor package fp32 (resnet.deploy.pt2)", call, "fp32", lambda b: "inductor (frozen, fused)")]
 
 
 def measure_rows(rows: list[Row], x: torch.Tensor, repeats: int, slow_cap: int) -> list[dict]:
@@ -845,7 +845,7 @@ def int8_peak(work: Path, repeats: int = 5) -> Optional[tuple[float, str]]:
         import onnx
         from onnx import TensorProto, helper
 
-        from resnet.runtimes import RUNTIMES, runtime_available
+        from resnet.deploy.runtimes import RUNTIMES, runtime_available
     except ImportError:
         return None
     generator = torch.Generator().manual_seed(0)
@@ -873,7 +873,7 @@ def int8_peak(work: Path, repeats: int = 5) -> Optional[tuple[float, str]]:
     for runtime in RUNTIMES:
         if not runtime_available(runtime):
             continue
-        from resnet.runtimes import _make_runner
+        from resnet.deploy.runtimes import _make_runner
 
         run = _make_runner(runtime, path, "x", "y", threads=torch.get_num_threads(), precision="fp32")
         run(x)

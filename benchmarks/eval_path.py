@@ -17,7 +17,7 @@ Sections:
   called the one model concurrently (batch 4, 3 calls each), after ``del model; gc.collect()``, and after
   ``malloc_trim(0)`` (glibc keeps freed memory of its thread arenas until then: RSS that ``malloc_trim``
   returns was free, not held by the model);
-* guard: microseconds per call of this checkout's ``resnet.eval_path.decide`` (everything the eval path checks
+* guard: microseconds per call of this checkout's ``resnet.fast.eval_path.decide`` (everything the eval path checks
   on a call, the cached folded weights found current) and of its parts. On a machine busy with other work,
   anything that runs on both cores (the input's sum, each convolution) waits for the other core's turn:
   compare figures from quiet runs.

@@ -19,7 +19,7 @@ from torch import nn
 
 def standin_checkpoint(arch: str = "resnet50", seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
     """The state dict of ``arch`` with deterministic trained-looking weights (see the module text)."""
-    from resnet.builder import create_model
+    from resnet.models.builder import create_model
 
     model = create_model(arch, channels_last=False, fast_inference=False)
     generator = torch.Generator().manual_seed(seed)

@@ -3,7 +3,7 @@
 Each run starts ``torchrun --nproc-per-node 2`` on 127.0.0.1 with a job that imports torchvision (as
 every command of this repository does), joins a gloo process group, gathers one object and leaves the
 group; a run that has not ended within ``--timeout`` seconds is counted as hung and stopped. This is
-the measurement behind ``resnet.distributed.CLEAN_EXIT_TORCH``::
+the measurement behind ``resnet.training.distributed.CLEAN_EXIT_TORCH``::
 
     python benchmarks/torchrun_exit.py --runs 12
 """

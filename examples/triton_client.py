@@ -3,7 +3,7 @@
     python examples/triton_client.py --url localhost:8000 --model resnet50_onnx examples/images/*.png
 
 Images are loaded and preprocessed by the repository's own code (processing_utils, with the
-constants of resnet.preprocessing), so the client feeds the served model exactly what the model was
+constants of resnet.data.preprocessing), so the client feeds the served model exactly what the model was
 checked with. Run it from a checkout with the repository's requirements installed, plus
 ``pip install "tritonclient[http]"``.
 """
@@ -20,7 +20,7 @@ import tritonclient.http as triton
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from processing_utils import get_imgnet_classes, load_image, preprocess as to_model_input  # noqa: E402
-from resnet.exporters import INPUT_NAME, OUTPUT_NAME  # noqa: E402
+from resnet.deploy.exporters import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 
 
 def preprocess(path: str) -> np.ndarray:

@@ -4,8 +4,8 @@
 three methods, ``prepare_input_from_uri``, ``pick_n_best`` and ``get_imgnet_classes``, which
 behave as NVIDIA's do (same pipeline and constants, the same printed line and return value),
 plus ``load_image``, ``preprocess``, ``load_batch``, ``iter_batches`` and ``show_predictions``.
-The preprocessing constants come from ``resnet.preprocessing``, shared with the CLI and the
-exporters.
+It is a thin layer over :mod:`resnet.data` (decoding, preprocessing, batches, charts), shared with the
+command line and the exporters; ``resnet`` never imports it.
 
 Deliberate differences from NVIDIA's implementation:
 
@@ -23,7 +23,7 @@ Deliberate differences from NVIDIA's implementation:
 - Image bombs are refused before decoding: an aspect ratio over 20:1 (``Resize(256)`` would
   blow a 1 x 30,000 PNG up to 5.9 GB), a file over 200 MB, a PNG chunk other than pixel data
   over 16 MiB. Pipes and devices are refused as not regular files, without being opened.
-- Class names ship inside the package (``imagenet_classes.json``, identical to NVIDIA's
+- Class names ship inside the package (``resnet/data/imagenet_synsets.txt``, the names of NVIDIA's
   LOC_synset_mapping.json): no download and no file written into the working directory.
 - ``pick_n_best`` also takes a single (1000,) row, warns when the rows are not probabilities
   (softmax forgotten), and rejects a wrong shape or ``n`` outside 1..1000 with a clear error.
@@ -32,13 +32,21 @@ Deliberate differences from NVIDIA's implementation:
 
 from __future__ import annotations
 
-from .batch import BatchResult, iter_batches, load_batch
-from .classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
-from .decode import to_rgb
-from .display import show_predictions
-from .errors import ImageLoadError, ImageNotFoundError
-from .files import file_uri_to_path, is_file_uri
-from .images import DEFAULT_TIMEOUT, is_url, load_image, prepare_input_from_uri, preprocess
+from processing_utils.classes import NUM_CLASSES, get_imgnet_classes, pick_n_best
+from resnet._moved import install
+from resnet.data.batch import BatchResult, iter_batches, load_batch
+from resnet.data.decode import to_rgb
+from resnet.data.display import show_predictions
+from resnet.data.errors import ImageLoadError, ImageNotFoundError
+from resnet.data.files import file_uri_to_path, is_file_uri
+from resnet.data.images import DEFAULT_TIMEOUT, is_url, load_image, prepare_input_from_uri, preprocess
+
+#: This package's modules that moved into :mod:`resnet.data`; their old import paths still work.
+MOVED: dict[str, str] = {
+    f"processing_utils.{name}": f"resnet.data.{name}"
+    for name in ("batch", "decode", "display", "errors", "files", "images", "inputs")
+}
+install(MOVED)
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import functools
-import json
 import numbers
 import warnings
-from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
 
-#: The label file inside this package: NVIDIA's LOC_synset_mapping.json, byte for byte.
-CLASSES_FILE: str = "imagenet_classes.json"
-#: Number of ImageNet (ILSVRC-2012) classes the models predict.
-NUM_CLASSES: int = 1000
+from resnet.data.synsets import NUM_IMAGENET_CLASSES, SYNSETS_FILE, imagenet_class_names
+
+#: The class list shipped in the package (one for the whole repository: :mod:`resnet.data.synsets`).
+CLASSES_FILE: str = str(SYNSETS_FILE)
+#: Number of ImageNet (ILSVRC-2012) classes the models predict (:data:`resnet.data.synsets.NUM_IMAGENET_CLASSES`).
+NUM_CLASSES: int = NUM_IMAGENET_CLASSES
 
 #: What pick_n_best returns: per row, a list of (class name, "84.7%") pairs, most likely first.
 TopN = list[list[tuple[str, str]]]
@@ -25,27 +24,15 @@ _VALUE_TOLERANCE = 1e-4
 _ROW_SUM_TOLERANCE = 1e-2
 
 
-@functools.lru_cache(maxsize=1)
-def _class_names() -> tuple[str, ...]:
-    # Beside this file, not looked up by package name: a user's own module called processing_utils must not matter.
-    text = Path(__file__).with_name(CLASSES_FILE).read_text(encoding="utf-8")
-    names = json.loads(text)
-    if not (isinstance(names, list) and len(names) == NUM_CLASSES and all(isinstance(n, str) for n in names)):
-        raise RuntimeError(
-            f"{CLASSES_FILE} in the processing_utils package is damaged (expected a JSON array of "
-            f"{NUM_CLASSES} names); restore it from the repository"
-        )
-    return tuple(names)
-
-
 def get_imgnet_classes() -> np.ndarray:
     """The 1000 ImageNet class names in ILSVRC-2012 index order, as a numpy array of strings.
 
-    Read from the file shipped in this package (NVIDIA's LOC_synset_mapping.json): no network,
-    nothing written to the working directory. Entry i names output i of the models, e.g.
-    ``[0] == "tench, Tinca tinca"``; "crane" appears twice (134, the bird; 517, the machine).
+    Read from the class list shipped in the package (:mod:`resnet.data.synsets`; the names of NVIDIA's
+    LOC_synset_mapping.json, in its order): no network, nothing written to the working directory. Entry i
+    names output i of the models, e.g. ``[0] == "tench, Tinca tinca"``; "crane" appears twice (134, the bird;
+    517, the machine).
     """
-    return np.array(_class_names())
+    return np.array(imagenet_class_names())
 
 
 def pick_n_best(predictions: Union[torch.Tensor, np.ndarray], n: int = 5) -> TopN:

@@ -9,14 +9,14 @@ import importlib
 import re
 import sys
 
-from .options import ArgumentParser, run_command
+from resnet.cli.options import ArgumentParser, run_command
 
 #: command -> (module, one-line help)
 COMMANDS = {
-    "classify": ("resnet.classify", "classify image files, folders and URLs"),
-    "export": ("resnet.export", "export TorchScript / ONNX models and Triton model repositories"),
-    "train": ("resnet.train", "fine-tune a model on a folder of labelled images (NVIDIA's recipe, torchrun)"),
-    "evaluate": ("resnet.evaluate", "measure top-1 / top-5 accuracy on a folder of labelled images"),
+    "classify": ("resnet.cli.classify", "classify image files, folders and URLs"),
+    "export": ("resnet.cli.export", "export TorchScript / ONNX models and Triton model repositories"),
+    "train": ("resnet.cli.train", "fine-tune a model on a folder of labelled images (NVIDIA's recipe, torchrun)"),
+    "evaluate": ("resnet.cli.evaluate", "measure top-1 / top-5 accuracy on a folder of labelled images"),
 }
 
 

@@ -14,10 +14,10 @@ import difflib
 import inspect
 from typing import Any, Callable, Optional
 
-from .builder import create_model
-from .checkpoints import CHECKPOINTS, MIRROR_ENV
-from .model import ARCHS, ResNet
-from .weights import KeyMapFn, PathLike
+from resnet.models.builder import create_model
+from resnet.weights.catalogue import CHECKPOINTS, MIRROR_ENV
+from resnet.models.resnet import ARCHS, ResNet
+from resnet.weights.reading import KeyMapFn, PathLike
 
 _DOC = """{title} image classifier ({params:,} parameters), NVIDIA's ConvNets model for ImageNet.
 

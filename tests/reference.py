@@ -21,7 +21,7 @@ from torchvision import transforms
 
 from support import REPO_ROOT, standin_state_dict
 
-LABELS_FILE = REPO_ROOT / "processing_utils" / "imagenet_classes.json"
+LABELS_FILE = REPO_ROOT / "tests" / "fixtures" / "LOC_synset_mapping.json"
 #: SHA-256 of NVIDIA's LOC_synset_mapping.json (spec §4).
 LABELS_SHA256 = "1b152e31463c5116205bff54e19de56657fa787fa8eccea59738aba060d03a63"
 #: How far apart this repository's model and torchvision's may put one logit (float32 paths).

@@ -111,10 +111,10 @@ def onednn_has_bfloat16_convolutions() -> Optional[bool]:
 
 def skip_unless_torchrun_exits_cleanly() -> None:
     """Skip a test that runs torchrun jobs on a torch whose gloo jobs can hang at exit (see
-    :data:`resnet.distributed.CLEAN_EXIT_TORCH`): such a hang would hold the suite for minutes."""
+    :data:`resnet.training.distributed.CLEAN_EXIT_TORCH`): such a hang would hold the suite for minutes."""
     import pytest
 
-    from resnet.distributed import CLEAN_EXIT_TORCH, torch_release
+    from resnet.training.distributed import CLEAN_EXIT_TORCH, torch_release
 
     if torch_release(torch.__version__) < CLEAN_EXIT_TORCH:
         pytest.skip(f"torchrun jobs can hang at exit on torch {torch.__version__} (pytorch/pytorch#75097); "

@@ -1,4 +1,4 @@
-"""resnet.atomic: output written completely or not at all, with modes other users can read."""
+"""resnet.io.atomic: output written completely or not at all, with modes other users can read."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from support import REPO_ROOT
 
-from resnet.atomic import (
+from resnet.io.atomic import (
     DIR_MODE,
     FILE_MODE,
     OutputPathError,
@@ -175,7 +175,7 @@ def test_a_folder_link_is_written_through(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- what killed writers leave
 
-#: A writer that loads resnet/atomic.py alone (no torch: it starts in a fraction of a second), starts a
+#: A writer that loads resnet/io/atomic.py alone (no torch: it starts in a fraction of a second), starts a
 #: temporary folder for argv[1] and a temporary file for argv[2], says so, and waits to be killed.
 WRITER = """
 import importlib.util, sys, time
@@ -192,7 +192,7 @@ with atomic.atomic_directory(sys.argv[1]) as folder, atomic.atomic_file(sys.argv
 
 def start_writer(tmp_path: Path, name: str) -> subprocess.Popen:
     child = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / name), str(tmp_path / f"{name}.png"),
-                              str(REPO_ROOT / "resnet" / "atomic.py")], stdout=subprocess.PIPE, text=True)
+                              str(REPO_ROOT / "resnet" / "io" / "atomic.py")], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "writing\n"
     return child
 

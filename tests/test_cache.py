@@ -19,7 +19,7 @@ import filelock
 import pytest
 import torch
 
-import resnet.cache
+import resnet.weights.cache
 from resnet import (
     CHECKPOINTS,
     CorruptCheckpointError,
@@ -108,7 +108,7 @@ def test_unreadable_cached_file(hub_dir, mirror, monkeypatch) -> None:
     def denied(path, mode="r", *args, **kwargs):  # what the kernel says to a user without read permission
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(resnet.cache, "open", denied, raising=False)
+    monkeypatch.setattr(resnet.weights.cache, "open", denied, raising=False)
     with pytest.raises(WeightsCacheError, match=rf"cannot read {cached} in the torch hub cache: permission denied") \
             as info:
         hub_load(mirror=mirror, progress=False)
@@ -131,7 +131,7 @@ def test_read_only_cache_folder(hub_dir, mirror, ngc_file, monkeypatch) -> None:
                     raise PermissionError(errno.EACCES, "Permission denied", str(path))
                 return real_open(path, mode, *args, **kwargs)
 
-            monkeypatch.setattr(resnet.cache, "open", denied, raising=False)
+            monkeypatch.setattr(resnet.weights.cache, "open", denied, raising=False)
         with pytest.raises(WeightsCacheError) as info:
             hub_load(mirror=mirror, progress=False)
         message = str(info.value)
@@ -171,7 +171,7 @@ def test_full_disk_leaves_nothing_and_releases_the_lock(hub_dir, mirror, monkeyp
         return FillsUp(file) if "w" in mode else file
 
     with monkeypatch.context() as patch:
-        patch.setattr(resnet.cache, "open", full_disk, raising=False)
+        patch.setattr(resnet.weights.cache, "open", full_disk, raising=False)
         with pytest.raises(WeightsCacheError) as info:
             hub_load(mirror=mirror, progress=False)
     message = str(info.value)

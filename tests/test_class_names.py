@@ -1,5 +1,5 @@
 """Class names read from files: printable on one line wherever they are shown or written, and a list that does
-not fit the head is left out with a warning (resnet.names)."""
+not fit the head is left out with a warning (resnet.data.names)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from support import PHOTOS, REPO_ROOT, standin_state_dict
 from train_support import main
 
-import resnet.checkpointing as run_files
-from resnet.names import printable_name
+import resnet.training.run_files as run_files
+from resnet.data.names import printable_name
 
 #: Names a hostile model.pth or ONNX export may hold: a terminal escape (clear the screen, colour), a forged
 #: result line, a right-to-left override, a non-UTF-8 folder name as Python decodes it (a lone surrogate).
@@ -110,15 +110,15 @@ def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> No
 
 @pytest.mark.slow
 def test_confusion_chart_takes_dollar_signs_as_text() -> None:
-    from resnet.plots import confusion_png
+    from resnet.training.plots import confusion_png
 
     confusion = torch.tensor([[3, 1], [0, 2]])
     assert confusion_png(confusion, ["x^2$ $", "$\\frac{1}$"]).startswith(b"\x89PNG")
 
 
 def test_triton_labels_are_never_split_or_undecodable(tmp_path) -> None:
-    from resnet.exporters import ExportError
-    from resnet.triton_repository import write_triton_model
+    from resnet.deploy.exporters import ExportError
+    from resnet.deploy.triton import write_triton_model
 
     def write(path: Path) -> None:
         path.write_bytes(b"model")

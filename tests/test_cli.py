@@ -202,7 +202,7 @@ def test_cuda_without_cuda_is_exit_2_with_a_message(capsys) -> None:
 def test_underscore_arch_spellings_are_accepted(tmp_path, ngc_file) -> None:
     """The spelling of the hub entrypoints and timm (resnext101_32x4d) names the same architecture."""
     from resnet import classify
-    from resnet.options import ArgumentParser
+    from resnet.cli.options import ArgumentParser
 
     parser = ArgumentParser(prog="classify")
     classify.add_arguments(parser)
@@ -230,8 +230,8 @@ def test_plot_into_a_folder_this_user_cannot_write_is_refused(tmp_path, capsys, 
 @pytest.mark.slow
 def test_plot_says_what_it_leaves_out_and_writes_all_or_nothing(tmp_path, capsys, monkeypatch) -> None:
     from processing_utils import display
-    from resnet.classify import PLOT_LIMIT, Outcome, plot
-    from resnet.options import CommandError
+    from resnet.cli.classify import PLOT_LIMIT, Outcome, plot
+    from resnet.cli.options import CommandError
 
     folder = tmp_path / "plots"
     folder.mkdir()
@@ -284,7 +284,7 @@ def test_torchrun_without_distributed_is_refused_before_any_work(rank, capsys, m
 def test_one_torchrun_process_without_distributed_runs(capsys, monkeypatch) -> None:
     from resnet import classify
     from resnet.__main__ import main
-    from resnet.options import CommandError
+    from resnet.cli.options import CommandError
 
     def reached(*args, **kwargs):
         raise CommandError("the model loader was reached")
@@ -298,7 +298,7 @@ def test_one_torchrun_process_without_distributed_runs(capsys, monkeypatch) -> N
 
 def test_progress_bar_counts_images_and_ends_its_line(capsys) -> None:
     """The bar (tqdm) shows done/total images and ends with a newline, so the next message starts on its own line."""
-    from resnet.classify import classify
+    from resnet.cli.classify import classify
 
     class Uniform(torch.nn.Module):  # the bar, not the model, is under test here
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -328,7 +328,7 @@ def test_help_is_plain_text(command, capsys) -> None:
 def test_timeout_keeps_the_connect_read_pair_and_an_optional_deadline() -> None:
     """The README's "5 s connect, 30 s per read" holds on the command line; a deadline can be added."""
     from resnet import classify
-    from resnet.options import ArgumentParser
+    from resnet.cli.options import ArgumentParser
 
     parser = ArgumentParser(prog="classify")
     classify.add_arguments(parser)
@@ -342,7 +342,7 @@ def test_output_cut_short_by_its_reader_ends_quietly() -> None:
     """``python -m resnet ... | head``: the reader goes away mid-output; the command stops without a traceback.
     Any command's output goes through the same dispatcher, so a command printing many lines stands in."""
     script = (
-        "import sys; from resnet.options import run_command\n"
+        "import sys; from resnet.cli.options import run_command\n"
         "def run(args):\n"
         "    for i in range(200000):\n"
         "        print('line', i)\n"

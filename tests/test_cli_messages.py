@@ -74,8 +74,8 @@ def test_weights_errors_use_command_line_words(command, tmp_path, ngc_file, serv
 
 
 def test_the_new_head_warning_has_a_command_line_wording(ngc_file) -> None:
-    from resnet.builder import create_model
-    from resnet.options import cli_text
+    from resnet.models.builder import create_model
+    from resnet.cli.options import cli_text
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -109,12 +109,12 @@ def test_an_option_like_no_other_gets_no_guess(capsys) -> None:
 @pytest.mark.parametrize("option", ["--weights", "--onnx"])
 def test_a_file_this_user_cannot_read_is_one_line(option, tmp_path, monkeypatch, capsys) -> None:
     """The tests run as root, who reads every file: the refusal of a file without read permission is faked."""
-    import resnet.filetypes
+    import resnet.io.filetypes
 
     def refuse(path, size=4096):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(resnet.filetypes, "read_head", refuse)
+    monkeypatch.setattr(resnet.io.filetypes, "read_head", refuse)
     path = tmp_path / "locked.bin"
     path.write_bytes(b"x")
     status, err = run(capsys, "classify", str(PHOTOS[0]), option, str(path), "--quiet")

@@ -115,7 +115,8 @@ def test_torchrun_on_a_torch_that_can_hang_at_exit_is_told_so_by_rank_0(version,
     import torch
     import torch.distributed as dist
 
-    from resnet import distributed
+    from resnet.cli.options import report_warning
+    from resnet.training import distributed
 
     monkeypatch.setattr(torch, "__version__", version)
     monkeypatch.setenv("RANK", "0")
@@ -124,7 +125,7 @@ def test_torchrun_on_a_torch_that_can_hang_at_exit_is_told_so_by_rank_0(version,
     monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
     for rank in (0, 1):
         monkeypatch.setattr(dist, "get_rank", lambda *a, rank=rank, **k: rank)
-        processes = distributed.start("cpu", distributed=True, command="classify")
+        processes = distributed.start("cpu", distributed=True, command="classify", warn=report_warning)
         assert (processes.rank, processes.world) == (rank, 2)
         err = capsys.readouterr().err
         if warned and rank == 0:

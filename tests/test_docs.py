@@ -151,7 +151,7 @@ def workspace(tmp_path_factory, ngc_file) -> Path:
     ``DATA`` (a tabby and a space shuttle, in folders named by WordNet id)."""
     import torch
 
-    from resnet.checkpointing import model_file
+    from resnet.training.run_files import model_file
     from support import standin_state_dict
 
     root = tmp_path_factory.mktemp("docs") / "repository"

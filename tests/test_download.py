@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import resnet.cache
+import resnet.weights.cache
 from processing_utils import ImageLoadError, load_image
 from resnet import WeightsDownloadError
-from resnet.download import DownloadError, Limits, check_timeout, open_stream, parse_timeout
+from resnet.io.download import DownloadError, Limits, check_timeout, open_stream, parse_timeout
 from support import PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, load_expected, parity_input
 
 FILE = "nvidia_resnet50_200821.pth.tar"
@@ -164,9 +164,9 @@ def test_image_trickled_a_byte_at_a_time_stops_at_the_deadline(hostile) -> None:
 
 @pytest.mark.slow
 def test_image_deadline_defaults_with_a_pair_or_one_number(hostile, monkeypatch) -> None:
-    import processing_utils.images
+    import resnet.data.images
 
-    monkeypatch.setattr(processing_utils.images, "DEFAULT_DEADLINE", 1.5)
+    monkeypatch.setattr(resnet.data.images, "DEFAULT_DEADLINE", 1.5)
     hostile.behaviours["/slow.png"] = trickle(PHOTOS[0].read_bytes(), hostile.stop)
     for timeout in ((5, 1), 1.0):  # the deadline is the default, being longer than these read timeouts
         with pytest.raises(ImageLoadError, match=r"within 1.5 s \(the overall deadline"):
@@ -174,9 +174,9 @@ def test_image_deadline_defaults_with_a_pair_or_one_number(hostile, monkeypatch)
 
 
 def test_image_without_content_length_is_bounded(hostile, monkeypatch) -> None:
-    import processing_utils.images
+    import resnet.data.images
 
-    monkeypatch.setattr(processing_utils.images, "MAX_DOWNLOAD_BYTES", 1 << 20)
+    monkeypatch.setattr(resnet.data.images, "MAX_DOWNLOAD_BYTES", 1 << 20)
     hostile.behaviours["/huge.png"] = endless(hostile.stop, "image/png")
     with pytest.raises(ImageLoadError, match=r"too large to be a photo \(1,\d{3},\d{3} bytes so far, limit 1,048,576"):
         load_image(hostile.url("/huge.png"))
@@ -280,9 +280,9 @@ def test_direct_errors_carry_their_kind(hostile) -> None:
 @pytest.fixture
 def fast_limits(monkeypatch) -> None:
     """Checkpoint limits small enough for a test: 1 s windows at 10 kB/s, 1 MiB at most."""
-    monkeypatch.setattr(resnet.cache, "MIN_RATE", 10_000)
-    monkeypatch.setattr(resnet.cache, "RATE_WINDOW", 1.0)
-    monkeypatch.setattr(resnet.cache, "MAX_CHECKPOINT_BYTES", 1 << 20)
+    monkeypatch.setattr(resnet.weights.cache, "MIN_RATE", 10_000)
+    monkeypatch.setattr(resnet.weights.cache, "RATE_WINDOW", 1.0)
+    monkeypatch.setattr(resnet.weights.cache, "MAX_CHECKPOINT_BYTES", 1 << 20)
 
 
 @pytest.mark.slow
@@ -297,8 +297,8 @@ def test_checkpoint_trickle_under_the_minimum_rate_stalls(hostile, hub_dir, fast
 @pytest.mark.slow
 def test_checkpoint_at_an_honest_pace_above_the_minimum_completes(hostile, hub_dir, ngc_file, monkeypatch) -> None:
     """Several rate windows pass while the file arrives; a pace above the minimum is never cut."""
-    monkeypatch.setattr(resnet.cache, "MIN_RATE", 10_000)
-    monkeypatch.setattr(resnet.cache, "RATE_WINDOW", 0.2)
+    monkeypatch.setattr(resnet.weights.cache, "MIN_RATE", 10_000)
+    monkeypatch.setattr(resnet.weights.cache, "RATE_WINDOW", 0.2)
     body = ngc_file("resnet50").read_bytes()
     hostile.behaviours[f"/w/{FILE}"] = trickle(body, hostile.stop, piece=len(body) // 20, every=0.05,
                                                content_type="application/octet-stream")

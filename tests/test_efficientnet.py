@@ -16,8 +16,8 @@ import torch
 from support import load_live, load_schema, parity_input, standin_state_dict
 from torch import nn
 
-from resnet.checkpoints import Checkpoint
-from resnet.efficientnet import (
+from resnet.weights.catalogue import Checkpoint
+from resnet.models.efficientnet import (
     EFFICIENTNET_ARCHS,
     EfficientNet,
     EfficientNetArch,
@@ -29,13 +29,13 @@ from resnet.efficientnet import (
     scale_channels,
     scale_repeats,
 )
-from resnet.efficientnet_weights import (
+from resnet.models.efficientnet_builder import (
     create_efficientnet,
     efficientnet_from_checkpoint,
     efficientnet_stage_names,
     ngc_checkpoint,
 )
-from resnet.weights import CheckpointMismatchError, WeightsError
+from resnet.weights.reading import CheckpointMismatchError, WeightsError
 
 FIXTURE_ARCHS = ("efficientnet-b0", "efficientnet-widese-b0", "efficientnet-b4", "efficientnet-widese-b4")
 B4_ARCHS = ("efficientnet-b4", "efficientnet-widese-b4")

@@ -1,6 +1,6 @@
 """The model itself in eval mode under no_grad (the documented example) runs BN-folded and fused.
 
-``ResNet.forward`` consults the accelerator ``resnet.eval_path`` plugs in (``resnet.eval_path.accelerate``).
+``ResNet.forward`` consults the accelerator ``resnet.fast.eval_path`` plugs in (``resnet.fast.eval_path.accelerate``).
 These tests check that it (1) computes NVIDIA's reference logits within 1e-4 for every architecture, at any
 batch size, (2) is really taken where it should be and not where it must not be (training, autograd, hooks,
 tracing, vmap, autocast, ...; every kind of user change: tests/test_fast_vs_plain.py), (3) never serves stale
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from resnet import eval_path, model as model_module, trunk
-from resnet.builder import create_model
-from resnet.fastpath import forget_folded, fused_kernels_work
-from resnet.model import ACCELERATOR_STATE
+from resnet.models.builder import create_model
+from resnet.fast import forget_folded, fused_kernels_work
+from resnet.models.resnet import ACCELERATOR_STATE
 from support import ARCH_NAMES, REPO_ROOT, eval_path_can_tell_context, load_expected, parity_input
 
 TOLERANCE = 1e-4
@@ -509,10 +509,10 @@ def test_folded_weights_belong_to_the_model(ngc_file) -> None:
 
 
 def test_the_model_does_not_import_the_fast_path() -> None:
-    """resnet/model.py imports torch only; the fast path plugs itself in (one extension point)."""
+    """resnet/models/resnet.py imports torch only; the fast path plugs itself in (one extension point)."""
     import ast
 
-    tree = ast.parse((REPO_ROOT / "resnet" / "model.py").read_text())
+    tree = ast.parse((REPO_ROOT / "resnet" / "models" / "resnet.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "dataclasses", "typing", "torch"}, imported

@@ -16,9 +16,9 @@ from PIL import Image
 from support import PHOTOS, standin_state_dict
 from train_support import deny, main, torchrun, write_images
 
-import resnet.checkpointing as run_files
-from resnet.evaluate import Predictor, evaluate_folder
-from resnet.synsets import imagenet_class_names, imagenet_wnids
+import resnet.training.run_files as run_files
+from resnet.training.evaluation import Predictor, evaluate_folder
+from resnet.data.synsets import imagenet_class_names, imagenet_wnids
 
 FRUIT = ["apple", "banana", "cherry"]
 

@@ -28,8 +28,8 @@ from support import (
     PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, assert_top_k_agrees, load_expected, parity_input, run_resnet,
 )
 from resnet import export as exporter
-from resnet.atomic import DIR_MODE, FILE_MODE, OutputPathError, atomic_directory, staging_name
-from resnet.exporters import (
+from resnet.io.atomic import DIR_MODE, FILE_MODE, OutputPathError, atomic_directory, staging_name
+from resnet.deploy.exporters import (
     DEFAULT_OPSET,
     INPUT_NAME,
     OUTPUT_NAME,
@@ -42,11 +42,11 @@ from resnet.exporters import (
     prepare_for_export,
     tracing_exporter_keywords,
 )
-from resnet.devices import cpu_runs_float16_convolutions
-from resnet.pt2 import program_available
-from resnet.triton_repository import triton_config
-from resnet.builder import create_model
-from resnet.preprocessing import INPUT_SHAPE, MEAN, build_transform
+from resnet.fast.devices import cpu_runs_float16_convolutions
+from resnet.deploy.pt2 import program_available
+from resnet.deploy.triton import triton_config
+from resnet.models.builder import create_model
+from resnet.data.preprocessing import INPUT_SHAPE, MEAN, build_transform
 
 # Loading TorchScript is what these tests are about; torch 2.14 flags torch.jit as deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -479,7 +479,7 @@ def load_client():
 
 @pytest.mark.slow
 def test_client_preprocessing_equals_build_transform() -> None:
-    """The example client's numpy preprocessing gives exactly the tensor of resnet.preprocessing's pipeline."""
+    """The example client's numpy preprocessing gives exactly the tensor of resnet.data.preprocessing's pipeline."""
     from PIL import Image, ImageOps
 
     client = load_client()
@@ -640,8 +640,8 @@ def test_opset_check_without_torchs_opset_table(tmp_path: Path, monkeypatch) -> 
     """torch's private table of the highest opset may go away: then the exporter itself judges --opset."""
     from torch.onnx import _constants
 
-    from resnet.exporters import highest_opset
-    from resnet.options import CommandError
+    from resnet.deploy.exporters import highest_opset
+    from resnet.cli.options import CommandError
 
     assert highest_opset("torchscript") is not None  # this torch has the table, so the test hides it
     with pytest.raises(CommandError, match="--opset 99"):
@@ -656,7 +656,7 @@ def test_default_opset_is_what_this_torchs_tracing_exporter_writes(monkeypatch) 
     """Opset 20 where torch writes it; torch 2.1-2.3's tracing exporter stops at 17; no table: 20."""
     from torch.onnx import _constants
 
-    from resnet.exporters import PREFERRED_OPSET, default_opset
+    from resnet.deploy.exporters import PREFERRED_OPSET, default_opset
 
     assert PREFERRED_OPSET == 20
     for highest, expected in ((17, 17), (20, 20), (23, 20)):
@@ -720,7 +720,7 @@ def test_torch_without_the_dynamo_exporter_exports_with_the_tracing_one(
 def test_pretrained_weights_come_through_the_hub_cache(server, hub_dir: Path, ngc_file, tmp_path: Path) -> None:
     """--pretrained fetches the NGC file (here from a loopback mirror) into the torch hub cache."""
     from resnet.__main__ import main
-    from resnet.checkpoints import CHECKPOINTS
+    from resnet.weights.catalogue import CHECKPOINTS
     from support import Route
 
     file_name = CHECKPOINTS["resnet50"].file_name
@@ -850,7 +850,7 @@ FRUIT = ["apple", "banana", "cherry"]
 @pytest.fixture(scope="module")
 def fruit_model(tmp_path_factory) -> Path:
     """A 3-class ``model.pth`` as ``python -m resnet train`` writes it: stand-in backbone, its own class names."""
-    import resnet.checkpointing as run_files
+    import resnet.training.run_files as run_files
     from support import standin_state_dict
 
     state = standin_state_dict("resnet50")
@@ -942,7 +942,7 @@ def test_int8_mix_ups_and_bad_calibration_folders_fail_before_the_model_is_built
 def test_fp16_export_without_cpu_float16_is_refused(ngc_file, tmp_path: Path, capsys, monkeypatch) -> None:
     """torch 2.1 has no float16 convolutions for the CPU, where exports are traced: --fp16 is refused up front, one
     line naming the torch version (torch 2.1's missing kernel is faked)."""
-    from resnet.devices import cpu_runs_float16_convolutions as probe
+    from resnet.fast.devices import cpu_runs_float16_convolutions as probe
 
     real = torch.nn.functional.conv2d
 

@@ -11,7 +11,7 @@ at the same places, or the same exception. The fused trunk's calls are counted: 
 weight, another input size ...) must still run fused, and a change it does not reproduce must not, so the
 comparison cannot pass merely because the fast path never ran.
 
-The file names only APIs the model has had from the start (``fast_inference``, ``resnet.trunk.fused_features``),
+The file names only APIs the model has had from the start (``fast_inference``, ``resnet.fast.trunk.fused_features``),
 so it also runs against earlier versions of the code.
 """
 
@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from resnet import trunk
-from resnet.builder import create_model
-from resnet.fastpath import fused_kernels_work
-from resnet.model import ArchConfig, Bottleneck, ResNet
+from resnet.models.builder import create_model
+from resnet.fast import fused_kernels_work
+from resnet.models.resnet import ArchConfig, Bottleneck, ResNet
 from support import eval_path_can_tell_context, load_standin_weights
 
 TOLERANCE = 1e-4

@@ -1,4 +1,4 @@
-"""The inference fast path (resnet.fastpath): every variant computes what the model computes.
+"""The inference fast path (resnet.fast): every variant computes what the model computes.
 
 float32 variants must stay within 1e-4 of the reference logits (tests/fixtures/ngc); reduced-precision
 variants must keep the top-1 class and the top-5 set of the float32 model on the parity inputs and the
@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from resnet import devices, trunk
-from resnet.builder import create_model
-from resnet.fastpath import (
+from resnet.models.builder import create_model
+from resnet.fast import (
     CPU_MICRO_BATCH,
     REDUCED_PRECISION_TOLERANCE,
     cpu_supports_bf16,
@@ -30,7 +30,7 @@ from resnet.fastpath import (
     optimize_for_inference,
     resolve_dtype,
 )
-from resnet.inference import compile_unavailable
+from resnet.fast.inference import compile_unavailable
 from support import IMAGES, REPO_ROOT, load_expected, onednn_has_bfloat16_convolutions, parity_input
 
 TOLERANCE = 1e-4
@@ -62,7 +62,7 @@ def photos() -> torch.Tensor:
     """The sample photos, preprocessed as every entry point does."""
     from PIL import Image
 
-    from resnet.preprocessing import build_transform
+    from resnet.data.preprocessing import build_transform
 
     transform = build_transform()
     paths = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))

@@ -21,6 +21,7 @@ from reference import reference_pipeline
 from support import IMAGES
 
 import processing_utils
+import resnet.data.decode
 from processing_utils import ImageLoadError, ImageNotFoundError, load_batch, load_image, prepare_input_from_uri
 
 
@@ -61,7 +62,7 @@ def test_elongated_images_are_refused_from_the_header(tmp_path, monkeypatch, siz
 
 
 def test_the_aspect_bound_is_twenty_to_one_and_a_panorama_passes(tmp_path) -> None:
-    assert processing_utils.decode.MAX_ASPECT_RATIO == 20
+    assert resnet.data.decode.MAX_ASPECT_RATIO == 20
     path = tmp_path / "panorama.jpg"
     Image.open(IMAGES / "coffee.png").convert("RGB").resize((2000, 100)).save(path)  # exactly 20:1
     with Image.open(path) as image:
@@ -88,7 +89,7 @@ def test_a_png_declaring_a_huge_chunk_is_refused_before_pillow_reads_it(tmp_path
 
 
 def test_a_file_over_the_size_bound_is_refused_without_reading_it(tmp_path) -> None:
-    limit = processing_utils.decode.MAX_IMAGE_BYTES
+    limit = resnet.data.decode.MAX_IMAGE_BYTES
     path = _png_declaring(tmp_path, b"tEXt", declared=2**31, sparse_size=limit + 1)
     with pytest.raises(ImageLoadError, match="too large") as info:
         load_image(path)

@@ -15,7 +15,7 @@ from PIL import Image
 from support import PHOTOS, standin_state_dict
 from train_support import main
 
-import resnet.checkpointing as run_files
+import resnet.training.run_files as run_files
 
 CLASSES = ["apple", "banana", "cherry"]
 #: Probabilities printed by the fast path against the peer's softmax (logits within 1e-4).
@@ -59,7 +59,7 @@ def classify_json(capsys, *args) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_the_model_records_its_size(small_model) -> None:
-    from resnet.builder import create_model
+    from resnet.models.builder import create_model
 
     assert create_model("resnet50", pretrained_from_file=small_model[0]).image_size == 128
     assert create_model("resnet50").image_size is None
@@ -98,7 +98,7 @@ def test_export_writes_the_trained_size_and_its_onnx_runs_at_it(small_model, tmp
     record = json.loads((out / "export.json").read_text())
     assert record["input"]["shape"] == ["batch", 3, 128, 128]
     assert record["preprocessing"]["resize"] == 146 and record["preprocessing"]["center_crop"] == 128
-    from resnet.runtimes import load_onnx_model
+    from resnet.deploy.runtimes import load_onnx_model
 
     assert load_onnx_model(out / "resnet50.onnx").image_size == 128
     assert (classify_json(capsys, "--onnx", out / "resnet50.onnx") - peer_probabilities(state, 128)).abs().max() \

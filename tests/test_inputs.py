@@ -1,4 +1,4 @@
-"""Command-line inputs turned into images (``processing_utils.inputs``): folders, URLs, file:// URIs,
+"""Command-line inputs turned into images (``resnet.data.inputs``): folders, URLs, file:// URIs,
 and every input that cannot be examined reported instead of a traceback."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from support import PHOTOS
 
-from processing_utils.inputs import IMAGE_SUFFIXES, expand_inputs, scan_images, scan_warnings
+from resnet.data.inputs import IMAGE_SUFFIXES, expand_inputs, scan_images, scan_warnings
 
 #: The warning about the album's notes.txt.
 OTHER_FILES = ("1 file(s) left out for their type (1 .txt; images are .bmp .gif .jpeg .jpg .pgm .png .ppm .tif .tiff "
@@ -176,8 +176,8 @@ def looped(tmp_path: Path) -> Path:
 
 
 def test_every_command_searches_a_looped_folder_once_and_fast(looped) -> None:
-    from resnet.folders import scan_folder
-    from resnet.quantize import find_images
+    from resnet.data.folders import scan_folder
+    from resnet.deploy.quantize import find_images
 
     everything = [f"{looped}/{name}" for name in ("a/0.png", "a/1.png", "a/2.png", "b/0.png", "b/1.png", "b/2.png",
                                                   "b/extra/x.png")]

@@ -88,7 +88,7 @@ def test_user_modules_of_the_same_names(tmp_path: Path, ngc_file, import_first: 
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["resnet"] == "the user's resnet"
     assert report["processing_utils"] == "the user's processing_utils"
-    assert report["model_module"] == "resnet.model"
+    assert report["model_module"] == "resnet.models.resnet"
     assert report["loaded"] == 3 and report["streamed"] == [2, 1] and report["results"] == 3
     assert report["again"] == "ResNet"
     assert (tmp_path / "plot.png").stat().st_size > 0
@@ -98,11 +98,11 @@ def test_user_modules_of_the_same_names(tmp_path: Path, ngc_file, import_first: 
 
 @pytest.mark.slow
 def test_without_a_clash_the_packages_stay_importable_after_a_load(tmp_path: Path) -> None:
-    """No module of those names elsewhere: after the load, ``from resnet.fastpath import ...`` works as before."""
+    """No module of those names elsewhere: after the load, ``from resnet.fast import ...`` works as before."""
     code = (
         "import torch, sys\n"
         f"torch.hub.load({str(REPO_ROOT)!r}, 'nvidia_resnet50', source='local', pretrained=False)\n"
-        "from resnet.fastpath import optimize_for_inference\n"
+        "from resnet.fast import optimize_for_inference\n"
         "import resnet, processing_utils\n"
         "print(resnet.__file__); print(processing_utils.__file__)\n"
     )

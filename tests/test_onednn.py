@@ -1,4 +1,4 @@
-"""The guard around oneDNN's private fused convolutions (resnet/onednn.py) and the fallback behind it.
+"""The guard around oneDNN's private fused convolutions (resnet/fast/onednn.py) and the fallback behind it.
 
 The operators are replaced by stand-ins computed with ``F.conv2d`` (the independent peer), correct or
 deliberately wrong, or hidden altogether, so each branch is tested whatever torch and CPU run the suite.
@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from resnet import onednn, trunk
-from resnet.builder import create_model
-from resnet.fastpath import fused_kernels_work, optimize_for_inference
+from resnet.models.builder import create_model
+from resnet.fast import fused_kernels_work, optimize_for_inference
 from support import eval_path_can_tell_context, load_expected, parity_input
 
 TOLERANCE = 1e-4

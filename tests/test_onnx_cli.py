@@ -30,10 +30,10 @@ import onnxruntime  # noqa: E402,F401
 from test_evaluate import peer_logits  # noqa: E402
 from test_runtimes import tiny_classifier, tiny_reference  # noqa: E402
 
-import resnet.checkpointing as run_files  # noqa: E402
-from resnet.options import CommandError, onnx_precision  # noqa: E402
-from resnet.runtimes import runtime_available  # noqa: E402
-from resnet.synsets import imagenet_class_names  # noqa: E402
+import resnet.training.run_files as run_files  # noqa: E402
+from resnet.cli.options import CommandError, onnx_precision  # noqa: E402
+from resnet.deploy.runtimes import runtime_available  # noqa: E402
+from resnet.data.synsets import imagenet_class_names  # noqa: E402
 
 FRUIT = ["apple", "banana", "cherry"]
 #: Probabilities printed by the PyTorch fast path and by ONNX Runtime on the fp32 export (logits within 1e-4).
@@ -176,7 +176,7 @@ def test_a_file_without_metadata_runs_with_imagenet_names_and_a_warning(tmp_path
     (line,) = err.strip().splitlines()
     assert line.startswith("warning: ") and "no export metadata" in line and "ImageNet" in line
     (record,) = [json.loads(line) for line in out.splitlines()]
-    from resnet.preprocessing import build_transform
+    from resnet.data.preprocessing import build_transform
     from processing_utils import load_image
 
     logits = tiny_reference(build_transform()(load_image(PHOTOS[0]))[None], path)[0]

@@ -10,8 +10,8 @@ import torch
 
 from support import load_expected, onednn_has_bfloat16_convolutions, parity_input
 from resnet import onednn
-from resnet.builder import create_model
-from resnet.inference import REDUCED_PRECISION_TOLERANCE, optimize_for_inference
+from resnet.models.builder import create_model
+from resnet.fast.inference import REDUCED_PRECISION_TOLERANCE, optimize_for_inference
 
 TOLERANCE = 1e-4
 

@@ -69,14 +69,14 @@ def test_entrypoint_returns_nvidias_methods_and_more(utils) -> None:
 
 
 def test_preprocessing_constants_are_not_redefined() -> None:
-    import processing_utils.images
-    import resnet.preprocessing
+    import resnet.data.images
+    import resnet.data.preprocessing
 
-    assert processing_utils.images.build_transform is resnet.preprocessing.build_transform
+    assert resnet.data.images.build_transform is resnet.data.preprocessing.build_transform
     for source in (REPO_ROOT / "processing_utils").glob("*.py"):
         text = source.read_text()
         for literal in ("0.485", "0.229", "transforms.Resize", "transforms.CenterCrop", "transforms.Normalize"):
-            assert literal not in text, f"{source.name} defines {literal!r}; use resnet.preprocessing"
+            assert literal not in text, f"{source.name} defines {literal!r}; use resnet.data.preprocessing"
 
 
 # --------------------------------------------------------------------------- prepare_input_from_uri
@@ -585,7 +585,7 @@ def test_predictions_chart_says_what_it_left_out(tmp_path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from processing_utils.display import save_predictions_chart
+    from resnet.data.display import save_predictions_chart
 
     results = [[("tench, Tinca tinca", "50.0%")], [("goldfish", "40.0%")], [("tiger shark", "30.0%")]]
     out = tmp_path / "chart.png"

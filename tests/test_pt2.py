@@ -1,4 +1,4 @@
-"""resnet.pt2: torch.export ExportedProgram and AOTInductor package, loaded without this repository.
+"""resnet.deploy.pt2: torch.export ExportedProgram and AOTInductor package, loaded without this repository.
 
 The files are loaded and run in a fresh Python process started in isolated mode (``-I``: no
 PYTHONPATH, no current folder on sys.path) from an empty folder, so nothing of this repository can
@@ -25,9 +25,9 @@ import pytest
 import torch
 
 from support import load_expected, parity_input
-from resnet.builder import create_model
-from resnet.export import export_metadata, prepare_for_export
-from resnet.pt2 import (
+from resnet.models.builder import create_model
+from resnet.cli.export import export_metadata, prepare_for_export
+from resnet.deploy.pt2 import (
     PACKAGE_METADATA_PREFIX,
     Pt2Error,
     aoti_available,

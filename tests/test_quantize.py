@@ -1,4 +1,4 @@
-"""Static INT8 quantization (resnet.quantize): calibration input, the QDQ model, and its accuracy.
+"""Static INT8 quantization (resnet.deploy.quantize): calibration input, the QDQ model, and its accuracy.
 
 Accuracy is measured against the fp32 export run by ONNX Runtime (itself checked against the
 reference fixtures in test_export.py), on photos the calibration never saw:
@@ -28,15 +28,15 @@ from PIL import Image
 
 from photos import jittered_photos
 from support import PHOTOS
-from resnet.builder import create_model
-from resnet.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_onnx, prepare_for_export
-from resnet.exporters import tracing_exporter_keywords
-from resnet.preprocessing import build_transform
+from resnet.models.builder import create_model
+from resnet.cli.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_onnx, prepare_for_export
+from resnet.deploy.exporters import tracing_exporter_keywords
+from resnet.data.preprocessing import build_transform
 
 import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
 import onnxruntime as ort  # noqa: E402
 
-from resnet.quantize import (  # noqa: E402
+from resnet.deploy.quantize import (  # noqa: E402
     MIN_CALIBRATION_IMAGES,
     QuantizationError,
     load_calibration_set,
@@ -87,7 +87,7 @@ def pattern_set(folder: Path, per_kind: int, seed: int) -> list[tuple[Path, int]
 
 
 def preprocessed(paths) -> torch.Tensor:
-    """The images as the model input, through resnet.preprocessing's pipeline (the reference)."""
+    """The images as the model input, through resnet.data.preprocessing's pipeline (the reference)."""
     transform = build_transform()
     tensors = []
     for path in paths:
@@ -189,7 +189,8 @@ def test_int8_model_is_qdq_with_per_channel_int8_weights(fp32_onnx, int8) -> Non
 
 @pytest.mark.slow
 def test_input_range_is_calibrated_on_preprocessed_images(int8, calibration_folder) -> None:
-    """The input's quantization range is the min/max of the calibration images as resnet.preprocessing makes them."""
+    """The input's quantization range is the min/max of the calibration images as resnet.data.preprocessing
+    makes them."""
     path, _ = int8
     proto = onnx.load(str(path))
     quantize = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == INPUT_NAME)
@@ -303,7 +304,7 @@ def activation_scales(path: Path) -> dict[str, float]:
 
 
 def _entropy_problem():
-    from resnet.quantize import entropy_calibration_problem
+    from resnet.deploy.quantize import entropy_calibration_problem
 
     return entropy_calibration_problem()
 
@@ -322,7 +323,7 @@ def test_entropy_without_scipy_on_older_onnxruntime_is_refused(tiny_onnx, calibr
 
     from onnxruntime.quantization import calibrate
 
-    from resnet.quantize import entropy_calibration_problem
+    from resnet.deploy.quantize import entropy_calibration_problem
 
     monkeypatch.delattr(calibrate, "entropy", raising=False)
     monkeypatch.setitem(sys.modules, "scipy", None)
@@ -429,7 +430,7 @@ def test_unreadable_files_are_skipped_and_counted_and_few_images_warn(tmp_path, 
     assert all(str(p) in message for p, message in cal.skipped)  # each message names its file
     lines = skipped_summary(cal, limit=1)
     assert len(lines) == 2 and "000-damaged.jpg" in lines[0] and lines[1].startswith("... and 1 more")
-    assert torch.allclose(cal.tensor, preprocessed(photos), atol=1e-6)  # preprocessed as resnet.preprocessing says
+    assert torch.allclose(cal.tensor, preprocessed(photos), atol=1e-6)  # preprocessed as resnet.data.preprocessing says
     meta = quantize_onnx(tiny_onnx, tmp_path / "out.onnx", cal)
     assert (meta["calibration_images"], meta["calibration_skipped"]) == (5, 2)
     # num_images takes the first N readable images in sorted order, no warning when min_images is met.

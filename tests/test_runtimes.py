@@ -1,4 +1,4 @@
-"""resnet.runtimes: exported ONNX models on ONNX Runtime and OpenVINO, behind one interface.
+"""resnet.deploy.runtimes: exported ONNX models on ONNX Runtime and OpenVINO, behind one interface.
 
 Parity is against the reference fixtures (tests/fixtures/ngc) for the stand-in weights, as in
 test_export.py; files that are not this repository's exports are built with onnx.helper.
@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from support import load_expected, parity_input
-from resnet.export import export_metadata
+from resnet.cli.export import export_metadata
 
 import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
 import onnxruntime  # noqa: E402,F401
@@ -25,8 +25,8 @@ import onnxruntime  # noqa: E402,F401
 from onnx import TensorProto, helper  # noqa: E402
 
 from processing_utils.classes import get_imgnet_classes  # noqa: E402
-from resnet.quantize import CalibrationSet, quantize_onnx  # noqa: E402
-from resnet.runtimes import (  # noqa: E402
+from resnet.deploy.quantize import CalibrationSet, quantize_onnx  # noqa: E402
+from resnet.deploy.runtimes import (  # noqa: E402
     RuntimeModelError,
     RuntimeUnavailableError,
     load_onnx_model,
@@ -281,12 +281,12 @@ def _edit(path: Path, change) -> Path:
 
 def _no_runtime(monkeypatch) -> None:
     """Fail the test if a runtime is asked to open the file."""
-    import resnet.runtimes
+    import resnet.deploy.runtimes
 
     def refuse(*args, **kwargs):
         raise AssertionError("a runtime was asked to read the file")
 
-    monkeypatch.setattr(resnet.runtimes, "_make_runner", refuse)
+    monkeypatch.setattr(resnet.deploy.runtimes, "_make_runner", refuse)
 
 
 def test_huge_declared_batch_or_class_count_is_refused_before_any_allocation(tmp_path, monkeypatch) -> None:
@@ -312,7 +312,7 @@ def test_huge_declared_batch_or_class_count_is_refused_before_any_allocation(tmp
 
 
 def test_a_huge_file_is_refused_by_its_first_bytes_or_size_without_reading_it(tmp_path, monkeypatch) -> None:
-    import resnet.runtimes
+    import resnet.deploy.runtimes
 
     def whole_read(*args, **kwargs):
         raise AssertionError("onnx.load read the file")
@@ -328,7 +328,7 @@ def test_a_huge_file_is_refused_by_its_first_bytes_or_size_without_reading_it(tm
         file.truncate(3 << 30)
     with pytest.raises(RuntimeModelError, match=r"big.onnx' \(3,221,225,472 bytes\) is larger than an ONNX model"):
         load_onnx_model(tmp_path / "big.onnx")
-    assert resnet.runtimes.MAX_ONNX_BYTES == 2 << 30
+    assert resnet.deploy.runtimes.MAX_ONNX_BYTES == 2 << 30
 
 
 def _with_external_weights(folder: Path, location: str) -> Path:

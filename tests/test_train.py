@@ -20,9 +20,9 @@ from PIL import Image
 from support import PHOTOS, REPO_ROOT, standin_state_dict
 from train_support import COLORS, FAST, deny, main, make_dataset, peer_schedule, subprocess_env, torchrun, write_images
 
-import resnet.checkpointing as run_files
+import resnet.training.run_files as run_files
 from resnet import recipe
-from resnet.train import INTERRUPTED, Trainer
+from resnet.training.trainer import INTERRUPTED, Trainer
 
 
 def read_log(run: Path) -> list[dict]:
@@ -506,7 +506,7 @@ def _records(losses, top1s):
 
 
 def test_divergence_and_chance_accuracy_are_warned_once() -> None:
-    from resnet.train import training_warnings
+    from resnet.training.trainer import training_warnings
 
     def warned(losses, top1s, classes=3):
         history = _records(losses, top1s)

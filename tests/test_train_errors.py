@@ -12,8 +12,8 @@ import torch
 
 from train_support import FAST, deny, main, make_dataset, write_images
 
-from resnet.atomic import staging_name
-from resnet.checkpointing import LOCK
+from resnet.io.atomic import staging_name
+from resnet.training.run_files import LOCK
 
 
 def run_train(tmp_path: Path, capsys, data: Path, *options: str) -> str:
@@ -105,9 +105,9 @@ def test_a_data_folder_that_cannot_be_read_is_named_as_such(tmp_path, capsys, mo
 
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the training reads DATA (the first work of a run)."""
-    import resnet.train
+    import resnet.training.trainer
 
-    monkeypatch.setattr(resnet.train, "load_training_data",
+    monkeypatch.setattr(resnet.training.trainer, "load_training_data",
                         lambda *a, **k: pytest.fail("DATA was read before RUN was found unusable"))
 
 

@@ -15,19 +15,20 @@ import torch
 from support import REPO_ROOT, standin_state_dict
 from train_support import peer_schedule, write_images
 
-import resnet.checkpointing as run_files
+import resnet.training.run_files as run_files
 from resnet import devices, recipe
-from resnet.builder import create_model
-from resnet.folders import load_training_data, match_classes, stratified_split
-from resnet.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches, sample_seed
-from resnet.options import CommandError
-from resnet.synsets import imagenet_class_names, imagenet_wnids
+from resnet.models.builder import create_model
+from resnet.data.folders import load_training_data, match_classes, stratified_split
+from resnet.data.loading import EpochBatches, ImageDataset, collate, make_loader, ordered_batches, sample_seed
+from resnet.data.folders import DataFolderError
+from resnet.training.recipe import PrecisionError
+from resnet.data.synsets import imagenet_class_names, imagenet_wnids
 
 # --------------------------------------------------------------------------- class names
 
 
 def test_synsets_are_imagenet_order_and_match_the_shipped_names() -> None:
-    names = json.loads((REPO_ROOT / "processing_utils" / "imagenet_classes.json").read_text())
+    names = json.loads((REPO_ROOT / "tests" / "fixtures" / "LOC_synset_mapping.json").read_text())
     assert imagenet_class_names() == names
     wnids = imagenet_wnids()
     # ImageNet's class index is the position of the WordNet id in sorted order.
@@ -97,7 +98,7 @@ def test_precision_auto_follows_the_device_and_the_cpu_flags(monkeypatch) -> Non
     assert recipe.resolve_precision("auto", cpu) is None
     assert recipe.resolve_precision("auto", cuda) == torch.float16
     assert recipe.resolve_precision("bf16", cpu) == torch.bfloat16 and recipe.resolve_precision("fp32", cuda) is None
-    with pytest.raises(CommandError, match="fp16 needs a CUDA device"):
+    with pytest.raises(PrecisionError, match="fp16 needs a CUDA device"):
         recipe.resolve_precision("fp16", cpu)
 
 
@@ -143,12 +144,12 @@ def test_folders_match_by_name_wordnet_id_and_first_synonym() -> None:
     names = imagenet_class_names()
     assert match_classes(["n01440764", "goldfish", "tiger shark, Galeocerdo cuvieri", "Hammerhead"], names,
                          where="DATA") == [0, 1, 3, 4]
-    with pytest.raises(CommandError, match="'crane'.*match several classes"):
+    with pytest.raises(DataFolderError, match="'crane'.*match several classes"):
         match_classes(["crane"], names, where="DATA")  # the bird (134) and the machine (517)
-    with pytest.raises(CommandError, match=r"match no class of the model: 'kittens'.*WordNet ids"):
+    with pytest.raises(DataFolderError, match=r"match no class of the model: 'kittens'.*WordNet ids"):
         match_classes(["n01440764", "kittens"], names, where="DATA")
     assert match_classes(["b", "a"], ["a", "b"], where="DATA") == [1, 0]
-    with pytest.raises(CommandError, match="'n01440764'.*knows 2 classes: 'a', 'b'"):
+    with pytest.raises(DataFolderError, match="'n01440764'.*knows 2 classes: 'a', 'b'"):
         match_classes(["n01440764"], ["a", "b"], where="DATA")  # WordNet ids only for ImageNet's classes
 
 
@@ -170,7 +171,7 @@ def test_undecodable_files_become_failures_not_worker_errors(tmp_path) -> None:
     good = write_images(tmp_path / "a", (10, 200, 10), 3, seed=0)
     bad = tmp_path / "a" / "bad.png"
     bad.write_bytes(b"not an image")
-    from resnet.preprocessing import build_transform
+    from resnet.data.preprocessing import build_transform
 
     dataset = ImageDataset([(str(p), 0) for p in [*good, bad]], build_transform(32))
     for batches in (make_loader(dataset, EpochBatches(4, 4), workers=1), ordered_batches(dataset, range(4), 4,
@@ -187,7 +188,7 @@ class _SigintState(ImageDataset):
     def __getitem__(self, key):
         import signal
 
-        from resnet.loading import Sample
+        from resnet.data.loading import Sample
 
         ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         return Sample(torch.tensor([float(ignored)]), os.getpid(), "")
@@ -201,7 +202,7 @@ def test_loader_processes_leave_ctrl_c_to_the_training_process() -> None:
 
 
 def test_ordered_batches_keep_the_order_with_any_number_of_workers(tmp_path) -> None:
-    from resnet.preprocessing import build_transform
+    from resnet.data.preprocessing import build_transform
 
     paths = write_images(tmp_path / "a", (10, 10, 200), 7, seed=1, size=32)
     dataset = ImageDataset([(str(p), i) for i, p in enumerate(paths)], build_transform(32))
@@ -219,7 +220,7 @@ def test_sample_seeds_are_reproducible_distinct_non_negative_int64() -> None:
 
 
 def test_augmentation_depends_on_seed_epoch_and_image_only(tmp_path) -> None:
-    from resnet.preprocessing import build_train_transform
+    from resnet.data.preprocessing import build_train_transform
 
     paths = write_images(tmp_path / "a", (200, 10, 10), 2, seed=0, size=64)
     dataset = ImageDataset([(str(p), 0) for p in paths], build_train_transform(32), seed=5)
@@ -231,12 +232,12 @@ def test_augmentation_depends_on_seed_epoch_and_image_only(tmp_path) -> None:
 
 def test_training_data_checks(tmp_path) -> None:
     write_images(tmp_path / "one" / "cats", (1, 2, 3), 2, seed=0)
-    with pytest.raises(CommandError, match="single class folder, 'cats'"):
+    with pytest.raises(DataFolderError, match="single class folder, 'cats'"):
         load_training_data(tmp_path / "one", val_split=0.1, seed=0, global_batch=1)
     write_images(tmp_path / "tv" / "train" / "cats", (1, 2, 3), 2, seed=0)
     write_images(tmp_path / "tv" / "train" / "dogs", (1, 2, 3), 2, seed=0)
     write_images(tmp_path / "tv" / "val" / "cows", (1, 2, 3), 1, seed=0)
-    with pytest.raises(CommandError, match="DATA/val has class folder.*'cows'"):
+    with pytest.raises(DataFolderError, match="DATA/val has class folder.*'cows'"):
         load_training_data(tmp_path / "tv", val_split=0.1, seed=0, global_batch=1)
 
 
@@ -309,7 +310,7 @@ def _history(best_epoch: int) -> list[dict]:
 @pytest.mark.parametrize("classes, lines", [(3, ["top-1"]), (5, ["top-1"]), (10, ["top-1", "top-5"])])
 @pytest.mark.slow
 def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classes, lines) -> None:
-    from resnet.plots import curves_figure
+    from resnet.training.plots import curves_figure
 
     loss_axes, accuracy_axes = curves_figure(_history(best_epoch=2), classes).axes[:2]
     labels = [line.get_label() for line in accuracy_axes.get_lines()]
@@ -319,7 +320,7 @@ def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classe
 
 
 def test_confusion_matrix_has_an_other_column_only_when_something_is_predicted_outside() -> None:
-    from resnet.plots import confusion_figure
+    from resnet.training.plots import confusion_figure
 
     inside = torch.tensor([[3, 1], [0, 2]])
     axes = confusion_figure(inside, ["cat", "dog"]).axes[0]

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import resnet
-import resnet.cache
-import resnet.weights
+import resnet.weights.cache
+import resnet.weights.reading
 from resnet import (
     CHECKPOINTS,
     CheckpointMismatchError,
@@ -142,7 +142,7 @@ def test_torch_load_s_typed_storage_warning_is_silenced_and_no_other(ngc_file, m
     monkeypatch.setattr(torch, "load", load_of_torch_2_1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        state = resnet.weights.read_checkpoint(path)
+        state = resnet.weights.reading.read_checkpoint(path)
     assert "fc.weight" in state
     assert [str(w.message) for w in caught] == ["some other warning"]
 
@@ -274,8 +274,8 @@ def test_http_error_from_a_mirror_is_clear(server, hub_dir, monkeypatch, status,
 
 def test_unreachable_mirror_fails_at_once_without_waiting_for_a_timeout(hub_dir, monkeypatch) -> None:
     # With timeouts far above the bound below, passing it means no timeout was waited for.
-    monkeypatch.setattr(resnet.cache, "CONNECT_TIMEOUT", 600.0)
-    monkeypatch.setattr(resnet.cache, "READ_TIMEOUT", 600.0)
+    monkeypatch.setattr(resnet.weights.cache, "CONNECT_TIMEOUT", 600.0)
+    monkeypatch.setattr(resnet.weights.cache, "READ_TIMEOUT", 600.0)
     port = free_port()
     start = time.monotonic()
     with pytest.raises(WeightsDownloadError, match=f"127.0.0.1:{port}") as info:
@@ -287,7 +287,7 @@ def test_unreachable_mirror_fails_at_once_without_waiting_for_a_timeout(hub_dir,
 
 @pytest.mark.slow
 def test_server_that_never_answers_times_out(server, hub_dir, monkeypatch) -> None:
-    monkeypatch.setattr(resnet.cache, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(resnet.weights.cache, "READ_TIMEOUT", 0.5)
     answered = threading.Event()
     release = threading.Event()
 
@@ -401,7 +401,7 @@ def test_bool_counter_is_refused() -> None:
     state = standin_state_dict("resnet50")
     state["bn1.num_batches_tracked"] = torch.tensor(True)
     with pytest.raises(CheckpointMismatchError, match="'bn1.num_batches_tracked' is a torch.bool tensor"):
-        resnet.weights.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
+        resnet.weights.reading.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -419,7 +419,7 @@ def test_non_finite_weights_are_refused_naming_the_entry(tmp_path, bad) -> None:
 def test_finite_weights_whose_sum_overflows_are_accepted() -> None:
     state = standin_state_dict("resnet50")
     state[KEY].fill_(3e38)  # each value finite, their float32 sum is not
-    fitted = resnet.weights.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
+    fitted = resnet.weights.reading.fit_state_dict(state, resnet.ResNet("resnet50").state_dict(), "file", "resnet50")
     assert torch.equal(fitted[KEY], state[KEY])
 
 
@@ -507,7 +507,7 @@ def _small_checkpoints() -> dict[str, bytes]:
     """Each kind of checkpoint this repository reads, small (about 10 KB), as torch.save writes it."""
     import numpy as np
 
-    from resnet.checkpointing import model_file
+    from resnet.training.run_files import model_file
 
     state = OrderedDict((f"layer{i}.weight", torch.randn(8, 16, generator=torch.Generator().manual_seed(i)))
                         for i in range(12))
@@ -546,12 +546,12 @@ def test_every_truncation_of_every_checkpoint_kind_is_a_named_corrupt_checkpoint
     assert len(data) > 4200
     path = tmp_path / f"cut-{kind}.pth"
     path.write_bytes(data)
-    assert resnet.weights.read_checkpoint(path)  # whole, it loads
+    assert resnet.weights.reading.read_checkpoint(path)  # whole, it loads
     failures = []
     for size in _truncation_points(len(data)):
         path.write_bytes(data[:size])
         try:
-            resnet.weights.read_checkpoint(path)
+            resnet.weights.reading.read_checkpoint(path)
             failures.append((size, "loaded"))
         except CorruptCheckpointError as error:
             if str(path) not in str(error) or "truncated" not in str(error):

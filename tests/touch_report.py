@@ -51,12 +51,15 @@ class TouchReport:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # A run inside a run (pytester) hands the outer run's hooks back when it ends.
+        self._previous = (sys.getprofile(), getattr(threading, "_profile_hook", None))
         sys.setprofile(self._profile)
         threading.setprofile(self._profile)
 
     def pytest_sessionfinish(self) -> None:
-        sys.setprofile(None)
-        threading.setprofile(None)  # type: ignore[arg-type]
+        previous, previous_threads = getattr(self, "_previous", (None, None))
+        sys.setprofile(previous)
+        threading.setprofile(previous_threads)  # type: ignore[arg-type]
 
     def untouched(self) -> list[str]:
         imported = {getattr(module, "__file__", None) for module in list(sys.modules.values())}

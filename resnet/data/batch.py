@@ -1,0 +1,179 @@
+"""Many inputs at once: decode URLs and files in a thread pool, keep input order, report failures.
+
+Pillow, requests and the tensor operations release the GIL, so threads decode in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional
+
+import torch
+
+from resnet.data.preprocessing import CROP_SIZE
+
+from resnet.data.errors import Uri
+from resnet.data.images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess_at
+
+
+@dataclass
+class BatchResult:
+    """The outcome of decoding a group of inputs.
+
+    Attributes:
+        tensor: (N, 3, 224, 224) float32 model input for the inputs that loaded, in input order
+            (N may be 0); (N, 3, S, S) from :func:`iter_batches` with ``image_size=S``.
+        uris: the inputs that loaded, in the same order as the rows of ``tensor``.
+        failures: ``(input, message)`` for each input that did not load, in input order; the
+            message names the input and says what went wrong.
+    """
+
+    tensor: torch.Tensor
+    uris: list[Uri] = field(default_factory=list)
+    failures: list[tuple[Uri, str]] = field(default_factory=list)
+
+
+def load_batch(
+    uris: Iterable[Uri], *, num_workers: Optional[int] = None, timeout: Timeout = DEFAULT_TIMEOUT
+) -> BatchResult:
+    """Load and preprocess every input (URLs and paths) in parallel into one batch.
+
+    A bad input does not stop the others: it is left out of ``tensor`` and reported in
+    ``failures`` with its message. ``num_workers`` threads decode (default: the number of
+    CPUs); ``timeout`` applies to each URL as in :func:`load_image`.
+
+    Example::
+
+        result = load_batch(["cat.jpg", "https://example.com/dog.jpg"])
+        probs = model(result.tensor).softmax(dim=1)
+        for uri, message in result.failures:
+            print("skipped", message)
+    """
+    items = _as_list(uris)
+    workers = _resolve_workers(num_workers)
+    _check_timeout(timeout)
+    if not items:
+        return _assemble([], [])
+    with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="load_batch") as pool:
+        outcomes = list(pool.map(lambda uri: _attempt(uri, timeout), items))
+    return _assemble(items, outcomes)
+
+
+def iter_batches(
+    uris: Iterable[Uri],
+    batch_size: int,
+    *,
+    num_workers: Optional[int] = None,
+    timeout: Timeout = DEFAULT_TIMEOUT,
+    image_size: int = CROP_SIZE,
+) -> Iterator[BatchResult]:
+    """Stream the inputs as batches of ``batch_size`` consecutive inputs, in input order.
+
+    While the caller works on one batch (runs the model), the next two batches' worth of
+    inputs decode in background threads, so decoding overlaps inference. Each
+    :class:`BatchResult` covers ``batch_size`` inputs (fewer at the end) and reports its own
+    failures, so ``len(b.uris) + len(b.failures)`` inputs per batch. ``uris`` may be any
+    iterable, read lazily. ``image_size`` is the side of the model's input (224; a model trained at another
+    size takes that: resize to 256/224 of it, centre crop).
+
+    Once the iterator is exhausted its threads have ended. Closing it early (``close()``, a
+    ``break`` out of a ``for`` loop over ``contextlib.closing(...)``) cancels the decoding not
+    yet started and returns at once; an input already being decoded finishes in the background
+    (a download in progress cannot be interrupted; ``timeout`` bounds it) and its thread ends.
+
+    Example::
+
+        for batch in iter_batches(paths, 32):
+            with torch.no_grad():
+                probs = model(batch.tensor).softmax(dim=1)
+    """
+    if isinstance(uris, (str, bytes, os.PathLike)):
+        raise TypeError(f"iter_batches expects a list (or other iterable) of inputs, not the single input {uris!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    workers = _resolve_workers(num_workers)
+    _check_timeout(timeout)
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    # Checked now rather than at the first next(): the generator body runs lazily.
+    return _stream(iter(uris), batch_size, workers, timeout, image_size)
+
+
+def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout,
+            image_size: int = CROP_SIZE) -> Iterator[BatchResult]:
+    window = max(2 * batch_size, workers)  # inputs in flight: this batch, the next, and some
+    pending: deque[tuple[Uri, Future]] = deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iter_batches")
+    exhausted = False
+
+    def fill() -> None:
+        nonlocal exhausted
+        while not exhausted and len(pending) < window:
+            try:
+                uri = next(uris)
+            except StopIteration:
+                exhausted = True
+                return
+            pending.append((uri, pool.submit(_attempt, uri, timeout, image_size)))
+
+    exhausted_all = False
+    try:
+        while True:
+            fill()
+            if not pending:
+                exhausted_all = True
+                return
+            chunk = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
+            fill()  # keep the threads busy on later inputs while this batch finishes
+            yield _assemble([uri for uri, _ in chunk], [future.result() for _, future in chunk], image_size)
+    finally:
+        for _, future in pending:
+            future.cancel()
+        # Exhausted: every thread is idle, and is joined here. Closed early: a download in progress
+        # ends on its own, bounded by the timeout; the caller does not wait for it.
+        pool.shutdown(wait=exhausted_all, cancel_futures=True)
+
+
+def _attempt(uri: Uri, timeout: Timeout, image_size: int = CROP_SIZE) -> tuple[Optional[torch.Tensor], Optional[str]]:
+    """(tensor, None) on success, (None, message) on any failure of this one input."""
+    try:
+        return preprocess_at(load_image(uri, timeout=timeout), image_size), None
+    except Exception as error:  # one bad input must not stop the batch; the message says which
+        message = str(error)
+        name = os.fspath(uri) if isinstance(uri, (str, os.PathLike)) else None
+        if not (isinstance(name, str) and name in message):
+            message = f"{uri!r}: {type(error).__name__}: {message}"
+        return None, message
+
+
+def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Optional[str]]],
+              image_size: int = CROP_SIZE) -> BatchResult:
+    tensors: list[torch.Tensor] = []
+    good: list[Uri] = []
+    failures: list[tuple[Uri, str]] = []
+    for uri, (tensor, message) in zip(items, outcomes):
+        if tensor is None:
+            failures.append((uri, message or "unknown error"))
+        else:
+            tensors.append(tensor)
+            good.append(uri)
+    empty = (0, 3, image_size, image_size)
+    stacked = torch.stack(tensors) if tensors else torch.empty(empty, dtype=torch.float32)
+    return BatchResult(stacked, good, failures)
+
+
+def _as_list(uris: Iterable[Uri]) -> list[Uri]:
+    if isinstance(uris, (str, bytes, os.PathLike)):
+        raise TypeError(f"load_batch expects a list of inputs, not the single input {uris!r}; wrap it in a list")
+    return list(uris)
+
+
+def _resolve_workers(num_workers: Optional[int]) -> int:
+    if num_workers is None:
+        return os.cpu_count() or 1
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"num_workers must be a positive integer or None (one per CPU), got {num_workers!r}")
+    return num_workers

@@ -1,0 +1,548 @@
+"""Run an exported ONNX model with ONNX Runtime or OpenVINO behind one small interface.
+
+:func:`load_onnx_model` returns an :class:`OnnxModel`: call it with a float32 NCHW batch (a torch
+tensor, preprocessed as :mod:`resnet.data.preprocessing` defines) and it returns float32 logits (a torch
+tensor), like the PyTorch model in eval mode. Its :attr:`~OnnxModel.class_names` come from the
+export's metadata (``metadata_props`` of the ONNX file, written by :func:`resnet.cli.export.export_onnx`):
+ImageNet's names for a 1000-class model, the ``class_names`` entry where an export has one.
+
+A file that is not one of this repository's exports (no ``arch``/``output`` metadata) still runs
+when its interface fits, with a warning: one float32 input of shape (N, 3, S, S) and one float32
+output of shape (N, classes); a 1000-class output gets ImageNet's names. When the interface does not
+fit, :class:`RuntimeModelError` says which input or output is wrong and how.
+
+Runtimes (:data:`RUNTIMES`): ``onnxruntime`` (a requirement of this package's ONNX features) and
+``openvino`` (optional: ``pip install openvino``). Session settings are the fastest measured on a
+2-core AMD EPYC (Zen 5, AVX512-VNNI/BF16), see ``benchmarks/README.md``:
+
+* ONNX Runtime: all graph optimisations (``ORT_ENABLE_ALL``: conv+activation/add fusion, NCHWc
+  blocked layouts on x86), sequential execution, ``threads`` intra-op threads (default: the threads
+  torch uses, one per physical core), one inter-op thread.
+* OpenVINO: the ``LATENCY`` performance hint (one stream using every thread, which is what one
+  synchronous caller needs), ``INFERENCE_NUM_THREADS`` = ``threads``, and an explicit inference
+  precision: ``precision="fp32"`` (the default: the same numbers on every CPU) or ``"bf16"``
+  (OpenVINO converts the fp32 graph to bfloat16 where the CPU has native BF16). An INT8 (QDQ) model
+  runs its quantized operators in INT8 under either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "PRECISIONS",
+    "RUNTIMES",
+    "OnnxModel",
+    "RuntimeModelError",
+    "RuntimeUnavailableError",
+    "load_onnx_model",
+    "read_onnx_metadata",
+]
+
+#: Runtimes that :func:`load_onnx_model` can use.
+RUNTIMES = ("onnxruntime", "openvino")
+#: Inference precisions: ``fp32`` everywhere; ``bf16`` (OpenVINO only) where the CPU computes it natively.
+PRECISIONS = ("fp32", "bf16")
+
+_INSTALL = {"onnxruntime": "pip install onnxruntime", "openvino": "pip install openvino"}
+
+
+#: The largest ONNX file read: 2 GiB, protobuf's limit for one message (larger models keep their weights in
+#: external data files beside the model).
+MAX_ONNX_BYTES = 2 << 30
+#: The most classes a model may declare (ImageNet-21k has 21,843): a head of 2**28 classes would otherwise
+#: make a list of 2**28 names before anything runs.
+MAX_CLASSES = 1 << 20
+#: The largest batch size baked into a graph that is run: a batch of B is run in padded slices of B images
+#: (616 MB for 1024 images of 224 x 224).
+MAX_FIXED_BATCH = 1024
+#: The largest image side an input may declare (an (N, 3, S, S) input; 224 for NVIDIA's weights).
+MAX_IMAGE_SIDE = 4096
+
+
+class RuntimeModelError(ValueError):
+    """The file cannot be run as an image classifier; the message names the file and what is wrong.
+
+    ``str(error)`` words any advice for the Python API, ``error.describe("cli")`` for the command line.
+    """
+
+    def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.cli_message = cli_message
+
+    def describe(self, audience: str = "python") -> str:
+        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
+        return self.cli_message if audience == "cli" and self.cli_message is not None else str(self)
+
+
+class RuntimeUnavailableError(ImportError):
+    """The runtime asked for is not installed; the message names the ``pip install`` that adds it."""
+
+
+def runtime_available(runtime: str) -> bool:
+    """Whether ``runtime`` (one of :data:`RUNTIMES`) can be imported here."""
+    try:
+        _import_runtime(runtime)
+    except RuntimeUnavailableError:
+        return False
+    return True
+
+
+def _import_runtime(runtime: str) -> Any:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    try:
+        if runtime == "openvino":
+            import openvino
+
+            return openvino
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError as error:
+        other = next(r for r in RUNTIMES if r != runtime)
+        raise RuntimeUnavailableError(
+            f"the {runtime} runtime is not installed ({error}); install it with '{_INSTALL[runtime]}', "
+            f"or use the {other} runtime"
+        ) from None
+
+
+def read_onnx_metadata(path: os.PathLike | str) -> dict[str, Any]:
+    """The ``metadata_props`` of an ONNX file as a dict; JSON values are decoded, others stay text.
+
+    Raises:
+        RuntimeModelError: the file does not exist or is not an ONNX model.
+    """
+    return _load_proto(Path(path))[1]
+
+
+def _load_proto(path: Path) -> tuple[Any, dict[str, Any]]:
+    try:
+        import onnx
+    except ImportError as error:
+        raise RuntimeUnavailableError(
+            f"reading ONNX files needs the onnx package, not installed here ({error}); install it with "
+            "'pip install onnx'"
+        ) from None
+
+    from resnet.io.filetypes import looks_like_onnx, looks_like_torch_checkpoint, not_a_regular_file, read_head
+
+    what = not_a_regular_file(path)
+    if what is not None:
+        raise RuntimeModelError(f"ONNX model {str(path)!r} is {what}, not a file; give the path of the .onnx file")
+    if not path.is_file():
+        raise RuntimeModelError(f"ONNX model {str(path)!r} does not exist; check the path")
+    # The first bytes say what the file is before anything reads it whole.
+    try:
+        head = read_head(path)
+    except OSError as error:
+        raise RuntimeModelError(f"cannot read ONNX model {str(path)!r}: {error.strerror or error}") from None
+    if looks_like_torch_checkpoint(head):
+        start = f"{str(path)!r} is a PyTorch checkpoint, not an ONNX model"
+        raise RuntimeModelError(
+            f"{start}: load it with the hub entrypoints (pretrained=False, pretrained_from_file=PATH), or export it "
+            "to ONNX first",
+            cli_message=f"{start}: give it as --weights FILE, or export it with 'python -m resnet export --weights "
+            "FILE --format onnx' first",
+        )
+    if not looks_like_onnx(head):
+        raise RuntimeModelError(f"{str(path)!r} is not an ONNX model (its first bytes are not those of an ONNX "
+                                "model file); check the path")
+    size = path.stat().st_size
+    if size > MAX_ONNX_BYTES:
+        raise RuntimeModelError(f"{str(path)!r} ({size:,} bytes) is larger than an ONNX model file can be "
+                                f"({MAX_ONNX_BYTES:,} bytes, protobuf's limit); it is not a usable ONNX model")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        raise RuntimeModelError(f"{str(path)!r} is not an ONNX model ({type(error).__name__}: {error})") from None
+    _check_external_data(proto, path)
+    metadata: dict[str, Any] = {}
+    for entry in proto.metadata_props:
+        try:
+            metadata[entry.key] = json.loads(entry.value)
+        except ValueError:
+            metadata[entry.key] = entry.value
+    return proto, metadata
+
+
+def _all_tensors(proto: Any) -> Any:
+    """Every TensorProto of a model: initializers, sparse initializers and node attributes, in subgraphs and
+    functions too (each may keep its data in an external file)."""
+
+    def graph_tensors(graph: Any) -> Any:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            yield from node_tensors(node)
+
+    def node_tensors(node: Any) -> Any:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield attribute.sparse_tensor.values
+                yield attribute.sparse_tensor.indices
+            for sparse in attribute.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+            if attribute.HasField("g"):
+                yield from graph_tensors(attribute.g)
+            for graph in attribute.graphs:
+                yield from graph_tensors(graph)
+
+    yield from graph_tensors(proto.graph)
+    for function in proto.functions:
+        for node in function.node:
+            yield from node_tensors(node)
+    for info in proto.training_info:
+        for graph in (info.initialization, info.algorithm):
+            yield from graph_tensors(graph)
+
+
+def _check_external_data(proto: Any, path: Path) -> None:
+    """Refuse a model whose tensors keep their data in a file outside its folder, before a runtime reads it.
+
+    A tensor's external data ``location`` must be a relative path that, with symbolic links resolved, names a
+    regular file inside the model's folder, and its ``offset`` / ``length`` must lie within that file: not an
+    absolute path, ``..``, a link out of the folder, a device or ``/proc``.
+
+    Raises:
+        RuntimeModelError: naming the tensor and its location.
+    """
+    import onnx
+
+    from resnet.io.filetypes import not_a_regular_file
+
+    folder = path.parent
+    root = folder.resolve()
+    for tensor in _all_tensors(proto):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entries = {entry.key: entry.value for entry in tensor.external_data}
+        location = entries.get("location", "")
+        start = f"{str(path)!r}: tensor {tensor.name!r} keeps its data in {location!r}"
+        problem = None
+        target = folder / location
+        if not location or "\0" in location:
+            problem = "which is not a file name"
+        elif os.path.isabs(location) or location.startswith(("/", "\\")) \
+                or ".." in location.replace("\\", "/").split("/"):
+            problem = "outside the model's folder (an absolute path or one through '..')"
+        else:
+            resolved = target.resolve()
+            if resolved != root and root not in resolved.parents:
+                problem = f"which leads outside the model's folder (to {str(resolved)!r})"
+            elif not target.exists():
+                problem = "which does not exist beside the model"
+            elif not_a_regular_file(target) is not None:
+                problem = f"which is {not_a_regular_file(target)}, not a file"
+        if problem is None:
+            size = target.stat().st_size
+            try:
+                offset, length = int(entries.get("offset", 0)), int(entries.get("length", size))
+            except ValueError:
+                offset, length = -1, -1
+            if offset < 0 or length < 0 or offset + length > size:
+                problem = (f"at offset {entries.get('offset', 0)}, length {entries.get('length', '(the rest)')}, "
+                           f"beyond the file's {size:,} bytes")
+        if problem is not None:
+            raise RuntimeModelError(f"{start}, {problem}; an ONNX model's external data must be files in its own "
+                                    "folder, and this one is refused before any runtime reads it")
+
+
+def _dims(value: Any) -> list[Any]:
+    """Shape of a graph input/output: ints for fixed axes, names (or None) for dynamic ones."""
+    shape = value.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in shape.dim]
+
+
+def _interface(proto: Any, path: Path) -> tuple[str, str, Optional[int], Optional[int], Optional[int]]:
+    """(input name, output name, fixed batch, classes, image side), each ``None`` where the graph leaves it
+    dynamic; RuntimeModelError when the interface does not fit."""
+    import onnx
+
+    from resnet.data.preprocessing import MIN_IMAGE_SIZE
+
+    want = f"(N, 3, S, S), S from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIDE:,} (224 for NVIDIA's weights)"
+
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in initializers]
+    outputs = list(proto.graph.output)
+    where = f"{str(path)!r}"
+    if len(inputs) != 1:
+        raise RuntimeModelError(
+            f"{where} has {len(inputs)} inputs ({', '.join(v.name for v in inputs) or 'none'}); an image "
+            f"classifier here takes one float32 input of shape {want}"
+        )
+    if len(outputs) != 1:
+        named = [v for v in outputs if v.name == "logits"]
+        if len(named) != 1:
+            raise RuntimeModelError(
+                f"{where} has {len(outputs)} outputs ({', '.join(v.name for v in outputs) or 'none'}); "
+                "expected one float32 output of shape (N, classes), or one named 'logits'"
+            )
+        outputs = named
+    (graph_input,), (graph_output,) = inputs, outputs
+    float32 = onnx.TensorProto.FLOAT
+    in_dims, out_dims = _dims(graph_input), _dims(graph_output)
+    in_type = graph_input.type.tensor_type.elem_type
+    sides = {d for d in in_dims[2:] if isinstance(d, int)}  # fixed sides; dynamic ones are names or None
+    channels_fit = len(in_dims) == 4 and (not isinstance(in_dims[1], int) or in_dims[1] == 3)
+    sides_fit = len(sides) <= 1 and all(MIN_IMAGE_SIZE <= d <= MAX_IMAGE_SIDE for d in sides)
+    if in_type != float32 or not channels_fit or not sides_fit:
+        raise RuntimeModelError(
+            f"{where}: input {graph_input.name!r} is {onnx.TensorProto.DataType.Name(in_type).lower()} of shape "
+            f"{_show(in_dims)}, but the images are float32 of shape {want}: NCHW RGB, normalised as "
+            "resnet.data.preprocessing says"
+        )
+    side = next(iter(sides), None)
+    out_type = graph_output.type.tensor_type.elem_type
+    if out_type != float32 or len(out_dims) != 2:
+        raise RuntimeModelError(
+            f"{where}: output {graph_output.name!r} is {onnx.TensorProto.DataType.Name(out_type).lower()} of shape "
+            f"{_show(out_dims)}; expected float32 logits of shape (N, classes)"
+        )
+    batch = in_dims[0] if isinstance(in_dims[0], int) and in_dims[0] > 0 else None
+    classes = out_dims[1] if isinstance(out_dims[1], int) and out_dims[1] > 0 else None
+    if batch is not None and batch > MAX_FIXED_BATCH:
+        raise RuntimeModelError(
+            f"{where}: input {graph_input.name!r} declares a fixed batch of {batch:,} images; at most "
+            f"{MAX_FIXED_BATCH:,} are run (each call runs whole batches of that size): export it with a dynamic "
+            "or smaller batch axis"
+        )
+    _check_class_count(classes, f"{where}: output {graph_output.name!r}")
+    return graph_input.name, graph_output.name, batch, classes, side
+
+
+def _metadata_side(metadata: dict[str, Any]) -> Optional[int]:
+    """The image side the export's metadata states (``input.shape`` (batch, 3, S, S)), or ``None``."""
+    from resnet.data.preprocessing import MIN_IMAGE_SIZE
+
+    shape = metadata.get("input", {}).get("shape") if isinstance(metadata.get("input"), dict) else None
+    if isinstance(shape, list) and len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3] \
+            and not isinstance(shape[2], bool) and MIN_IMAGE_SIZE <= shape[2] <= MAX_IMAGE_SIDE:
+        return shape[2]
+    return None
+
+
+def _check_class_count(classes: Optional[int], what: str) -> None:
+    if classes is not None and classes > MAX_CLASSES:
+        raise RuntimeModelError(f"{what} declares {classes:,} classes, more than the {MAX_CLASSES:,} an image "
+                                "classifier here may have; the file is damaged or not a classifier")
+
+
+def _show(dims: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _metadata_classes(metadata: dict[str, Any]) -> Optional[int]:
+    """The number of classes the export's metadata states (``output.shape[1]``), or ``None``."""
+    output = metadata.get("output")
+    shape = output.get("shape") if isinstance(output, dict) else None
+    if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
+        return shape[1]
+    return None
+
+
+def _class_names(metadata: dict[str, Any], classes: Optional[int], path: Path, ours: bool) -> Optional[list[str]]:
+    """The class names the file's metadata gives (made printable, :mod:`resnet.data.names`), ImageNet's for a
+    1000-class model, else ``None``. Names that do not fit the output are left out with a warning."""
+    from resnet.data.names import load_class_names
+
+    stored = metadata.get("class_names")
+    if isinstance(stored, list):
+        _check_class_count(len(stored), f"{str(path)!r}: the metadata's class_names")
+    names = load_class_names(stored, classes, f"{str(path)!r}")
+    if names is not None:
+        return names
+    if classes in (None, 1000):
+        from resnet.data.synsets import imagenet_class_names
+
+        if not ours:
+            warnings.warn(
+                f"{str(path)!r} has no export metadata of this repository (arch, output); it is run as an "
+                "ImageNet classifier with ImageNet's 1000 class names",
+                UserWarning,
+                stacklevel=4,
+            )
+        return imagenet_class_names()
+    if not ours:
+        warnings.warn(
+            f"{str(path)!r} has no export metadata of this repository and {classes} classes; "
+            "its classes are named by number",
+            UserWarning,
+            stacklevel=4,
+        )
+    return None
+
+
+class OnnxModel:
+    """An ONNX model running on :attr:`runtime`; call it with a float32 (N, 3, S, S) torch tensor
+    (S = :attr:`image_size`).
+
+    Attributes:
+        path: the ONNX file.
+        runtime: ``onnxruntime`` or ``openvino``.
+        precision: ``fp32`` or ``bf16`` (OpenVINO's inference precision for the float parts).
+        threads: intra-op threads.
+        metadata: the export's metadata (empty for a file from elsewhere).
+        class_names: one name per output class (``class 0``, ``class 1`` ... where the file names none).
+        classes: the class names the file's metadata gives (ImageNet's for a 1000-class model), or ``None``
+            where it gives none: as ``model.classes`` of the PyTorch models.
+        quantized: whether the graph holds INT8 (QDQ) operators.
+        input_name, output_name: the graph's interface.
+        fixed_batch: the batch size baked into the graph, or ``None`` when the batch axis is dynamic
+            (a fixed-batch model is run in slices of that size).
+        image_size: the side S of the (N, 3, S, S) images it takes: the graph's, else the export's metadata's,
+            else 224.
+    """
+
+    def __init__(self, path: Path, runtime: str, proto: Any, metadata: dict[str, Any], *,
+                 threads: int, precision: str) -> None:
+        self.path = path
+        self.runtime = runtime
+        self.precision = precision
+        self.threads = threads
+        self.metadata = metadata
+        self.input_name, self.output_name, self.fixed_batch, classes, side = _interface(proto, path)
+        self.image_size: int = side or _metadata_side(metadata) or 224
+        ours = "arch" in metadata and "output" in metadata
+        if classes is None:  # a dynamic class axis: the metadata may say
+            classes = _metadata_classes(metadata)
+            _check_class_count(classes, f"{str(path)!r}: the metadata's output shape")
+        self.classes = _class_names(metadata, classes, path, ours)
+        self.class_names = self.classes or [f"class {i}" for i in range(classes or 0)]
+        self.quantized = any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node)
+        self._run = _make_runner(runtime, path, self.input_name, self.output_name, threads=threads,
+                                 precision=precision)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits (N, classes), float32 on the CPU, for the float32 (N, 3, S, S) ``batch`` (S = image_size)."""
+        want = (3, self.image_size, self.image_size)
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or tuple(batch.shape[1:]) != want:
+            shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise ValueError(f"{self.path.name}: expected a float32 batch of shape (N, {', '.join(map(str, want))}), "
+                             f"got {shape}")
+        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
+        try:
+            if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+                out = self._run(x)
+            else:
+                out = np.concatenate([self._run_padded(part) for part in np.split(
+                    x, range(self.fixed_batch, x.shape[0], self.fixed_batch))]) if len(x) else np.empty((0, 0))
+            logits = torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        except MemoryError:
+            raise RuntimeModelError(f"{self.runtime} ran out of memory running {str(self.path)!r} on a batch of "
+                                    f"{x.shape[0]} images") from None
+        except Exception as error:  # the runtime's own errors: a graph that fails on real input
+            text = str(error).strip().splitlines()
+            raise RuntimeModelError(f"{self.runtime} failed running {str(self.path)!r} on a batch of {x.shape[0]} "
+                                    f"images: {text[0] if text else type(error).__name__}") from None
+        if logits.dim() != 2 or logits.shape[0] != batch.shape[0] or logits.shape[1] != self.num_classes:
+            raise RuntimeModelError(
+                f"{str(self.path)!r} returned an output of shape {tuple(logits.shape)} for a batch of "
+                f"{batch.shape[0]}; expected ({batch.shape[0]}, {self.num_classes})"
+            )
+        return logits
+
+    def _run_padded(self, part: np.ndarray) -> np.ndarray:
+        size = part.shape[0]
+        if size < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - size, *part.shape[1:]), dtype=part.dtype)
+            return self._run(np.concatenate([part, pad]))[:size]
+        return self._run(part)
+
+    forward = __call__
+
+    def __repr__(self) -> str:
+        return (f"OnnxModel({str(self.path)!r}, runtime={self.runtime!r}, precision={self.precision!r}, "
+                f"threads={self.threads}, classes={self.num_classes}, quantized={self.quantized})")
+
+
+def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *, threads: int, precision: str):
+    module = _import_runtime(runtime)
+    if runtime == "onnxruntime":
+        options = module.SessionOptions()
+        options.graph_optimization_level = module.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = module.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            session = module.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise RuntimeModelError(f"ONNX Runtime cannot load {str(path)!r}: {error}") from None
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return session.run([output_name], {input_name: x})[0]
+
+        return run
+
+    import openvino.properties.hint as hints
+
+    core = module.Core()
+    config = {
+        hints.performance_mode: hints.PerformanceMode.LATENCY,
+        "INFERENCE_NUM_THREADS": threads,
+        hints.inference_precision: module.Type.bf16 if precision == "bf16" else module.Type.f32,
+    }
+    try:
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+    except Exception as error:
+        raise RuntimeModelError(f"OpenVINO cannot load {str(path)!r}: {error}") from None
+    request = compiled.create_infer_request()
+    output = compiled.output(output_name) if len(compiled.outputs) > 1 else compiled.output(0)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        # The result tensor is reused by the next call: __call__ copies it.
+        return request.infer({input_name: x}, share_inputs=True, share_outputs=True)[output]
+
+    return run
+
+
+def load_onnx_model(
+    path: os.PathLike | str,
+    runtime: str = "onnxruntime",
+    *,
+    threads: Optional[int] = None,
+    precision: str = "fp32",
+) -> OnnxModel:
+    """Open the ONNX file ``path`` on ``runtime`` (``onnxruntime`` or ``openvino``) for classification.
+
+    ``threads``: intra-op threads (default ``torch.get_num_threads()``, one per physical core).
+    ``precision``: ``fp32`` (default) or ``bf16`` (OpenVINO only: its bf16 inference precision hint,
+    for CPUs with native BF16; the input and output stay float32).
+
+    Raises:
+        RuntimeUnavailableError: the runtime is not installed (the message names the pip command).
+        RuntimeModelError: the file is missing, not ONNX, or its interface is not an image classifier's.
+        ValueError: unknown ``runtime`` or ``precision``, ``threads`` below 1, or ``bf16`` on ONNX Runtime.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and runtime != "openvino":
+        raise ValueError("precision='bf16' is OpenVINO's inference precision hint; use runtime='openvino'")
+    if threads is None:
+        threads = torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, not {threads!r}")
+    _import_runtime(runtime)  # a missing runtime is reported before the file is read
+    path = Path(path)
+    proto, metadata = _load_proto(path)
+    return OnnxModel(path, runtime, proto, metadata, threads=threads, precision=precision)
