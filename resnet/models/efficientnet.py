@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet.weights.catalogue import Checkpoint
+from resnet.weights.catalogue import CHECKPOINTS, Checkpoint
 from resnet.models.resnet import init_module
 
 __all__ = [
@@ -168,22 +168,6 @@ class EfficientNetArch:
         return sum(stage.repeats for stage in self.stages)
 
 
-_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia"
-
-
-def _ngc(arch: str, folder: str, top1: float, top5: float, top1_32: float, top5_32: float) -> Checkpoint:
-    return Checkpoint(
-        arch=arch,
-        url=f"{_NGC}/{folder}/versions/20.12.0/files/nvidia_{arch}_210412.pth",
-        top1=top1,
-        top5=top5,
-        accuracy_note=(
-            f"published by NVIDIA (ConvNets README, validation, AMP; 32-bit: {top1_32:.2f} / {top5_32:.2f}); "
-            "not re-measured here"
-        ),
-    )
-
-
 def _pair(
     key: str, width: float, depth: float, image_size: int, dropout: float, survival_prob: float = 1.0,
     original: Optional[dict] = None, widese: Optional[dict] = None,
@@ -200,21 +184,17 @@ def _pair(
 
 
 # Scaling, image sizes, dropout and survival probabilities: NVIDIA's ``architectures`` table.
-# Parameter counts and accuracy: established by running NVIDIA's code and from its READMEs (the spec).
+# Parameter counts: established by running NVIDIA's code (the spec); weights and accuracy: the catalogue.
 _ALL = [
     *_pair("b0", 1.0, 1.0, 224, 0.2,
-           original=dict(num_params=5_288_548, checkpoint=_ngc(
-               "efficientnet-b0", "efficientnet_b0_pyt_amp", 77.63, 93.82, 77.31, 93.76)),
-           widese=dict(num_params=8_423_848, checkpoint=_ngc(
-               "efficientnet-widese-b0", "efficientnet_widese_b0_pyt_amp", 77.89, 94.00, 77.97, 94.05))),
+           original=dict(num_params=5_288_548, checkpoint=CHECKPOINTS["efficientnet-b0"]),
+           widese=dict(num_params=8_423_848, checkpoint=CHECKPOINTS["efficientnet-widese-b0"])),
     *_pair("b1", 1.0, 1.1, 240, 0.2, original=dict(num_params=7_794_184)),
     *_pair("b2", 1.1, 1.2, 260, 0.3),
     *_pair("b3", 1.2, 1.4, 300, 0.3),
     *_pair("b4", 1.4, 1.8, 380, 0.4, survival_prob=0.8,
-           original=dict(num_params=19_341_616, checkpoint=_ngc(
-               "efficientnet-b4", "efficientnet_b4_pyt_amp", 82.98, 96.44, 82.92, 96.43)),
-           widese=dict(num_params=34_927_246, checkpoint=_ngc(
-               "efficientnet-widese-b4", "efficientnet_widese_b4_pyt_amp", 83.28, 96.45, 83.30, 96.47))),
+           original=dict(num_params=19_341_616, checkpoint=CHECKPOINTS["efficientnet-b4"]),
+           widese=dict(num_params=34_927_246, checkpoint=CHECKPOINTS["efficientnet-widese-b4"])),
     *_pair("b5", 1.6, 2.2, 456, 0.4),
     *_pair("b6", 1.8, 2.6, 528, 0.5),
     *_pair("b7", 2.0, 3.1, 600, 0.5),
@@ -453,6 +433,7 @@ class EfficientNet(nn.Module):
         self.arch = config
         self.num_classes = num_classes
         self.classes = None  # Optional[List[str]]; not annotated, which TorchScript would warn about
+        self.image_size = None  # Optional[int]: the training size a model.pth records (None: the arch's)
         layers = _Layers(activation, bn_epsilon, bn_momentum)
 
         self.stem = layers.conv_bn(3, config.stem_channels, 3, stride=2)
