@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnet.data.preprocessing import DataConfig
 from resnet.weights.catalogue import CHECKPOINTS, Checkpoint
 from resnet.models.resnet import init_module
 
@@ -142,6 +143,12 @@ class EfficientNetArch:
         """Shorter side after the evaluation resize, before the center crop: ``image_size + 32`` as in
         NVIDIA's validation loaders (256 for B0, 412 for B4)."""
         return self.image_size + 32
+
+    @property
+    def data_config(self) -> DataConfig:
+        """How NVIDIA evaluates this arch (``configs.yml``, ``dataloaders.py``): ``image_size``, after a resize to
+        ``resize_size`` with ``interpolation`` (bicubic)."""
+        return DataConfig(self.image_size, self.resize_size, self.interpolation)
 
     @property
     def stem_channels(self) -> int:
@@ -406,11 +413,16 @@ class EfficientNet(nn.Module):
             survives with ``1 - (1 - survival_prob) * i / n``. ``None``: the arch's (0.8 for B4, else 1).
         trt: squeeze-excitation as 1x1 convolutions (4-D weights) instead of ``nn.Linear``.
 
-    Attributes ``arch``, ``num_classes`` and ``classes`` (class names, or ``None``; the builders of
-    :mod:`resnet.models.efficientnet_builder` set them) describe the model. The forward pass returns raw
-    logits (no softmax). Initialisation is NVIDIA's: Kaiming-normal convolutions (ReLU gain),
-    BatchNorm 1 / 0, PyTorch's default for the classifier and squeeze-excitation.
+    Attributes ``arch``, ``num_classes``, ``classes`` (class names, or ``None``; the builders of
+    :mod:`resnet.models.efficientnet_builder` set them) and ``image_size`` (the training size a ``model.pth``
+    records, else ``None``: ``arch.image_size``) describe the model; :attr:`head_name` names the classifier
+    (``classifier.fc``) for code that works on any model of the family (:func:`resnet.models.family.get_head`).
+    The forward pass returns raw logits (no softmax). Initialisation is NVIDIA's: Kaiming-normal convolutions
+    (ReLU gain), BatchNorm 1 / 0, PyTorch's default for the classifier and squeeze-excitation.
     """
+
+    #: The classifier's module path (:func:`resnet.models.family.get_head`).
+    head_name = "classifier.fc"
 
     def __init__(
         self,
