@@ -303,6 +303,11 @@ def test_hub_list_shows_only_the_entrypoints() -> None:
     assert listed == sorted(
         [
             "nvidia_convnets_processing_utils",
+            "nvidia_efficientnet",
+            "nvidia_efficientnet_b0",
+            "nvidia_efficientnet_b4",
+            "nvidia_efficientnet_widese_b0",
+            "nvidia_efficientnet_widese_b4",
             "nvidia_resneXt",
             "nvidia_resnet50",
             "nvidia_resnext101_32x4d",

@@ -52,7 +52,8 @@ from resnet.cli.options import (
     report_warning,
 )
 from resnet.data.names import printable_name
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.data.preprocessing import CROP_SIZE, ImageSize
+from resnet.models.family import get_head, model_data_config
 from resnet.deploy.runtimes import RuntimeModelError
 
 #: More inputs than this get a progress bar on stderr.
@@ -87,8 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
-                        help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
-                        "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
+                        help="centre crop, after resizing in the arch's proportion (default: the size the model was "
+                        "trained at, which a model.pth of 'train' records, else the arch's: 224, 380 for the "
+                        "EfficientNet-B4s; an --onnx export takes its own size)")
     add_device_option(parser)
     add_precision_option(
         parser, "fp32", "compute precision of the inference fast path (default fp32, same logits as the plain model "
@@ -153,10 +155,11 @@ def classify(
     workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     progress: bool = False,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
 ) -> list[Outcome]:
     """Classify ``uris`` in input order; decoding runs in threads while the model computes. Images are cropped
-    to ``image_size`` (the size the model was trained at) after resizing to 256/224 of it."""
+    to ``image_size`` (the size the model was trained at) after resizing to 256/224 of it, or prepared as a
+    :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`)."""
     outcomes: dict[str, list[Outcome]] = {}
     batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout, image_size=image_size)
     # Closing the batches on the way out (an error too) leaves no decoding running.
@@ -240,12 +243,14 @@ def run(args: argparse.Namespace) -> int:
         if args.onnx:
             model = load_onnx(args, args.precision)  # class names from the export's metadata
             classes = model.class_names
-            size = onnx_image_size(args, model.image_size)
+            onnx_image_size(args, model.image_size)
+            size: ImageSize = model.data_config  # the export's own resize and interpolation
         else:
             model = load_model(args)
             # ImageNet's names, or those a fine-tuned model.pth stores ('python -m resnet train').
-            classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
-            size = args.image_size or model.image_size or CROP_SIZE  # the size it was trained at
+            classes = model.classes or [f"class {i}" for i in range(get_head(model).out_features)]
+            # The arch's preprocessing (an EfficientNet's size and bicubic resize), at the size it was trained at.
+            size = model_data_config(model, args.image_size)
             # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
             model = optimize_for_inference(model.to(device), device=device, dtype=args.precision)
         mine = uris[rank::world]
