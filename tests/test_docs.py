@@ -147,8 +147,8 @@ def runnable_blocks() -> list[Block]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, ngc_file) -> Path:
     """A copy of the repository with what the pages' examples expect beside it: NVIDIA's weights in the torch
-    hub cache (the stand-in), a fine-tuned ``runs/pets/model.pth`` (classes cat and dog) and a labelled folder
-    ``DATA`` (a tabby and a space shuttle, in folders named by WordNet id)."""
+    hub cache (the stand-ins of ResNet-50 and EfficientNet-B0), a fine-tuned ``runs/pets/model.pth`` (classes cat
+    and dog) and a labelled folder ``DATA`` (a tabby and a space shuttle, in folders named by WordNet id)."""
     import torch
 
     from resnet.training.run_files import model_file
@@ -159,6 +159,7 @@ def workspace(tmp_path_factory, ngc_file) -> Path:
     checkpoints = root.parent / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     shutil.copyfile(ngc_file("resnet50"), checkpoints / "nvidia_resnet50_200821.pth.tar")
+    torch.save(standin_state_dict("efficientnet-b0", live=True), checkpoints / "nvidia_efficientnet-b0_210412.pth")
     state = standin_state_dict("resnet50")
     state["fc.weight"], state["fc.bias"] = state["fc.weight"][:2].clone(), state["fc.bias"][:2].clone()
     (root / "runs" / "pets").mkdir(parents=True)

@@ -132,6 +132,7 @@ def agrees(table: torch.Tensor, probabilities: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- classify, evaluate
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_classify_uses_the_arch_preprocessing(sharp_weights, sharp_state, photos, capsys) -> None:
     peer = torchvision_peer(sharp_state, 3)
     table = classify_table(capsys, photos, 3, "--arch", ARCH, "--weights", sharp_weights)
@@ -145,6 +146,7 @@ def test_classify_uses_the_arch_preprocessing(sharp_weights, sharp_state, photos
     assert agrees(table, peer_probabilities(peer, photos, 192, round(192 * 256 / 224))) <= TOLERANCE
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_evaluate_end_to_end(weights, peer, photos, tmp_path, capsys) -> None:
     from resnet.data.synsets import imagenet_wnids
 
@@ -183,6 +185,7 @@ def tiny_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("tiny") / "data", per_class=3, val_per_class=2)
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_train_freeze_backbone_then_classify_and_evaluate_the_run(weights, ngc_state, tiny_data, tmp_path,
                                                                   capsys) -> None:
     from resnet.models.builder import create_model
@@ -215,6 +218,7 @@ def test_train_freeze_backbone_then_classify_and_evaluate_the_run(weights, ngc_s
     assert report["images"] == 6 and report["model"].endswith("64x64 (resize 73, bicubic)")
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_train_the_whole_network(weights, tiny_data, tmp_path) -> None:
     """Fine-tuning every layer: training mode (dropout, BatchNorm batch statistics) and a new head."""
     from resnet.weights.reading import read_checkpoint
@@ -232,6 +236,7 @@ def test_train_the_whole_network(weights, tiny_data, tmp_path) -> None:
 # --------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_export_onnx_matches_nvidia_through_onnx_runtime(weights, tmp_path, capsys) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
@@ -253,6 +258,7 @@ def test_export_onnx_matches_nvidia_through_onnx_runtime(weights, tmp_path, caps
         assert (scripted(parity_input(ARCH, live=True)) - expected).abs().max() <= 1e-3
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_classify_onnx_prepares_images_as_the_export_says(sharp_weights, sharp_state, photos, tmp_path,
                                                           capsys) -> None:
     pytest.importorskip("onnx")
@@ -264,6 +270,7 @@ def test_classify_onnx_prepares_images_as_the_export_says(sharp_weights, sharp_s
     assert agrees(table, peer_probabilities(torchvision_peer(sharp_state, 3), photos)) <= 1e-3
 
 
+@pytest.mark.slow  # a whole command run in process: seconds to a minute on 2 cores
 def test_export_int8_of_an_efficientnet(weights, tmp_path, capsys) -> None:
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -76,6 +76,7 @@ def live_file(tmp_path_factory, live_state):
 # --------------------------------------------------------------------------- pretrained=True
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 @pytest.mark.parametrize("arch", ARCHS)
 def test_preseeded_hub_cache_matches_nvidia(arch, hub_dir, live_file) -> None:
     (hub_dir / "checkpoints").mkdir(parents=True)
@@ -88,6 +89,7 @@ def test_preseeded_hub_cache_matches_nvidia(arch, hub_dir, live_file) -> None:
         assert max_diff(model, arch, 380) <= 1e-3  # NVIDIA's evaluation size for the B4s
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 @pytest.mark.parametrize("arch", ARCHS)
 def test_loopback_mirror_download_matches_nvidia(arch, server, hub_dir, live_file) -> None:
     body = live_file(arch).read_bytes()
@@ -103,6 +105,7 @@ def test_loopback_mirror_download_matches_nvidia(arch, server, hub_dir, live_fil
     assert server.hits == {f"/weights/{FILE_NAME[arch]}": 1}
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 def test_mirror_from_the_environment_and_a_damaged_cache_file(server, hub_dir, live_file, monkeypatch) -> None:
     arch = "efficientnet-b0"
     server.routes[f"/m/{FILE_NAME[arch]}"] = Route(live_file(arch).read_bytes())
@@ -148,6 +151,7 @@ def _module_prefix_se_4d(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDic
                        for k, v in state.items())
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 @pytest.mark.parametrize("arch", ARCHS)
 def test_pretrained_from_file_with_module_prefix_and_4d_se(arch, tmp_path, live_state) -> None:
     state = _module_prefix_se_4d(live_state(arch))
@@ -158,6 +162,7 @@ def test_pretrained_from_file_with_module_prefix_and_4d_se(arch, tmp_path, live_
     assert_live_parity(model, arch)
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 def test_pretrained_from_file_ngc_naming_and_trt(live_file) -> None:
     """NVIDIA's own pretrained_from_file fails on its NGC files (KeyError 'layer1.block0.se'); here they load,
     also into the 1x1-convolution SE of trt=True."""
@@ -167,6 +172,7 @@ def test_pretrained_from_file_ngc_naming_and_trt(live_file) -> None:
     assert_live_parity(model, arch)
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 def test_state_dict_key_map_fn_sees_every_raw_key(tmp_path, live_state) -> None:
     arch = "efficientnet-b0"
     renamed = OrderedDict(("net/" + k, v) for k, v in live_state(arch).items())
@@ -257,6 +263,7 @@ def test_nvidia_efficientnet_default_and_nvidias_misspelt_default() -> None:
     assert sum(p.numel() for p in model.parameters()) == NUM_PARAMS["efficientnet-widese-b4"]
 
 
+@pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 def test_nvidia_efficientnet_with_weights(hub_dir, live_file) -> None:
     arch = "efficientnet-widese-b0"
     (hub_dir / "checkpoints").mkdir(parents=True)

@@ -69,7 +69,7 @@ def create_model(
     The model's ``classes`` attribute holds its class names: those stored in the file (a ``model.pth``
     written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``; its
     ``image_size`` the side of the images it was trained at where the file records it (a ``model.pth``),
-    else ``None`` (the architecture's own: :func:`resnet.models.family.data_config`).
+    else ``None`` (the architecture's own: :func:`resnet.models.family.model_data_config`).
 
     An EfficientNet takes NVIDIA's ``EffNetParams`` as ``params`` (``dropout``, ``activation``, ``bn_momentum``,
     ``bn_epsilon``, ``survival_prob``; ``conv_init`` and ``trt`` are the named ones) and no ResNet-only option
