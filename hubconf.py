@@ -1,6 +1,7 @@
-"""torch.hub entrypoints for NVIDIA's ResNet-50 v1.5, ResNeXt-101 32x4d and SE-ResNeXt-101 32x4d.
+"""torch.hub entrypoints for NVIDIA's ResNet-50 v1.5, ResNeXt-101 32x4d, SE-ResNeXt-101 32x4d and EfficientNets.
 
     model = torch.hub.load(REPO, "nvidia_resnet50", pretrained=True)
+    model = torch.hub.load(REPO, "nvidia_efficientnet_b0", pretrained=True)
     utils = torch.hub.load(REPO, "nvidia_convnets_processing_utils")
 
 The builders live in ``resnet/`` and ``processing_utils/``; this file only names them.
@@ -49,6 +50,11 @@ _own = _import_own(
         "nvidia_resnext101_32x4d": "resnet.hub",
         "nvidia_se_resnext101_32x4d": "resnet.hub",
         "nvidia_resneXt": "resnet.hub",
+        "nvidia_efficientnet_b0": "resnet.hub",
+        "nvidia_efficientnet_b4": "resnet.hub",
+        "nvidia_efficientnet_widese_b0": "resnet.hub",
+        "nvidia_efficientnet_widese_b4": "resnet.hub",
+        "nvidia_efficientnet": "resnet.hub",
         "nvidia_convnets_processing_utils": "processing_utils",
     },
 )
@@ -57,4 +63,10 @@ nvidia_resnext101_32x4d = _own["nvidia_resnext101_32x4d"]
 nvidia_se_resnext101_32x4d = _own["nvidia_se_resnext101_32x4d"]
 #: NVIDIA's legacy name for ResNeXt-101 32x4d.
 nvidia_resneXt = _own["nvidia_resneXt"]
+nvidia_efficientnet_b0 = _own["nvidia_efficientnet_b0"]
+nvidia_efficientnet_b4 = _own["nvidia_efficientnet_b4"]
+nvidia_efficientnet_widese_b0 = _own["nvidia_efficientnet_widese_b0"]
+nvidia_efficientnet_widese_b4 = _own["nvidia_efficientnet_widese_b4"]
+#: Any of NVIDIA's EfficientNet arch keys: nvidia_efficientnet(type="efficientnet-widese-b4", pretrained=True).
+nvidia_efficientnet = _own["nvidia_efficientnet"]
 nvidia_convnets_processing_utils = _own["nvidia_convnets_processing_utils"]

@@ -9,6 +9,11 @@ of images (:class:`resnet.data.errors.ImageLoadError`) have their own bases, old
 
 from __future__ import annotations
 
+from typing import Literal, Optional
+
+#: Who reads a message: a Python caller (``pretrained_from_file=``) or a command-line user (``--weights``).
+Audience = Literal["python", "cli"]
+
 
 class ConvNetsError(Exception):
     """A request the library cannot carry out as asked; the message names the input and the remedy.
@@ -21,6 +26,21 @@ class ConvNetsError(Exception):
     def __init__(self, message: str, *, partial: bool = False) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class TwoAudiences:
+    """Mixin of an exception or warning worded twice: ``str()`` for Python callers, ``describe("cli")`` for the
+    command line (where the remedy names an option instead of an argument)."""
+
+    def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
+        super().__init__(message)  # type: ignore[call-arg]
+        self.cli_message = cli_message
+
+    def describe(self, audience: Audience = "python") -> str:
+        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
+        if audience == "cli" and self.cli_message is not None:
+            return self.cli_message
+        return str(self)
 
 
 def cli_text(message: object) -> str:

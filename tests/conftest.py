@@ -1,10 +1,15 @@
-"""Shared fixtures: isolated torch hub directory, no network beyond 127.0.0.1, stand-in weights, loopback server."""
+"""Shared fixtures: isolated torch hub directory, no network beyond 127.0.0.1, stand-in weights and what is built
+from them once per session (the model, its ONNX export, torchvision's peer), a seeded hub cache, a free port, the
+command line run in-process, a loopback server; and the strict-skip check of CI (``skip_policy``)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -13,7 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from support import REPO_ROOT, LoopbackServer, standin_state_dict  # noqa: E402
+import skip_policy  # noqa: E402
+import touch_report  # noqa: E402
+from support import REPO_ROOT, LoopbackServer, free_port, standin_state_dict  # noqa: E402
+
+pytest_plugins = ["pytester"]  # tests/test_skip_policy.py runs pytest on small test files
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    skip_policy.pytest_configure(config)  # RESNET_STRICT_SKIPS=1 (CI): a skip off the allow-list fails the run
+    touch_report.pytest_configure(config)  # RESNET_TOUCH_REPORT=1: list the modules no test ran
 
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -84,3 +98,77 @@ def server():
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def standin_resnet50(ngc_file) -> torch.nn.Module:
+    """ResNet-50 with the stand-in NGC weights, eval mode, NCHW float32, built once per session.
+
+    Shared: only for tests that leave it as it is (exporters copy it; a test that changes a model builds its own).
+    """
+    from resnet.builder import create_model
+
+    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
+
+
+@pytest.fixture(scope="session")
+def standin_onnx(standin_resnet50, tmp_path_factory) -> Path:
+    """The float32 ONNX file of :func:`standin_resnet50` (tracing exporter, the default opset), written once per
+    session; read it, do not change it."""
+    from resnet.exporters import export_metadata, export_onnx, prepare_for_export
+
+    path = tmp_path_factory.mktemp("standin_onnx") / "resnet50.onnx"
+    meta = export_metadata("resnet50", weights="stand-in")
+    return export_onnx(prepare_for_export(standin_resnet50), path, exporter="torchscript", metadata=meta)
+
+
+@pytest.fixture(scope="session")
+def peer_resnet50() -> torch.nn.Module:
+    """torchvision's resnet50 with the stand-in NGC weights, eval mode: the independent peer (call it under
+    ``torch.no_grad()``; do not change it)."""
+    from reference import peer_model
+
+    return peer_model()
+
+
+@pytest.fixture
+def seeded_cache(hub_dir: Path, ngc_file) -> Path:
+    """The test's hub directory with the stand-in resnet50 file where ``pretrained=True`` finds it."""
+    from resnet.checkpoints import CHECKPOINTS
+
+    (hub_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / CHECKPOINTS["resnet50"].file_name)
+    return hub_dir
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (nothing answers a connection to it)."""
+    return free_port()
+
+
+@dataclass
+class Ran:
+    """What a command did: its exit status and what it printed (the fields of ``subprocess.CompletedProcess``)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Callable[..., Ran]:
+    """``cli("classify", PATH, ...)``: ``python -m resnet ARGS`` in this process through the real dispatcher
+    (``resnet.__main__.main``), its exit status and output as a subprocess run would give them."""
+    from resnet.__main__ import main
+
+    def run(*args: object) -> Ran:
+        capsys.readouterr()  # what the test printed before is not the command's
+        try:
+            status = main([str(a) for a in args])
+        except SystemExit as exit:  # argparse's exits
+            status = exit.code if isinstance(exit.code, int) else 1
+        captured = capsys.readouterr()
+        return Ran(status, captured.out, captured.err)
+
+    return run

@@ -68,15 +68,25 @@ def reference_pick_n_best(predictions: torch.Tensor, n: int) -> tuple[list, list
     return results, lines
 
 
-def peer_probabilities(batch: torch.Tensor, arch: str = "resnet50") -> torch.Tensor:
-    """Softmax of torchvision's resnet50 with the stand-in NGC weights on ``batch`` (the peer model)."""
+@functools.lru_cache(maxsize=1)
+def peer_model() -> torch.nn.Module:
+    """torchvision's resnet50 with the stand-in NGC weights, in eval mode (built once; callers leave it as it is)."""
     from torchvision.models import resnet50
 
-    assert arch == "resnet50", "torchvision has no peer for the other architectures"
     peer = resnet50()
-    peer.load_state_dict(standin_state_dict(arch))
+    peer.load_state_dict(standin_state_dict("resnet50"))
+    for parameter in peer.parameters():
+        parameter.requires_grad_(False)
+    return peer.eval()
+
+
+def peer_probabilities(batch: torch.Tensor, arch: str = "resnet50") -> torch.Tensor:
+    """Softmax of torchvision's resnet50 with the stand-in NGC weights on ``batch`` (the peer model)."""
+    assert arch == "resnet50", "torchvision has no peer for the other architectures"
+    peer = peer_model()
+    assert not peer.training, "the shared peer was put in training mode"
     with torch.no_grad():
-        return torch.softmax(peer.eval()(batch), dim=1)
+        return torch.softmax(peer(batch), dim=1)
 
 
 def assert_top_classes_agree(

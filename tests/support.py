@@ -8,6 +8,10 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -117,6 +121,27 @@ def skip_unless_torchrun_exits_cleanly() -> None:
                     f"they run on torch {'.'.join(map(str, CLEAN_EXIT_TORCH))} and later")
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**extra: str) -> dict:
+    """The environment of a ``python -m resnet`` child process: this checkout importable, charts without a
+    display, plus ``extra``."""
+    return dict(os.environ, PYTHONPATH=str(REPO_ROOT), MPLBACKEND="Agg", **extra)
+
+
+def run_resnet(*args: object, timeout: float = 300, umask: int = -1, env: Optional[dict] = None
+               ) -> subprocess.CompletedProcess:
+    """``python -m resnet ARGS`` in a child process (the end-to-end runs; most tests use conftest's ``cli``)."""
+    return subprocess.run([sys.executable, "-m", "resnet", *map(str, args)], cwd=REPO_ROOT,
+                          env=child_env() if env is None else env, capture_output=True, text=True, timeout=timeout,
+                          umask=umask)
+
+
 # --------------------------------------------------------------------------- loopback HTTP server
 
 @dataclass
@@ -148,7 +173,9 @@ class LoopbackHTTP:
     def __init__(self, handler: type) -> None:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for the serving loop to look at its flag: every 20 ms, not socketserver's 0.5 s (half a
+        # second at the end of every test with a server).
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def address(self) -> str:

@@ -100,6 +100,7 @@ def test_file_where_the_checkpoint_folder_belongs(hub_dir, server, mirror) -> No
     assert server.hits == {}
 
 
+@pytest.mark.slow
 def test_unreadable_cached_file(hub_dir, mirror, monkeypatch) -> None:
     hub_load(mirror=mirror, progress=False)
     cached = hub_dir / "checkpoints" / FILE
@@ -115,6 +116,7 @@ def test_unreadable_cached_file(hub_dir, mirror, monkeypatch) -> None:
     assert listing(hub_dir) == [FILE, FILE + ".sha256"]  # an unreadable file is not a damaged one
 
 
+@pytest.mark.slow
 def test_read_only_cache_folder(hub_dir, mirror, ngc_file, monkeypatch) -> None:
     """No permission to write: a message naming the folder; a file already there still loads."""
     folder = hub_dir / "checkpoints"
@@ -144,6 +146,7 @@ def test_read_only_cache_folder(hub_dir, mirror, ngc_file, monkeypatch) -> None:
     assert listing(hub_dir) == [FILE]
 
 
+@pytest.mark.slow
 def test_full_disk_leaves_nothing_and_releases_the_lock(hub_dir, mirror, monkeypatch) -> None:
     real_open = open
 
@@ -181,6 +184,7 @@ def test_full_disk_leaves_nothing_and_releases_the_lock(hub_dir, mirror, monkeyp
 # --------------------------------------------------------------------------- killed and concurrent downloads
 
 
+@pytest.mark.slow
 def test_partials_of_killed_downloads_are_removed_on_the_next_download(hub_dir, mirror) -> None:
     folder = hub_dir / "checkpoints"
     folder.mkdir(parents=True)
@@ -201,6 +205,7 @@ def wait_for(condition, what: str, limit: float = 240.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_live_download_of_another_process_is_waited_for_not_removed(hub_dir, server, mirror, ngc_file, capsys) -> None:
     """While another process holds the lock, its partial file is left alone; its finished file is used."""
     folder, locks = hub_dir / "checkpoints", hub_dir / ".locks"
@@ -247,6 +252,7 @@ print("loaded", float(model.fc.bias.double().sum()))
 """
 
 
+@pytest.mark.slow
 def test_processes_starting_together_download_once(hub_dir, server, body) -> None:
     """Four processes with an empty cache: one downloads, three wait for it and load its file."""
     release = threading.Event()
@@ -300,6 +306,7 @@ def flip_a_weight_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_damaged_cached_file_is_caught_by_its_recorded_hash(hub_dir, server, mirror) -> None:
     hub_load(mirror=mirror, progress=False)
     cached = hub_dir / "checkpoints" / FILE
@@ -317,6 +324,7 @@ def test_damaged_cached_file_is_caught_by_its_recorded_hash(hub_dir, server, mir
     assert server.hits == {PATH: 2}
 
 
+@pytest.mark.slow
 def test_unreadable_hash_record_counts_as_damage(hub_dir, server, mirror) -> None:
     hub_load(mirror=mirror, progress=False)
     (hub_dir / "checkpoints" / (FILE + ".sha256")).write_text("not a digest\n")
@@ -325,6 +333,7 @@ def test_unreadable_hash_record_counts_as_damage(hub_dir, server, mirror) -> Non
     assert listing(hub_dir) == []
 
 
+@pytest.mark.slow
 def test_file_dropped_into_the_cache_by_hand_loads_without_a_record(hub_dir, ngc_file) -> None:
     (hub_dir / "checkpoints").mkdir(parents=True)
     shutil.copyfile(ngc_file("resnet50"), hub_dir / "checkpoints" / FILE)
@@ -336,6 +345,7 @@ def with_table_hash(monkeypatch, digest: str) -> None:
     monkeypatch.setitem(CHECKPOINTS, "resnet50", dataclasses.replace(CHECKPOINTS["resnet50"], sha256=digest))
 
 
+@pytest.mark.slow
 def test_known_hash_in_the_checkpoint_table_is_verified(hub_dir, server, mirror, body, monkeypatch) -> None:
     with_table_hash(monkeypatch, "0" * 64)
     with pytest.raises(HashMismatchError) as info:
@@ -356,6 +366,7 @@ def test_known_hash_in_the_checkpoint_table_is_verified(hub_dir, server, mirror,
 # --------------------------------------------------------------------------- sha256= of the caller
 
 
+@pytest.mark.slow
 def test_sha256_of_a_users_file(tmp_path, ngc_file) -> None:
     path = tmp_path / "mine.pth"
     shutil.copyfile(ngc_file("resnet50"), path)
@@ -372,6 +383,7 @@ def test_sha256_of_a_users_file(tmp_path, ngc_file) -> None:
         hub_load(pretrained=False, sha256=digest)
 
 
+@pytest.mark.slow
 def test_sha256_with_ngc_weights(hub_dir, server, mirror, body) -> None:
     with pytest.raises(HashMismatchError, match=r"not the 0{64} of sha256=: .* was not kept"):
         hub_load(mirror=mirror, progress=False, sha256="0" * 64)

@@ -48,6 +48,7 @@ def test_printable_names_are_unchanged_and_others_escaped() -> None:
         escaped.encode("utf-8")
 
 
+@pytest.mark.slow
 def test_a_model_pth_with_unprintable_names_loads_them_escaped(tmp_path) -> None:
     path = three_class_file(tmp_path, HOSTILE)
     with pytest.warns(UserWarning, match=r"class name\(s\) 0 .*1 .*2 .* shown escaped"):
@@ -60,6 +61,7 @@ def test_a_model_pth_with_unprintable_names_loads_them_escaped(tmp_path) -> None
     (["a", 2, None], "2 entries that are not strings (the first: entry 1, of type int)"),
     ("abc", "a str, not a list of names"),
 ], ids=["a-million-names", "non-strings", "a-string"])
+@pytest.mark.slow
 def test_stored_names_that_do_not_fit_the_head_are_left_out_with_a_warning(tmp_path, stored, problem, capsys) -> None:
     path = three_class_file(tmp_path, stored)
     with pytest.warns(UserWarning, match=re.escape(problem)):
@@ -75,6 +77,7 @@ def test_stored_names_that_do_not_fit_the_head_are_left_out_with_a_warning(tmp_p
     assert "  class 0" in captured.out or "  class 1" in captured.out or "  class 2" in captured.out
 
 
+@pytest.mark.slow
 def test_classify_prints_one_escaped_line_per_class(tmp_path, capsys) -> None:
     path = three_class_file(tmp_path, HOSTILE)
     photo = tmp_path / "a\nfake.png"  # a file name may forge lines too
@@ -87,8 +90,8 @@ def test_classify_prints_one_escaped_line_per_class(tmp_path, capsys) -> None:
     assert sorted(line.split("%  ", 1)[1] for line in lines[1:]) == sorted(ESCAPED)
 
 
+@pytest.mark.slow
 def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> None:
-    pytest.importorskip("matplotlib")
     path = three_class_file(tmp_path, HOSTILE)
     data = tmp_path / "data"
     for name, photo in zip(["\x1b[2J\x1b[31mred", "cat\n  99.9%  dog"], PHOTOS):  # folders named as the classes
@@ -105,8 +108,8 @@ def test_evaluate_text_json_and_chart_show_escaped_names(tmp_path, capsys) -> No
     assert sorted(row["class"] for row in report["per_class"]) == sorted(ESCAPED[:2])
 
 
+@pytest.mark.slow
 def test_confusion_chart_takes_dollar_signs_as_text() -> None:
-    pytest.importorskip("matplotlib")
     from resnet.training.plots import confusion_png
 
     confusion = torch.tensor([[3, 1], [0, 2]])
@@ -129,6 +132,7 @@ def test_triton_labels_are_never_split_or_undecodable(tmp_path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.slow
 def test_export_of_unprintable_names_writes_them_escaped(tmp_path, capsys) -> None:
     """A non-UTF-8 name made export fail at the end, writing labels.txt; a newline split a label in two."""
     path = three_class_file(tmp_path, HOSTILE)

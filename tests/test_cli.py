@@ -1,11 +1,11 @@
-"""``python -m resnet classify`` end to end, in a subprocess, against torchvision as the peer."""
+"""``python -m resnet classify`` against torchvision as the peer: in this process through the real dispatcher
+(conftest's ``cli``), and end to end in a subprocess (the slow tier)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from support import PHOTOS, REPO_ROOT, Route, assert_top_k_agrees, standin_state_dict
+from support import PHOTOS, REPO_ROOT, Route, assert_top_k_agrees, run_resnet
 
 FILE = "nvidia_resnet50_200821.pth.tar"
-
-
-@pytest.fixture
-def seeded_cache(hub_dir: Path, ngc_file) -> Path:
-    (hub_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / FILE)
-    return hub_dir
 
 
 #: Max abs logit difference between the CLI's fast path and the peer (float32).
@@ -31,41 +24,38 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def peer_logits() -> dict[str, torch.Tensor]:
+def peer_logits(peer_resnet50) -> dict[str, torch.Tensor]:
     """Logits of each photo from torchvision's resnet50 and transforms (the peer), by file name."""
     from torchvision import transforms
-    from torchvision.models import resnet50
 
-    peer = resnet50()
-    peer.load_state_dict(standin_state_dict("resnet50"))
-    peer.eval()
     pipeline = transforms.Compose(
         [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
          transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
     )
     batch = torch.stack([pipeline(Image.open(p).convert("RGB")) for p in PHOTOS])
     with torch.no_grad():
-        logits = peer(batch)
+        logits = peer_resnet50(batch)
     return {p.name: row for p, row in zip(PHOTOS, logits)}
 
 
-def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), MPLBACKEND="Agg")
-    return subprocess.run(
-        [sys.executable, "-m", "resnet", "classify", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
+@pytest.fixture
+def classify(cli):
+    """``classify(ARGS)``: ``python -m resnet classify ARGS`` in this process; ``.returncode``, ``.stdout``,
+    ``.stderr``."""
+    return lambda *args: cli("classify", *args)
 
 
 def parse_json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_json_output_for_files_matches_torchvision(seeded_cache, peer_logits) -> None:
+    """End to end: a child process, as a user runs it."""
     from processing_utils import get_imgnet_classes
 
     classes = get_imgnet_classes()
-    result = run_cli(*map(str, PHOTOS), "--json", "--quiet")
+    result = run_resnet("classify", *PHOTOS, "--json", "--quiet", timeout=180)
     assert result.returncode == 0, result.stderr
     records = parse_json_lines(result.stdout)
     assert [Path(r["input"]).name for r in records] == [p.name for p in PHOTOS]
@@ -81,13 +71,14 @@ def test_json_output_for_files_matches_torchvision(seeded_cache, peer_logits) ->
         assert [t["class"] for t in top] == [classes[t["index"]] for t in top]
 
 
-def test_text_output_for_a_folder_recursively(seeded_cache, tmp_path, peer_logits) -> None:
+@pytest.mark.slow
+def test_text_output_for_a_folder_recursively(classify, seeded_cache, tmp_path, peer_logits) -> None:
     folder = tmp_path / "photos"
     (folder / "nested").mkdir(parents=True)
     shutil.copy(PHOTOS[0], folder / PHOTOS[0].name)
     shutil.copy(PHOTOS[1], folder / "nested" / PHOTOS[1].name)
     (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
-    result = run_cli(str(folder), "-k", "3", "--quiet")
+    result = classify(str(folder), "-k", "3", "--quiet")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # Sorted walk: photos/astronaut.png before photos/nested/...
@@ -103,11 +94,12 @@ def test_text_output_for_a_folder_recursively(seeded_cache, tmp_path, peer_logit
         assert_top_k_agrees([index_of[name] for name in names], peer_logits[photo.name], TOLERANCE)
 
 
-def test_loopback_urls(seeded_cache, server, peer_logits) -> None:
+@pytest.mark.slow
+def test_loopback_urls(classify, seeded_cache, server, peer_logits) -> None:
     for photo in PHOTOS:
         server.routes[f"/img/{photo.name}"] = Route(photo.read_bytes(), content_type="image/png")
     urls = [server.url(f"/img/{p.name}") for p in PHOTOS]
-    result = run_cli(*urls, "--json", "--quiet")
+    result = classify(*urls, "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     records = parse_json_lines(result.stdout)
     assert [r["input"] for r in records] == urls
@@ -115,53 +107,53 @@ def test_loopback_urls(seeded_cache, server, peer_logits) -> None:
         assert_top_k_agrees([t["index"] for t in record["top"]], peer_logits[photo.name], TOLERANCE)
 
 
-def test_corrupt_file_among_good_ones_is_reported_and_skipped(seeded_cache, tmp_path) -> None:
+@pytest.mark.slow
+def test_corrupt_file_among_good_ones_is_reported_and_skipped(classify, seeded_cache, tmp_path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(PHOTOS[0].read_bytes()[:500] if PHOTOS[0].suffix == ".jpg" else b"\xff\xd8\xff garbage")
     missing = tmp_path / "missing.png"
-    result = run_cli(str(PHOTOS[0]), str(broken), str(missing), str(PHOTOS[1]), "--json", "--quiet")
+    result = classify(str(PHOTOS[0]), str(broken), str(missing), str(PHOTOS[1]), "--json", "--quiet")
     assert result.returncode == 1
     records = parse_json_lines(result.stdout)
     assert [r["input"] for r in records] == [str(PHOTOS[0]), str(broken), str(missing), str(PHOTOS[1])]
     assert "top" in records[0] and "top" in records[3]
     assert "broken.jpg" in records[1]["error"] and "missing.png" in records[2]["error"]
-    text = run_cli(str(PHOTOS[0]), str(broken), "--quiet")
+    text = classify(str(PHOTOS[0]), str(broken), "--quiet")
     assert text.returncode == 1 and "broken.jpg" in text.stderr and "1 of 2 inputs failed" in text.stderr
 
 
-def test_plot_writes_a_png(seeded_cache, tmp_path) -> None:
+@pytest.mark.slow
+def test_plot_writes_a_png(classify, seeded_cache, tmp_path) -> None:
     out = tmp_path / "predictions.png"
-    result = run_cli(*map(str, PHOTOS[:2]), "--plot", str(out), "--quiet")
+    result = classify(*map(str, PHOTOS[:2]), "--plot", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 200 and image.height > 200
 
 
-def test_local_weights_file(tmp_path, ngc_file, peer_logits) -> None:
-    result = run_cli(str(PHOTOS[0]), "--weights", str(ngc_file("resnet50")), "--json", "--quiet")
+@pytest.mark.slow
+def test_local_weights_file(classify, tmp_path, ngc_file, peer_logits) -> None:
+    result = classify(str(PHOTOS[0]), "--weights", str(ngc_file("resnet50")), "--json", "--quiet")
     assert result.returncode == 0, result.stderr
     top = parse_json_lines(result.stdout)[0]["top"]
     assert_top_k_agrees([t["index"] for t in top], peer_logits[PHOTOS[0].name], TOLERANCE)
 
 
-def test_no_network_and_no_weights_says_how_to_supply_them(hub_dir, monkeypatch) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    monkeypatch.setenv("CONVNETS_WEIGHTS_MIRROR", f"http://127.0.0.1:{port}")
-    result = run_cli(str(PHOTOS[0]), "--quiet")
+def test_no_network_and_no_weights_says_how_to_supply_them(classify, hub_dir, unused_port, monkeypatch) -> None:
+    monkeypatch.setenv("CONVNETS_WEIGHTS_MIRROR", f"http://127.0.0.1:{unused_port}")
+    result = classify(str(PHOTOS[0]), "--quiet")
     assert result.returncode == 2
     assert str(hub_dir / "checkpoints" / FILE) in result.stderr
     assert "--weights" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bad_arguments_exit_2(seeded_cache, tmp_path) -> None:
-    assert run_cli(str(PHOTOS[0]), "--top-k", "0").returncode == 2
+def test_bad_arguments_exit_2(classify, seeded_cache, tmp_path) -> None:
+    assert classify(str(PHOTOS[0]), "--top-k", "0").returncode == 2
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli(str(empty))
+    result = classify(str(empty))
     assert result.returncode == 2 and "no images" in result.stderr
-    assert run_cli(str(PHOTOS[0]), "--arch", "resnet18").returncode == 2
+    assert classify(str(PHOTOS[0]), "--arch", "resnet18").returncode == 2
 
 
 @pytest.mark.parametrize(
@@ -235,6 +227,7 @@ def test_plot_into_a_folder_this_user_cannot_write_is_refused(tmp_path, capsys, 
     assert len(err.splitlines()) == 1 and "--plot" in err and "not writable" in err and str(locked) in err, err
 
 
+@pytest.mark.slow
 def test_plot_says_what_it_leaves_out_and_writes_all_or_nothing(tmp_path, capsys, monkeypatch) -> None:
     from processing_utils import display
     from resnet.cli.classify import PLOT_LIMIT, Outcome, plot
@@ -344,6 +337,7 @@ def test_timeout_keeps_the_connect_read_pair_and_an_optional_deadline() -> None:
     assert parser.parse_args(["x.jpg", "--timeout", "12"]).timeout == 12.0
 
 
+@pytest.mark.slow
 def test_output_cut_short_by_its_reader_ends_quietly() -> None:
     """``python -m resnet ... | head``: the reader goes away mid-output; the command stops without a traceback.
     Any command's output goes through the same dispatcher, so a command printing many lines stands in."""

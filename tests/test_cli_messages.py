@@ -54,6 +54,7 @@ def weights_cases(tmp_path, ngc_file, server) -> list[tuple[list[str], str]]:
 
 
 @pytest.mark.parametrize("command", ["classify", "evaluate", "export"])
+@pytest.mark.slow
 def test_weights_errors_use_command_line_words(command, tmp_path, ngc_file, server, capsys) -> None:
     data = tmp_path / "data"
     (data / "tench").mkdir(parents=True)

@@ -1,31 +1,23 @@
-"""``torchrun ... -m resnet classify --distributed``: 2 CPU processes on 127.0.0.1 (gloo)."""
+"""``torchrun ... -m resnet classify --distributed``: 2 CPU processes on 127.0.0.1 (gloo); the torchrun jobs are in
+the slow tier."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from support import PHOTOS as PHOTO_PATHS, REPO_ROOT, skip_unless_torchrun_exits_cleanly
+from support import PHOTOS as PHOTO_PATHS, REPO_ROOT, free_port, skip_unless_torchrun_exits_cleanly
 
 PHOTOS = [str(p) for p in PHOTO_PATHS]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def test_two_ranks_give_the_single_process_output_in_input_order(hub_dir, ngc_file, tmp_path) -> None:
+@pytest.mark.slow
+def test_two_ranks_give_the_single_process_output_in_input_order(seeded_cache, tmp_path) -> None:
     skip_unless_torchrun_exits_cleanly()
-    (hub_dir / "checkpoints").mkdir(parents=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
     missing = str(tmp_path / "missing.jpg")
     # Five inputs over two ranks: uneven shards, and a failure on rank 1 that must come back too.
     inputs = [*PHOTOS[:3], missing, *PHOTOS[3:]]  # index 3 -> rank 1
@@ -48,14 +40,10 @@ def test_two_ranks_give_the_single_process_output_in_input_order(hub_dir, ngc_fi
     assert len(lines) == 5 and "missing.jpg" in lines[3] and '"error"' in lines[3]
 
 
-def test_distributed_without_torchrun_is_a_clear_error() -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+def test_distributed_without_torchrun_is_a_clear_error(cli, monkeypatch) -> None:
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(key, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "resnet", "classify", PHOTOS[0], "--distributed"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
+        monkeypatch.delenv(key, raising=False)
+    result = cli("classify", PHOTOS[0], "--distributed")
     assert result.returncode == 2 and "torchrun" in result.stderr
 
 
@@ -92,14 +80,20 @@ if rank == 0:
 """
 
 
-def test_twenty_torchrun_jobs_with_the_batch_loader_all_exit_cleanly(tmp_path) -> None:
+#: Jobs per run: the thread check in each rank makes a lingering gloo thread a certain failure rather than an
+#: occasional abort, so two jobs show it as surely as the twenty this test used to run.
+JOBS = 2
+
+
+@pytest.mark.slow
+def test_torchrun_jobs_with_the_batch_loader_all_exit_cleanly(tmp_path) -> None:
     skip_unless_torchrun_exits_cleanly()
     script = tmp_path / "job.py"
     script.write_text(TORCHRUN_JOB)
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), GLOO_SOCKET_IFNAME="lo")
     failures = []
     start = time.monotonic()
-    for run in range(20):
+    for run in range(JOBS):
         job = subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
              "--master-addr", "127.0.0.1", "--master-port", str(free_port()), str(script), *PHOTOS],
@@ -108,7 +102,7 @@ def test_twenty_torchrun_jobs_with_the_batch_loader_all_exit_cleanly(tmp_path) -
         if job.returncode != 0 or f"loaded {len(PHOTOS)}" not in job.stdout:
             failures.append(f"run {run}: exit {job.returncode}\n{job.stderr[-1500:]}")
     elapsed = time.monotonic() - start
-    assert not failures, f"{len(failures)} of 20 runs failed ({elapsed:.0f} s):\n" + "\n".join(failures[:3])
+    assert not failures, f"{len(failures)} of {JOBS} runs failed ({elapsed:.0f} s):\n" + "\n".join(failures[:3])
 
 
 @pytest.mark.parametrize("version, warned", [
@@ -121,7 +115,8 @@ def test_torchrun_on_a_torch_that_can_hang_at_exit_is_told_so_by_rank_0(version,
     import torch
     import torch.distributed as dist
 
-    from resnet import distributed
+    from resnet.cli.options import report_warning
+    from resnet.training import distributed
 
     monkeypatch.setattr(torch, "__version__", version)
     monkeypatch.setenv("RANK", "0")
@@ -130,7 +125,7 @@ def test_torchrun_on_a_torch_that_can_hang_at_exit_is_told_so_by_rank_0(version,
     monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
     for rank in (0, 1):
         monkeypatch.setattr(dist, "get_rank", lambda *a, rank=rank, **k: rank)
-        processes = distributed.start("cpu", distributed=True, command="classify")
+        processes = distributed.start("cpu", distributed=True, command="classify", warn=report_warning)
         assert (processes.rank, processes.world) == (rank, 2)
         err = capsys.readouterr().err
         if warned and rank == 0:

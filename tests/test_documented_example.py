@@ -10,7 +10,6 @@ a temporary hub cache, and matplotlib draws on the Agg backend. Two ways of nami
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from PIL import Image
 from reference import assert_top_classes_agree, peer_probabilities, reference_batch, reference_pick_n_best
 from support import PHOTOS, REPO_ROOT, Route
 
-CHECKPOINT = "nvidia_resnet50_200821.pth.tar"
 GITHUB_NAME = "NVIDIA/DeepLearningExamples:torchhub"
 
 # Spec §5, verbatim.
@@ -42,10 +40,8 @@ for uri, result in zip(uris, results):
 
 
 @pytest.fixture
-def offline_setup(hub_dir: Path, ngc_file, server) -> list[str]:
+def offline_setup(seeded_cache: Path, server) -> list[str]:
     """Stand-in weights in the hub cache and the four photos on the loopback server; returns the URLs."""
-    (hub_dir / "checkpoints").mkdir(parents=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / CHECKPOINT)
     urls = []
     for photo in PHOTOS:
         content_type = "image/jpeg" if photo.suffix == ".jpg" else "image/png"
@@ -97,6 +93,7 @@ def check_run(namespace: dict, stdout: str, expected: torch.Tensor) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*non-interactive.*:UserWarning")
+@pytest.mark.slow
 def test_documented_example_with_nvidias_repo_name(offline_setup, hub_dir, peer_output, capsys) -> None:
     # torch.hub keeps downloaded repositories as <hub dir>/<owner>_<name>_<ref>; put ours there.
     (hub_dir / "NVIDIA_DeepLearningExamples_torchhub").symlink_to(REPO_ROOT, target_is_directory=True)
@@ -107,6 +104,7 @@ def test_documented_example_with_nvidias_repo_name(offline_setup, hub_dir, peer_
 
 
 @pytest.mark.filterwarnings("ignore:.*non-interactive.*:UserWarning")
+@pytest.mark.slow
 def test_documented_example_from_a_local_clone(offline_setup, peer_output, capsys) -> None:
     source = DOCUMENTED_EXAMPLE.replace("pretrained=True)", "pretrained=True, source='local')").replace(
         "'nvidia_convnets_processing_utils')", "'nvidia_convnets_processing_utils', source='local')"

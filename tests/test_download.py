@@ -152,6 +152,7 @@ def test_command_line_timeout_text() -> None:
 # --------------------------------------------------------------------------- URL images
 
 
+@pytest.mark.slow
 def test_image_trickled_a_byte_at_a_time_stops_at_the_deadline(hostile) -> None:
     """A server that keeps every read under the read timeout is stopped by the overall deadline."""
     hostile.behaviours["/slow.png"] = trickle(PHOTOS[0].read_bytes(), hostile.stop)
@@ -161,6 +162,7 @@ def test_image_trickled_a_byte_at_a_time_stops_at_the_deadline(hostile) -> None:
     assert url in str(info.value) and "longer deadline" in str(info.value)
 
 
+@pytest.mark.slow
 def test_image_deadline_defaults_with_a_pair_or_one_number(hostile, monkeypatch) -> None:
     import resnet.data.images
 
@@ -222,6 +224,7 @@ def silent_port() -> Iterator[int]:
     listener.close()
 
 
+@pytest.mark.slow
 def test_redirect_to_https_on_a_plain_port_names_the_connect_timeout(hostile, silent_port) -> None:
     """The TLS handshake is bounded by the connect timeout; the message says so, not 'within <read> s'."""
 
@@ -236,6 +239,7 @@ def test_redirect_to_https_on_a_plain_port_names_the_connect_timeout(hostile, si
     assert "within 60" not in message
 
 
+@pytest.mark.slow
 def test_server_silent_after_headers_names_the_read_timeout(hostile) -> None:
     hostile.behaviours["/stuck.png"] = trickle(b"x" * 100, hostile.stop, every=120)
     with pytest.raises(ImageLoadError, match=r"the server sent nothing for 0.5 s \(read timeout\); try again later"):
@@ -281,6 +285,7 @@ def fast_limits(monkeypatch) -> None:
     monkeypatch.setattr(resnet.weights.cache, "MAX_CHECKPOINT_BYTES", 1 << 20)
 
 
+@pytest.mark.slow
 def test_checkpoint_trickle_under_the_minimum_rate_stalls(hostile, hub_dir, fast_limits) -> None:
     hostile.behaviours[f"/w/{FILE}"] = trickle(b"x" * 100_000, hostile.stop, piece=100, every=0.05,
                                                content_type="application/octet-stream")
@@ -289,6 +294,7 @@ def test_checkpoint_trickle_under_the_minimum_rate_stalls(hostile, hub_dir, fast
     assert cache_listing(hub_dir) == []
 
 
+@pytest.mark.slow
 def test_checkpoint_at_an_honest_pace_above_the_minimum_completes(hostile, hub_dir, ngc_file, monkeypatch) -> None:
     """Several rate windows pass while the file arrives; a pace above the minimum is never cut."""
     monkeypatch.setattr(resnet.weights.cache, "MIN_RATE", 10_000)
@@ -318,6 +324,7 @@ def test_checkpoint_announced_over_the_bound_is_refused_before_the_body(hostile,
         hub_load("nvidia_resnet50", mirror=hostile.url("/w"), progress=False)
 
 
+@pytest.mark.slow
 def test_gzip_encoded_checkpoint_is_accepted_and_stored_decoded(hostile, hub_dir, ngc_file) -> None:
     body = ngc_file("resnet50").read_bytes()
     hostile.behaviours[f"/w/{FILE}"] = gzipped(body, content_type="application/octet-stream")
@@ -329,6 +336,7 @@ def test_gzip_encoded_checkpoint_is_accepted_and_stored_decoded(hostile, hub_dir
         assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_cut_gzip_checkpoint_is_cut_short(hostile, hub_dir, ngc_file) -> None:
     hostile.behaviours[f"/w/{FILE}"] = gzipped(ngc_file("resnet50").read_bytes(),
                                                content_type="application/octet-stream", cut=True)
@@ -337,6 +345,7 @@ def test_cut_gzip_checkpoint_is_cut_short(hostile, hub_dir, ngc_file) -> None:
     assert cache_listing(hub_dir) == []
 
 
+@pytest.mark.slow
 def test_urllib3_without_read1_still_downloads_and_keeps_the_deadline(hostile, monkeypatch) -> None:
     """urllib3 < 2.2 has no read1: pieces of OLD_URLLIB3_PIECE bytes, the limits checked between them."""
     from PIL import Image

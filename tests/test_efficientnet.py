@@ -122,12 +122,14 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("arch", FIXTURE_ARCHS)
+@pytest.mark.slow
 def test_live_parity_at_224_through_the_ngc_file(arch, ngc_model):
     model = ngc_model(arch)
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) <= 1e-4
 
 
 @pytest.mark.parametrize("arch", B4_ARCHS)
+@pytest.mark.slow
 def test_live_parity_at_380_for_b4(arch, ngc_model):
     live = load_live(arch)
     assert live["image_size_380"] == get_efficientnet_arch(arch).image_size == 380
@@ -137,6 +139,7 @@ def test_live_parity_at_380_for_b4(arch, ngc_model):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("arch", FIXTURE_ARCHS)
+@pytest.mark.slow
 def test_every_checkpoint_layout_loads_the_same_weights(arch, layout, ngc_state, ngc_model):
     """Each layout gives exactly the weights of the NGC file, whose logits match NVIDIA's (above)."""
     model = efficientnet_from_checkpoint(arch, LAYOUTS[layout](ngc_state(arch)), f"{layout} checkpoint").eval()
@@ -148,6 +151,7 @@ def test_every_checkpoint_layout_loads_the_same_weights(arch, layout, ngc_state,
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.slow
 def test_every_checkpoint_layout_matches_nvidia_logits_from_a_file(layout, ngc_state, tmp_path):
     arch = "efficientnet-b0"
     path = tmp_path / "checkpoint.pth"
@@ -158,6 +162,7 @@ def test_every_checkpoint_layout_matches_nvidia_logits_from_a_file(layout, ngc_s
 
 @pytest.mark.parametrize("arch", ["efficientnet-b0", "efficientnet-widese-b0"])
 @pytest.mark.parametrize("se_4d", [False, True])
+@pytest.mark.slow
 def test_conv_form_squeeze_excitation_matches_nvidia(arch, se_4d, ngc_state):
     """``trt=True`` (1x1-conv SE, 4-D weights) takes 2-D or 4-D SE weights and computes the same."""
     state = ngc_state(arch)
@@ -166,6 +171,7 @@ def test_conv_form_squeeze_excitation_matches_nvidia(arch, se_4d, ngc_state):
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) <= 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_silu_activation_matches_nvidia(ngc_state):
     arch = "efficientnet-b0"
     model = efficientnet_from_checkpoint(arch, ngc_state(arch), activation="onnx-silu").eval()
@@ -174,6 +180,7 @@ def test_onnx_silu_activation_matches_nvidia(ngc_state):
 
 
 @pytest.mark.parametrize("change", [dict(bn_epsilon=1e-5), dict(activation="relu")])
+@pytest.mark.slow
 def test_the_fixture_tells_a_changed_model_apart(change, ngc_state):
     """The parameters take effect, and the live fixture sees BatchNorm eps 1e-5 (a mistake the plain recipe's
     logits miss)."""
@@ -182,6 +189,7 @@ def test_the_fixture_tells_a_changed_model_apart(change, ngc_state):
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) > 1e-2
 
 
+@pytest.mark.slow
 def test_half_precision_checkpoint_loads_as_float32(ngc_state):
     """NVIDIA's ``_pyt_amp`` files may hold float16 tensors: they become the model's float32."""
     arch = "efficientnet-b0"
@@ -219,6 +227,7 @@ def test_stated_parameter_counts_are_the_models(arch):
 
 
 @pytest.mark.parametrize("size", ["b2", "b3", "b5", "b7"])
+@pytest.mark.slow
 def test_unpublished_sizes_have_torchvisions_shapes(size):
     """torchvision scales B0 by the same rules (channels to multiples of 8, never 10% down; ceil depth) and has
     the same layer order; its SE convolutions hold 4-D weights where the original SE here is Linear."""
@@ -244,6 +253,7 @@ def test_scaling_rules():
 
 
 @pytest.mark.parametrize("arch", ["efficientnet-b0", "efficientnet-b4"])
+@pytest.mark.slow
 def test_batchnorm_eps_and_momentum_are_nvidias(arch):
     with torch.device("meta"):
         model = EfficientNet(arch)
@@ -283,6 +293,7 @@ def test_classifier_is_pool_dropout_fc():
 
 
 @pytest.mark.parametrize("conv_init", ["fan_in", "fan_out"])
+@pytest.mark.slow
 def test_initialisation_is_nvidias(conv_init):
     torch.manual_seed(0)
     model = EfficientNet("efficientnet-b0", conv_init=conv_init)
@@ -321,6 +332,7 @@ def test_data_config_and_ngc_facts():
 
 
 @pytest.mark.parametrize("arch", UNPUBLISHED)
+@pytest.mark.slow
 def test_unpublished_archs_build_without_weights(arch):
     with pytest.raises(WeightsError, match=f"no pretrained weights for {arch} .*pretrained=False"):
         ngc_checkpoint(arch)
@@ -331,6 +343,7 @@ def test_unpublished_archs_build_without_weights(arch):
     assert model.classifier.fc.in_features == model.features.conv.out_channels == config.feature_channels
 
 
+@pytest.mark.slow
 def test_a_random_b1_runs():
     model = create_efficientnet("efficientnet-b1", num_classes=5).eval()
     assert sum(p.numel() for p in model.parameters()) == 7_794_184 - 995 * 1281
@@ -405,6 +418,7 @@ def test_stochastic_depth_drops_the_branch_for_the_whole_batch():
     assert torch.equal(StochasticDepthAdd(1.0).train()(shortcut, branch), shortcut + branch)
 
 
+@pytest.mark.slow
 def test_model_trains_with_stochastic_depth():
     """A small member of the family in training mode: each residual block keeps or drops its branch for the
     whole batch, and gradients flow (in-place activations included)."""
@@ -430,6 +444,7 @@ def test_model_trains_with_stochastic_depth():
 # --------------------------------------------------------------------------- a plain module
 
 
+@pytest.mark.slow
 def test_extract_features(ngc_model):
     model = ngc_model("efficientnet-b0")
     x = torch.randn(2, 3, 64, 64)
@@ -451,6 +466,7 @@ def test_extract_features(ngc_model):
         model.extract_features(x, ["layer8"])
 
 
+@pytest.mark.slow
 def test_model_is_a_plain_module(ngc_model):
     model = ngc_model("efficientnet-b0")
     assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
@@ -473,6 +489,7 @@ def test_model_is_a_plain_module(ngc_model):
             bias -= 1.0
 
 
+@pytest.mark.slow
 def test_script_trace_and_onnx_export(ngc_model, tmp_path):
     import onnxruntime
 
@@ -503,6 +520,7 @@ def test_stage_names():
         assert efficientnet_stage_names(unchanged) == unchanged
 
 
+@pytest.mark.slow
 def test_file_of_another_arch_is_named(ngc_state, tmp_path):
     path = tmp_path / "b0.pth"
     torch.save(ngc_state("efficientnet-b0"), path)
@@ -529,6 +547,7 @@ def test_missing_file_and_missing_ema(ngc_state, tmp_path):
         efficientnet_from_checkpoint("efficientnet-b0", {"state_dict": ngc_state("efficientnet-b0")}, ema=True)
 
 
+@pytest.mark.slow
 def test_ema_weights_of_a_training_checkpoint(ngc_state, ngc_model):
     arch = "efficientnet-b0"
     plain = OrderedDict((k, v * 0.5 if v.is_floating_point() else v) for k, v in ngc_state(arch).items())
@@ -538,6 +557,7 @@ def test_ema_weights_of_a_training_checkpoint(ngc_state, ngc_model):
     assert torch.equal(efficientnet_from_checkpoint(arch, checkpoint).stem.conv.weight, plain["stem.conv.weight"])
 
 
+@pytest.mark.slow
 def test_head_replacement_and_class_names(ngc_state, ngc_model):
     arch = "efficientnet-b0"
     with pytest.warns(UserWarning, match="1000-class head but num_classes=10.*freshly initialised"):

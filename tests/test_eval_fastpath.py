@@ -79,6 +79,7 @@ def max_diff_to_reference(logits: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.slow
 def test_documented_use_runs_fused_and_matches_reference(ngc_file, arch: str, trunk_calls: list[int]) -> None:
     model = torch.hub.load(
         str(REPO_ROOT), "nvidia_" + arch.replace("-", "_"), pretrained=False,
@@ -96,6 +97,7 @@ def test_documented_use_runs_fused_and_matches_reference(ngc_file, arch: str, tr
     assert trunk_calls == fused_calls([2]), "fast_inference=False runs the layers one by one"
 
 
+@pytest.mark.slow
 def test_hub_keyword_switches_it_off(ngc_file, trunk_calls: list[int]) -> None:
     model = torch.hub.load(str(REPO_ROOT), "nvidia_resnet50", pretrained=False,
                            pretrained_from_file=str(ngc_file("resnet50")), source="local", fast_inference=False)
@@ -106,6 +108,7 @@ def test_hub_keyword_switches_it_off(ngc_file, trunk_calls: list[int]) -> None:
     assert max_diff_to_reference(logits) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_inference_mode_and_no_grad_alternate(resnet50, trunk_calls: list[int]) -> None:
     """Buffers made under inference_mode stay writable under no_grad and the other way round."""
     x = parity_input("resnet50")
@@ -120,6 +123,7 @@ def test_inference_mode_and_no_grad_alternate(resnet50, trunk_calls: list[int]) 
         assert max_diff_to_reference(out) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_micro_batches_equal_the_whole_batch(resnet50, trunk_calls: list[int]) -> None:
     x = torch.randn(trunk.CPU_MICRO_BATCH + 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -128,6 +132,7 @@ def test_micro_batches_equal_the_whole_batch(resnet50, trunk_calls: list[int]) -
     assert (fast - plain_logits(resnet50, x)).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_weight_changes_are_always_seen(ngc_file, trunk_calls: list[int]) -> None:
     """No stale folded weights: edits through torch (in place under no_grad, ``.data`` assigned, load_state_dict)
     are seen by the next call, which folds again."""
@@ -151,6 +156,7 @@ def test_weight_changes_are_always_seen(ngc_file, trunk_calls: list[int]) -> Non
 
 
 @needs_fused
+@pytest.mark.slow
 def test_edits_behind_torch_s_back_need_forget_folded(ngc_file, trunk_calls: list[int]) -> None:
     """In place through ``.data`` or a numpy view, torch's version counters do not move (autograd does not see
     such writes either): the documented remedy, ``forget_folded(model)``, makes the next call fold them in."""
@@ -174,6 +180,7 @@ def test_edits_behind_torch_s_back_need_forget_folded(ngc_file, trunk_calls: lis
     ["training", "grad", "hook-on-layer4", "bfloat16", "autocast", "switched-off", "replaced-bn", "global-hook",
      "hook-on-fc", "no-accelerator"],
 )
+@pytest.mark.slow
 def test_falls_back_to_the_layers_where_it_must(resnet50, trunk_calls: list[int], case: str) -> None:
     model = copy.deepcopy(resnet50)
     x = parity_input("resnet50")
@@ -229,6 +236,7 @@ class Unplugged:
         model_module.set_inference_accelerator(self.accelerator)
 
 
+@pytest.mark.slow
 def test_every_batch_size_runs_fused(resnet50, trunk_calls: list[int]) -> None:
     """One path for every batch size: with the folded weights kept, one image runs fused too."""
     x = parity_input("resnet50")
@@ -239,6 +247,7 @@ def test_every_batch_size_runs_fused(resnet50, trunk_calls: list[int]) -> None:
     assert max_diff_to_reference(one) <= TOLERANCE and max_diff_to_reference(two) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_trace_script_and_export_see_the_plain_layers(resnet50, trunk_calls: list[int]) -> None:
     x = parity_input("resnet50")
     with torch.no_grad(), warnings.catch_warnings():
@@ -252,6 +261,7 @@ def test_trace_script_and_export_see_the_plain_layers(resnet50, trunk_calls: lis
     assert trunk_calls == []
 
 
+@pytest.mark.slow
 def test_trace_check_compares_the_same_computation(trunk_calls: list[int]) -> None:
     """``torch.jit.trace`` re-runs the module in Python under no_grad to check its trace: that run takes
     the layers too, so no "does not match" warning even with weights whose logits are in the hundreds
@@ -270,6 +280,7 @@ def test_trace_check_compares_the_same_computation(trunk_calls: list[int]) -> No
         assert (traced(x) - plain_logits(model, x)).abs().max().item() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_feature_extraction_sees_torchvision_s_graph(resnet50, trunk_calls: list[int]) -> None:
     """torch.fx traces the plain layers: the trunk's node names are torchvision's ResNet-50's (so
     ``create_feature_extractor`` return nodes carry over; only the shortcut runs first in ours), and
@@ -289,6 +300,7 @@ def test_feature_extraction_sees_torchvision_s_graph(resnet50, trunk_calls: list
     assert trunk_calls == []
 
 
+@pytest.mark.slow
 def test_dispatch_modes_see_the_plain_layers(resnet50, trunk_calls: list[int]) -> None:
     """FLOP counters and similar dispatch modes count the model's convolutions, not fused kernels."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -301,6 +313,7 @@ def test_dispatch_modes_see_the_plain_layers(resnet50, trunk_calls: list[int]) -
     assert 4.0 < gmac_per_image < 4.2, "ResNet-50 is 4.09 GMAC per 224x224 image"
 
 
+@pytest.mark.slow
 def test_vmap_runs_the_layers(resnet50, trunk_calls: list[int]) -> None:
     """``torch.vmap(model)`` under no_grad works as for any module: each mapped batch gets the layers."""
     x = torch.randn(3, 2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
@@ -321,6 +334,7 @@ def test_vmap_runs_the_layers(resnet50, trunk_calls: list[int]) -> None:
     ],
     ids=["functorch-stack", "torch-function-stack", "dispatch-mode", "is-compiling"],
 )
+@pytest.mark.slow
 def test_a_torch_without_an_internal_it_checks_runs_the_layers(
     resnet50, trunk_calls: list[int], monkeypatch: pytest.MonkeyPatch, owner: object, name: str
 ) -> None:
@@ -334,6 +348,7 @@ def test_a_torch_without_an_internal_it_checks_runs_the_layers(
 
 
 @pytest.mark.parametrize("registry", ["global", "module"])
+@pytest.mark.slow
 def test_hook_registries_it_cannot_see_count_as_hooks(
     resnet50, trunk_calls: list[int], monkeypatch: pytest.MonkeyPatch, registry: str
 ) -> None:
@@ -350,6 +365,7 @@ def test_hook_registries_it_cannot_see_count_as_hooks(
     assert trunk_calls == []
 
 
+@pytest.mark.slow
 def test_a_torch_without_the_trace_checker_still_runs_fast(
     resnet50, trunk_calls: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -361,6 +377,7 @@ def test_a_torch_without_the_trace_checker_still_runs_fast(
     assert max_diff_to_reference(logits) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_concurrent_calls_on_two_models_get_their_own_weights(resnet50, monkeypatch: pytest.MonkeyPatch) -> None:
     """Threads on two models with different weights: all wait inside the trunk until every other has its
     weights too. Had the models shared folded weights, one model's would be everybody's; each thread must
@@ -411,6 +428,7 @@ def test_concurrent_calls_on_two_models_get_their_own_weights(resnet50, monkeypa
 
 
 @needs_fused
+@pytest.mark.slow
 def test_one_set_of_folded_weights_per_model(ngc_file, monkeypatch: pytest.MonkeyPatch) -> None:
     """Four threads call a fresh model at once: it folds once (the others wait for that fold), and keeps that
     one set. The weights change while calls are running: the calls that started keep the old set until they
@@ -469,6 +487,7 @@ def test_one_set_of_folded_weights_per_model(ngc_file, monkeypatch: pytest.Monke
 
 
 @needs_fused
+@pytest.mark.slow
 def test_folded_weights_belong_to_the_model(ngc_file) -> None:
     """Kept in an attribute of the model: not in its state_dict, copies or pickles, and freed with it."""
     model = create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).eval()
@@ -490,16 +509,20 @@ def test_folded_weights_belong_to_the_model(ngc_file) -> None:
 
 
 def test_the_model_does_not_import_the_fast_path() -> None:
-    """resnet/models/resnet.py imports torch only; the fast path plugs itself in (one extension point)."""
+    """resnet/models/resnet.py imports torch and the data layer only; the fast path plugs itself in (one extension
+    point)."""
     import ast
 
     tree = ast.parse((REPO_ROOT / "resnet" / "models" / "resnet.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "dataclasses", "typing", "torch"}, imported
+    own = {name for name in imported if name.startswith("resnet.")}
+    assert imported - own <= {"__future__", "dataclasses", "typing", "torch"}, imported
+    assert all(name.startswith("resnet.data.") for name in own), own  # a lower layer only, never resnet.fast
     assert model_module.inference_accelerator() is eval_path.accelerate, "import resnet plugs it in"
 
 
+@pytest.mark.slow
 def test_model_still_copies_and_saves_after_fast_calls(resnet50, trunk_calls: list[int]) -> None:
     x = parity_input("resnet50")
     with torch.no_grad():

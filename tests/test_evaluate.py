@@ -53,13 +53,6 @@ def fruit_model(tmp_path_factory) -> tuple[Path, dict]:
     return path, state
 
 
-@pytest.fixture
-def seeded_cache(hub_dir: Path, ngc_file) -> Path:
-    (hub_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
-    return hub_dir
-
-
 def place(data: Path, folder: str, photo: Path) -> None:
     (data / folder).mkdir(parents=True, exist_ok=True)
     shutil.copy(photo, data / folder / photo.name)
@@ -70,6 +63,7 @@ def evaluate_json(capsys, *args) -> tuple[int, dict]:
     return status, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_imagenet_folders_by_wordnet_id_and_class_name(seeded_cache, peer_top5, tmp_path, capsys) -> None:
     """NVIDIA's weights (from the hub cache) on a folder holding 3 or 4 of the 1000 classes."""
     wnids, names = imagenet_wnids(), imagenet_class_names()
@@ -89,6 +83,7 @@ def test_imagenet_folders_by_wordnet_id_and_class_name(seeded_cache, peer_top5, 
     assert rows[names[peer_top5[second.name][2]]]["top1"] == 0.0
 
 
+@pytest.mark.slow
 def test_fine_tuned_model_matches_folders_to_its_class_names(fruit_model, tmp_path, capsys) -> None:
     path, state = fruit_model
     predicted = peer_logits(state, PHOTOS).argmax(1).tolist()
@@ -113,6 +108,7 @@ def test_fine_tuned_model_matches_folders_to_its_class_names(fruit_model, tmp_pa
     assert report.metrics.top1 == expected and report.metrics.count == 4
 
 
+@pytest.mark.slow
 def test_weights_without_class_names_take_the_folders_in_sorted_order(fruit_model, tmp_path, capsys) -> None:
     _, state = fruit_model
     torch.save(state, tmp_path / "plain.pth")  # a bare state dict: no names
@@ -128,6 +124,7 @@ def test_weights_without_class_names_take_the_folders_in_sorted_order(fruit_mode
     assert "no class names, and DATA has 4 class folders for 3 outputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_folders_that_match_no_class_are_an_error(fruit_model, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     place(data, "apple", PHOTOS[0])
@@ -139,6 +136,7 @@ def test_folders_that_match_no_class_are_an_error(fruit_model, tmp_path, capsys)
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unreadable_files_are_counted_listed_and_left_out(fruit_model, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     for photo, folder in zip(PHOTOS, FRUIT):
@@ -152,6 +150,7 @@ def test_unreadable_files_are_counted_listed_and_left_out(fruit_model, tmp_path,
     assert "broken.jpg" in captured.err
 
 
+@pytest.mark.slow
 def test_two_processes_report_the_numbers_of_one(fruit_model, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     for photo, folder in zip(PHOTOS, ["apple", "banana", "cherry", "apple"]):
@@ -187,6 +186,7 @@ def fruit_data(tmp_path: Path) -> Path:
     return data
 
 
+@pytest.mark.slow
 def test_folders_that_cannot_be_read_are_named_and_make_exit_status_1(fruit_model, tmp_path, capsys,
                                                                        monkeypatch) -> None:
     data = fruit_data(tmp_path)
@@ -201,6 +201,7 @@ def test_folders_that_cannot_be_read_are_named_and_make_exit_status_1(fruit_mode
         assert f"warning: cannot read the folder '{folder}' (Permission denied); the images in it are left out" in err
 
 
+@pytest.mark.slow
 def test_a_244_byte_confusion_name_is_written(fruit_model, tmp_path, capsys) -> None:
     chart = tmp_path / ("c" * 240 + ".png")  # a valid file name: 244 bytes of the 255 allowed
     assert main("evaluate", fruit_data(tmp_path), "--weights", fruit_model[0], "--confusion", chart, "--workers",
@@ -211,6 +212,7 @@ def test_a_244_byte_confusion_name_is_written(fruit_model, tmp_path, capsys) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", chart.name])
 
 
+@pytest.mark.slow
 def test_a_chart_that_cannot_be_written_comes_after_the_report(fruit_model, tmp_path, capsys, monkeypatch) -> None:
     class FullDisk:
         def __init__(self, path):
@@ -237,6 +239,7 @@ def test_a_chart_that_cannot_be_written_comes_after_the_report(fruit_model, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no partial chart
 
 
+@pytest.mark.slow
 def test_confusion_targets_that_are_not_regular_files(fruit_model, tmp_path, capsys) -> None:
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)

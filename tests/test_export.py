@@ -24,7 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-from support import PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, assert_top_k_agrees, load_expected, parity_input
+from support import (
+    PHOTOS, REPO_ROOT, LoopbackHTTP, QuietHandler, assert_top_k_agrees, load_expected, parity_input, run_resnet,
+)
 from resnet import export as exporter
 from resnet.io.atomic import DIR_MODE, FILE_MODE, OutputPathError, atomic_directory, staging_name
 from resnet.deploy.exporters import (
@@ -49,19 +51,16 @@ from resnet.data.preprocessing import INPUT_SHAPE, MEAN, build_transform
 # Loading TorchScript is what these tests are about; torch 2.14 flags torch.jit as deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime as ort  # noqa: E402
 
 TOLERANCE = 1e-4  # max abs diff on fp32 logits
 HAS_DYNAMO_EXPORTER = has_onnxscript() and has_dynamo_exporter()
 
 
 def run_export(*args: str, timeout: float = 300, umask: int = -1) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "resnet", "export", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout, umask=umask,
-    )
+    """``python -m resnet export ARGS`` in a child process (the end-to-end runs; the others use ``cli``)."""
+    return run_resnet("export", *args, timeout=timeout, umask=umask)
 
 
 def exit_status(argv: list[str]) -> int:
@@ -74,7 +73,7 @@ def exit_status(argv: list[str]) -> int:
         return exit.code
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, status: int, *fragments: str) -> str:
+def assert_one_line_error(result, status: int, *fragments: str) -> str:
     assert result.returncode == status, (result.returncode, result.stdout, result.stderr)
     stderr = result.stderr.strip()
     assert "Traceback" not in stderr, stderr
@@ -103,8 +102,9 @@ def ort_session(path: Path) -> "ort.InferenceSession":
 
 
 @pytest.fixture(scope="module")
-def resnet50(ngc_file) -> torch.nn.Module:
-    return load_resnet50(ngc_file)
+def resnet50(standin_resnet50) -> torch.nn.Module:
+    """The stand-in weights in an eval-mode, NCHW float32 ResNet-50 (conftest's, shared by the session)."""
+    return standin_resnet50
 
 
 def load_resnet50(ngc_file) -> torch.nn.Module:
@@ -124,17 +124,19 @@ def eager_extra(resnet50) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
 
 
 @pytest.fixture(scope="module")
-def exports(resnet50, tmp_path_factory) -> dict[str, Path]:
-    """The resnet50 files, made once: TorchScript and ONNX, with and without BN folding."""
+def exports(resnet50, standin_onnx, tmp_path_factory) -> dict[str, Path]:
+    """The resnet50 files, made once: TorchScript and ONNX, with and without BN folding (the plain ONNX file is
+    conftest's, made once per session the same way)."""
     root = tmp_path_factory.mktemp("exports")
-    made: dict[str, Path] = {}
+    made: dict[str, Path] = {"onnx-torchscript-plain": standin_onnx}
     for variant, fold_bn in (("plain", False), ("fold_bn", True)):
         model = prepare_for_export(resnet50, fold_bn=fold_bn)
         meta = export_metadata("resnet50", weights="stand-in", fold_bn=fold_bn)
         made[f"torchscript-{variant}"] = export_torchscript(model, root / f"{variant}.pt", metadata=meta)
-        made[f"onnx-torchscript-{variant}"] = export_onnx(
-            model, root / f"{variant}.onnx", exporter="torchscript", metadata=meta
-        )
+        if fold_bn:
+            made[f"onnx-torchscript-{variant}"] = export_onnx(
+                model, root / f"{variant}.onnx", exporter="torchscript", metadata=meta
+            )
     return made
 
 
@@ -142,6 +144,7 @@ def exports(resnet50, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("variant", ["plain", "fold_bn"])
+@pytest.mark.slow
 def test_torchscript_matches_reference_logits(exports, eager_extra, variant: str) -> None:
     module = torch.jit.load(str(exports[f"torchscript-{variant}"]), map_location="cpu")
     with torch.no_grad():
@@ -192,6 +195,7 @@ def check_onnx_file(path: Path, eager_extra, *, fp16: bool = False) -> float:
 
 
 @pytest.mark.parametrize("variant", ["plain", "fold_bn"])
+@pytest.mark.slow
 def test_onnx_matches_reference_logits(exports, eager_extra, variant: str) -> None:
     diff = check_onnx_file(exports[f"onnx-torchscript-{variant}"], eager_extra)
     print(f"onnx (torchscript exporter) {variant}: max abs diff {diff:.3g}")
@@ -200,6 +204,7 @@ def test_onnx_matches_reference_logits(exports, eager_extra, variant: str) -> No
 
 @pytest.mark.skipif(not HAS_DYNAMO_EXPORTER,
                     reason="the dynamo ONNX exporter needs onnxscript and torch.onnx.export(dynamo=, dynamic_shapes=)")
+@pytest.mark.slow
 def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tmp_path: Path) -> None:
     path = export_onnx(
         prepare_for_export(resnet50), tmp_path / "dynamo.onnx", exporter="dynamo",
@@ -213,6 +218,7 @@ def test_onnx_dynamo_exporter_matches_reference_logits(resnet50, eager_extra, tm
 @pytest.mark.skipif(not cpu_runs_float16_convolutions(), reason="this torch has no float16 convolutions for the "
                     "CPU (torch 2.2 has) to trace an fp16 export; test_fp16_export_without_cpu_float16_is_refused "
                     "checks the refusal")
+@pytest.mark.slow
 def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
     """--fold-bn --fp16: half-precision weights, float32 interface; both files run on the CPU here."""
     model = prepare_for_export(resnet50, fold_bn=True, fp16=True)
@@ -233,6 +239,7 @@ def test_fp16_exports_run_on_cpu(resnet50, eager_extra, tmp_path: Path) -> None:
     assert torch.equal(ts_logits.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.slow
 def test_cli_exports_another_arch(ngc_file, tmp_path: Path) -> None:
     """se-resnext101-32x4d (grouped convs + squeeze-excitation) through the command line, both formats."""
     arch = "se-resnext101-32x4d"
@@ -305,6 +312,7 @@ def triton_repo(ngc_file, tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_triton_repository_is_readable_by_another_user(triton_repo: Path) -> None:
     """A Triton container runs as its own user: every folder is 755 and every file 644, whatever the umask."""
     folders = [triton_repo, *(p for p in triton_repo.rglob("*") if p.is_dir())]
@@ -314,6 +322,7 @@ def test_triton_repository_is_readable_by_another_user(triton_repo: Path) -> Non
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(FILE_MODE)} == {"0o644"}
 
 
+@pytest.mark.slow
 def test_triton_repository_layout_and_configs_match_models(triton_repo: Path) -> None:
     assert sorted(p.name for p in triton_repo.iterdir()) == ["resnet50_libtorch", "resnet50_onnx"]
     expected = load_expected("resnet50")["logits"]
@@ -468,6 +477,7 @@ def load_client():
     return module
 
 
+@pytest.mark.slow
 def test_client_preprocessing_equals_build_transform() -> None:
     """The example client's numpy preprocessing gives exactly the tensor of resnet.data.preprocessing's pipeline."""
     from PIL import Image, ImageOps
@@ -482,6 +492,7 @@ def test_client_preprocessing_equals_build_transform() -> None:
 
 
 @pytest.mark.parametrize("model_name", ["resnet50_onnx", "resnet50_libtorch"])
+@pytest.mark.slow
 def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, model_name: str) -> None:
     """examples/triton_client.py sends the photos to each exported model and prints the eager model's top 5."""
     load_client()
@@ -514,34 +525,35 @@ def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, mod
 # --------------------------------------------------------------------------- bad input, atomic output
 
 
-def test_cli_refuses_non_empty_output_without_force(ngc_file, tmp_path: Path) -> None:
+def test_cli_refuses_non_empty_output_without_force(cli, ngc_file, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    result = run_export("--weights", str(ngc_file("resnet50")), "--output", str(out))
+    result = cli("export", "--weights", str(ngc_file("resnet50")), "--output", str(out))
     assert_one_line_error(result, 2, str(out), "not empty", "--force")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert entries(tmp_path) == ["out"]
 
 
-def test_cli_unknown_arch(ngc_file, tmp_path: Path) -> None:
-    result = run_export("--arch", "resnet51", "--weights", str(ngc_file("resnet50")), "--output",
+def test_cli_unknown_arch(cli, ngc_file, tmp_path: Path) -> None:
+    result = cli("export", "--arch", "resnet51", "--weights", str(ngc_file("resnet50")), "--output",
                         str(tmp_path / "out"))
     assert_one_line_error(result, 2, "'resnet51'", "resnet50", "se-resnext101-32x4d")
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_weights_that_do_not_fit_the_arch(ngc_file, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_cli_weights_that_do_not_fit_the_arch(cli, ngc_file, tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
-    result = run_export("--arch", "resnet50", "--weights", str(ngc_file("se-resnext101-32x4d")),
+    result = cli("export", "--arch", "resnet50", "--weights", str(ngc_file("se-resnext101-32x4d")),
                         "--triton", str(out))
     assert_one_line_error(result, 2, str(ngc_file("se-resnext101-32x4d")), "se-resnext101-32x4d")
     assert not (tmp_path / "deep").exists()
 
 
-def test_cli_missing_weights_file(tmp_path: Path) -> None:
+def test_cli_missing_weights_file(cli, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth.tar"
-    result = run_export("--weights", str(missing), "--output", str(tmp_path / "out"))
+    result = cli("export", "--weights", str(missing), "--output", str(tmp_path / "out"))
     assert_one_line_error(result, 2, str(missing), "does not exist")
     assert not (tmp_path / "out").exists()
 
@@ -599,6 +611,7 @@ WITHOUT_ONNX = (
 )
 
 
+@pytest.mark.slow
 def test_torchscript_alone_is_exported_without_onnx(ngc_file, tmp_path: Path, monkeypatch) -> None:
     """A runtime-only install (no onnx, as requirements.txt leaves it out) exports TorchScript."""
     monkeypatch.setitem(sys.modules, "onnx", None)
@@ -684,6 +697,7 @@ def test_tracing_exporter_keywords_pass_dynamo_only_where_export_takes_it(monkey
 
 
 @pytest.mark.parametrize("keywords", ["2.1", "2.4"])
+@pytest.mark.slow
 def test_torch_without_the_dynamo_exporter_exports_with_the_tracing_one(
     keywords, resnet50, eager_extra, tmp_path: Path, monkeypatch
 ) -> None:
@@ -702,6 +716,7 @@ def test_torch_without_the_dynamo_exporter_exports_with_the_tracing_one(
     assert check_onnx_file(path, eager_extra) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_pretrained_weights_come_through_the_hub_cache(server, hub_dir: Path, ngc_file, tmp_path: Path) -> None:
     """--pretrained fetches the NGC file (here from a loopback mirror) into the torch hub cache."""
     from resnet.__main__ import main
@@ -732,6 +747,7 @@ def _args(**overrides) -> argparse.Namespace:
 
 
 @pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.slow
 def test_failed_export_leaves_nothing_behind(resnet50, monkeypatch, tmp_path: Path, capsys, existing: bool) -> None:
     """An exporter failing half-way through: no partial output, and a previous export stays as it was."""
     out = tmp_path / "parent" / "out"
@@ -780,6 +796,7 @@ def test_interrupted_export_leaves_nothing_behind(tmp_path: Path) -> None:
     assert entries(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_an_export_is_one_line_and_leaves_nothing(resnet50, monkeypatch, tmp_path, capsys) -> None:
     out = tmp_path / "out"
 
@@ -811,6 +828,7 @@ def test_the_current_folder_as_output_is_refused_before_any_work(tmp_path, monke
     assert (tmp_path / "x").is_dir()
 
 
+@pytest.mark.slow
 def test_an_export_sweeps_what_a_killed_export_left(resnet50, monkeypatch, tmp_path, capsys) -> None:
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     mine = f"-{os.getpid():010d}-"
@@ -850,6 +868,7 @@ def photo_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_triton_int8_repository_of_a_fine_tuned_model(fruit_model: Path, photo_folder: Path, tmp_path: Path,
                                                        capsys) -> None:
     """--triton --int8 adds <name>_int8_onnx; both models carry the fine-tuned names (labels.txt and metadata)."""
@@ -974,6 +993,7 @@ def test_int8_without_onnxruntime_names_the_package_before_any_work(ngc_file, ph
 
 @pytest.mark.skipif(not program_available(), reason="this torch has no torch.export.Dim / export(dynamic_shapes=) "
                     "(torch 2.2) to write the ExportedProgram; the refusal is tested below")
+@pytest.mark.slow
 def test_pt2_writes_the_program_and_one_aoti_package_per_device(ngc_file, tmp_path: Path, capsys,
                                                                 monkeypatch) -> None:
     """The AOTInductor compile itself (minutes) is tested in test_pt2.py; here: what --format pt2 writes and

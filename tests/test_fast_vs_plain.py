@@ -487,7 +487,14 @@ def outcome(change: Change, base: nn.Module, fast: bool) -> tuple[Optional[torch
         return None, error
 
 
-@pytest.mark.parametrize("change", CHANGES, ids=[c.name for c in CHANGES])
+SLOW_CHANGES = {"pickled after a call"}
+
+
+@pytest.mark.parametrize("change", [
+    # The full-size ResNet-50 changes take seconds each, and pickling a called model one: the slow tier (the narrow
+    # model covers each kind).
+    pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.model == "resnet50" or c.name in SLOW_CHANGES else [])
+    for c in CHANGES])
 def test_fast_equals_plain(change: Change, request: pytest.FixtureRequest, trunk_calls: list[int]) -> None:
     base = request.getfixturevalue(change.model)
     plain, plain_error = outcome(change, base, fast=False)

@@ -95,6 +95,7 @@ def assert_agreement(low: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) -
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "se-resnext101-32x4d"])
+@pytest.mark.slow
 def test_fold_batchnorm_keeps_reference_logits(ngc_file, arch: str) -> None:
     model = create_model(arch, pretrained_from_file=ngc_file(arch), channels_last=True)
     folded = fold_batchnorm(model)
@@ -107,6 +108,7 @@ def test_fold_batchnorm_keeps_reference_logits(ngc_file, arch: str) -> None:
     assert max_diff_to_reference(folded, arch) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_fold_batchnorm_inplace_and_torchvision(resnet50) -> None:
     import torchvision
 
@@ -118,6 +120,7 @@ def test_fold_batchnorm_inplace_and_torchvision(resnet50) -> None:
     assert max_diff_to_reference(folded) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_folded_model_scripts_and_traces(resnet50) -> None:
     folded = fold_batchnorm(resnet50)
     x = parity_input("resnet50")
@@ -132,6 +135,7 @@ def test_folded_model_scripts_and_traces(resnet50) -> None:
 # --------------------------------------------------------------------------- the hub model as documented
 
 
+@pytest.mark.slow
 def test_hub_model_defaults_to_standard_layouts_with_channels_last_opt_in(ngc_file) -> None:
     """The hub model's parameters are contiguous (what torch's utilities expect); channels_last=True stores the
     4-D weights channels-last. The documented example gives the same logits either way."""
@@ -147,6 +151,7 @@ def test_hub_model_defaults_to_standard_layouts_with_channels_last_opt_in(ngc_fi
     assert max_diff_to_reference(channels_last.eval()) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_pretrained_load_does_no_random_init(ngc_file, monkeypatch: pytest.MonkeyPatch) -> None:
     """With weights the model is built on the meta device: no initialiser writes a real tensor."""
     calls = []
@@ -183,6 +188,7 @@ def test_pretrained_load_does_no_random_init(ngc_file, monkeypatch: pytest.Monke
     ],
     ids=["default", "unfused", "nchw-fused", "nchw", "no-fold", "micro-batch-1", "whole-batch"],
 )
+@pytest.mark.slow
 def test_float32_variants_match_reference(
     resnet50, options: dict, fused: bool, layout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,6 +204,7 @@ def test_float32_variants_match_reference(
 
 
 @pytest.mark.parametrize("arch", ["resnext101-32x4d", "se-resnext101-32x4d"])
+@pytest.mark.slow
 def test_fused_path_for_the_other_architectures(ngc_file, arch: str) -> None:
     model = create_model(arch, pretrained_from_file=ngc_file(arch))
     fast = optimize_for_inference(model, dtype="float32")
@@ -205,6 +212,7 @@ def test_fused_path_for_the_other_architectures(ngc_file, arch: str) -> None:
     assert max_diff_to_reference(fast, arch) <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_inference_model_contract(resnet50) -> None:
     """fp32 NCHW in (any memory format), fp32 logits out, no autograd; the input model is untouched."""
     trained = create_model("resnet50")
@@ -241,6 +249,7 @@ def test_plain_module_is_folded_and_wrapped() -> None:
 # --------------------------------------------------------------------------- reduced precision
 
 
+@pytest.mark.slow
 def test_bfloat16_agrees_with_float32_on_fixtures_and_photos(resnet50, photos) -> None:
     """bf16 runs on any CPU (emulated, slowly, without native BF16); the check is accuracy only."""
     fast = optimize_for_inference(resnet50, dtype="bfloat16")
@@ -250,6 +259,7 @@ def test_bfloat16_agrees_with_float32_on_fixtures_and_photos(resnet50, photos) -
 
 
 @needs_fused
+@pytest.mark.slow
 def test_bfloat16_stays_fused_for_weights_with_large_logits() -> None:
     """torchvision-initialised weights give logits in the tens: fused and unfused bfloat16 then differ by
     about 0.2 in absolute terms, 0.5% of the largest logit. The probe judges that against the documented
@@ -305,6 +315,7 @@ def test_cpu_bf16_detection_reads_the_cpu_flags(monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx512f", "avx512_bf16", "amx_bf16"}])
+@pytest.mark.slow
 def test_default_dtype_is_float32_on_every_cpu(monkeypatch: pytest.MonkeyPatch, resnet50, flags: set) -> None:
     """optimize_for_inference(model) gives the same numbers on an AVX2 CPU and on one with native BF16."""
     monkeypatch.setattr(devices, "_cpu_flags", lambda: frozenset(flags))
@@ -314,6 +325,7 @@ def test_default_dtype_is_float32_on_every_cpu(monkeypatch: pytest.MonkeyPatch, 
                       else torch.float32)
 
 
+@pytest.mark.slow
 def test_bad_options_are_named(resnet50) -> None:
     with pytest.raises(ValueError, match="dtype must be"):
         optimize_for_inference(resnet50, dtype="int8")
@@ -357,6 +369,7 @@ def test_compile_without_inductor_s_cpp_extension_is_refused_up_front(missing, r
 
 @skip_compile
 @needs_compiler
+@pytest.mark.slow
 def test_compiled_float32_matches_reference(resnet50) -> None:
     fast = optimize_for_inference(resnet50, dtype="float32", compile=True)
     assert fast.compiled and not fast.fused and fast.micro_batch is None

@@ -52,6 +52,7 @@ def assert_reference_logits(model: torch.nn.Module, arch: str) -> None:
     "arch, params, entries",
     [("resnet50", 25_557_032, 320), ("resnext101-32x4d", 44_177_704, 626), ("se-resnext101-32x4d", 45_251_128, 758)],
 )
+@pytest.mark.slow
 def test_parameter_counts_and_state_dict_layout(arch: str, params: int, entries: int) -> None:
     model = hub_load(ENTRY[arch], pretrained=False)
     assert sum(p.numel() for p in model.parameters()) == params
@@ -63,6 +64,7 @@ def test_parameter_counts_and_state_dict_layout(arch: str, params: int, entries:
     assert {k: list(v.shape) for k, v in state.items()} == schema
 
 
+@pytest.mark.slow
 def test_returned_model_is_cpu_float32_training_mode_like_the_reference() -> None:
     model = hub_load("nvidia_resnet50", pretrained=False)
     assert model.training
@@ -81,6 +83,7 @@ def test_v15_stride_is_on_the_3x3_convolution() -> None:
     assert model.layer1[0].downsample is not None  # channels change in stage 0 too
 
 
+@pytest.mark.slow
 def test_initialisation_options() -> None:
     model = hub_load("nvidia_resnet50", pretrained=False, last_bn_0_init=True, conv_init="fan_out")
     assert torch.count_nonzero(model.layer1[0].bn3.weight) == 0
@@ -93,6 +96,7 @@ def test_initialisation_options() -> None:
         hub_load("nvidia_resnet50", pretrained=False, conv_init="uniform")
 
 
+@pytest.mark.slow
 def test_trt_builds_squeeze_excitation_as_1x1_convolutions() -> None:
     model = hub_load("nvidia_se_resnext101_32x4d", pretrained=False, trt=True)
     assert model.layer1[0].squeeze.squeeze.weight.shape == (16, 256, 1, 1)
@@ -103,6 +107,7 @@ def test_trt_builds_squeeze_excitation_as_1x1_convolutions() -> None:
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.slow
 def test_download_from_loopback_mirror_matches_reference(arch, server, hub_dir, ngc_file) -> None:
     server.routes[f"/weights/{FILE_NAME[arch]}"] = Route(ngc_file(arch).read_bytes())
     model = hub_load(ENTRY[arch], pretrained=True, mirror=server.url("/weights"), progress=False)
@@ -113,6 +118,7 @@ def test_download_from_loopback_mirror_matches_reference(arch, server, hub_dir, 
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.slow
 def test_preseeded_hub_cache_is_used_without_network(arch, hub_dir, ngc_file) -> None:
     (hub_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(ngc_file(arch), hub_dir / "checkpoints" / FILE_NAME[arch])
@@ -121,6 +127,7 @@ def test_preseeded_hub_cache_is_used_without_network(arch, hub_dir, ngc_file) ->
     assert_reference_logits(model, arch)
 
 
+@pytest.mark.slow
 def test_mirror_from_environment_variable(server, hub_dir, ngc_file, monkeypatch) -> None:
     server.routes[f"/m/{FILE_NAME['resnet50']}"] = Route(ngc_file("resnet50").read_bytes())
     monkeypatch.setenv("CONVNETS_WEIGHTS_MIRROR", server.url("/m/"))
@@ -157,6 +164,7 @@ def _layouts(arch: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.slow
 def test_pretrained_from_file_accepts_every_layout(arch, tmp_path) -> None:
     for layout, obj in _layouts(arch).items():
         path = tmp_path / f"{layout}.pth"
@@ -166,6 +174,7 @@ def test_pretrained_from_file_accepts_every_layout(arch, tmp_path) -> None:
         path.unlink()
 
 
+@pytest.mark.slow
 def test_pretrained_from_file_accepts_pathlib_and_trt_gets_4d_se(tmp_path, ngc_file) -> None:
     model = hub_load("nvidia_se_resnext101_32x4d", pretrained=False,
                      pretrained_from_file=ngc_file("se-resnext101-32x4d"), trt=True)
@@ -173,6 +182,7 @@ def test_pretrained_from_file_accepts_pathlib_and_trt_gets_4d_se(tmp_path, ngc_f
     assert_reference_logits(model, "se-resnext101-32x4d")
 
 
+@pytest.mark.slow
 def test_state_dict_key_map_fn_is_applied_to_every_key(tmp_path) -> None:
     renamed = OrderedDict(("backbone/" + k, v) for k, v in standin_state_dict("resnet50").items())
     path = tmp_path / "renamed.pth"
@@ -188,11 +198,13 @@ def test_state_dict_key_map_fn_is_applied_to_every_key(tmp_path) -> None:
     assert_reference_logits(model, "resnet50")
 
 
+@pytest.mark.slow
 def test_legacy_alias_is_resnext(ngc_file) -> None:
     model = hub_load("nvidia_resneXt", pretrained=False, pretrained_from_file=ngc_file("resnext101-32x4d"))
     assert_reference_logits(model, "resnext101-32x4d")
 
 
+@pytest.mark.slow
 def test_channels_last_on_gives_the_same_logits(ngc_file) -> None:
     model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50"),
                      channels_last=True)
@@ -201,6 +213,7 @@ def test_channels_last_on_gives_the_same_logits(ngc_file) -> None:
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnext101-32x4d"])
+@pytest.mark.slow
 def test_torchvision_peer_gives_the_same_logits(arch, ngc_file, tmp_path) -> None:
     from torchvision.models import resnet50
     from torchvision.models.resnet import Bottleneck, ResNet
@@ -218,6 +231,7 @@ def test_torchvision_peer_gives_the_same_logits(arch, ngc_file, tmp_path) -> Non
     assert_reference_logits(hub_load(ENTRY[arch], pretrained=False, pretrained_from_file=path), arch)
 
 
+@pytest.mark.slow
 def test_pretrained_load_skips_random_initialisation(ngc_file, monkeypatch) -> None:
     calls = []
     real = torch.nn.init.kaiming_normal_
@@ -234,6 +248,7 @@ def test_pretrained_load_skips_random_initialisation(ngc_file, monkeypatch) -> N
     assert calls and not calls[-1]
 
 
+@pytest.mark.slow
 def test_loading_in_a_fresh_process_stays_light(ngc_file) -> None:
     """Loading cached weights imports no compiler (torch._dynamo alone takes seconds), HTTP or export modules."""
     code = (
@@ -249,6 +264,7 @@ def test_loading_in_a_fresh_process_stays_light(ngc_file) -> None:
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_fine_tuning_head_keeps_backbone_and_warns(ngc_file) -> None:
     with pytest.warns(UserWarning, match="num_classes=10"):
         model = hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=ngc_file("resnet50"), num_classes=10)
@@ -260,6 +276,7 @@ def test_fine_tuning_head_keeps_backbone_and_warns(ngc_file) -> None:
         assert model.eval()(parity_input("resnet50")).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_fine_tuned_checkpoint_loads_with_its_num_classes(tmp_path) -> None:
     state = standin_state_dict("resnet50")
     state["fc.weight"], state["fc.bias"] = state["fc.weight"][:10].clone(), state["fc.bias"][:10].clone()
@@ -286,6 +303,11 @@ def test_hub_list_shows_only_the_entrypoints() -> None:
     assert listed == sorted(
         [
             "nvidia_convnets_processing_utils",
+            "nvidia_efficientnet",
+            "nvidia_efficientnet_b0",
+            "nvidia_efficientnet_b4",
+            "nvidia_efficientnet_widese_b0",
+            "nvidia_efficientnet_widese_b4",
             "nvidia_resneXt",
             "nvidia_resnet50",
             "nvidia_resnext101_32x4d",
@@ -319,6 +341,7 @@ def test_checkpoint_table_holds_the_published_files(arch) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCH_NAMES)
+@pytest.mark.slow
 def test_hub_help_describes_each_model_entrypoint(arch) -> None:
     doc = getattr(_hubconf(), ENTRY[arch]).__doc__
     _, accuracy, params = PUBLISHED[arch]

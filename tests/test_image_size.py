@@ -57,6 +57,7 @@ def classify_json(capsys, *args) -> torch.Tensor:
     return table
 
 
+@pytest.mark.slow
 def test_the_model_records_its_size(small_model) -> None:
     from resnet.models.builder import create_model
 
@@ -64,6 +65,7 @@ def test_the_model_records_its_size(small_model) -> None:
     assert create_model("resnet50").image_size is None
 
 
+@pytest.mark.slow
 def test_classify_uses_the_trained_size_unless_told(small_model, capsys) -> None:
     path, state = small_model
     at_128, at_224 = peer_probabilities(state, 128), peer_probabilities(state, 224)
@@ -72,6 +74,7 @@ def test_classify_uses_the_trained_size_unless_told(small_model, capsys) -> None
     assert (classify_json(capsys, "--weights", path, "--image-size", "224") - at_224).abs().max() <= TOLERANCE
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_trained_size_unless_told(small_model, tmp_path, capsys) -> None:
     path, state = small_model
     data = tmp_path / "data"
@@ -86,9 +89,8 @@ def test_evaluate_uses_the_trained_size_unless_told(small_model, tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["model"].endswith("224x224")
 
 
+@pytest.mark.slow
 def test_export_writes_the_trained_size_and_its_onnx_runs_at_it(small_model, tmp_path, capsys) -> None:
-    pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
     path, state = small_model
     out = tmp_path / "out"
     assert main("export", "--weights", path, "--format", "onnx", "--onnx-exporter", "torchscript", "--output", out,
@@ -107,6 +109,7 @@ def test_export_writes_the_trained_size_and_its_onnx_runs_at_it(small_model, tmp
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.slow
 def test_triton_configs_and_torchscript_take_the_trained_size(small_model, tmp_path) -> None:
     path, _ = small_model
     repo = tmp_path / "repo"

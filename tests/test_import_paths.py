@@ -56,6 +56,7 @@ def test_moved_modules_are_the_new_modules() -> None:
     assert processing_utils.inputs is resnet.data.inputs
 
 
+@pytest.mark.slow
 def test_a_model_pickled_under_the_old_module_name_loads() -> None:
     """Models pickled before the split name ``resnet.model.ResNet``."""
     from resnet.model import ResNet

@@ -7,18 +7,15 @@ import errno
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from support import PHOTOS, REPO_ROOT
+from support import PHOTOS
 
 from resnet.data.inputs import IMAGE_SUFFIXES, expand_inputs, scan_images, scan_warnings
 
-CHECKPOINT = "nvidia_resnet50_200821.pth.tar"
 #: The warning about the album's notes.txt.
 OTHER_FILES = ("1 file(s) left out for their type (1 .txt; images are .bmp .gif .jpeg .jpg .pgm .png .ppm .tif .tiff "
                ".webp): '{album}/notes.txt'; convert photos of another format (such as .heic) to .jpg to use them")
@@ -127,20 +124,14 @@ def test_a_sub_folder_without_permission_is_named_in_a_warning(album) -> None:
     assert len(result.warnings) == 2 and str(album / "nested") in result.warnings[0]
 
 
-def test_classify_gives_every_input_a_record_or_a_warning(hub_dir, ngc_file, tmp_path) -> None:
-    (hub_dir / "checkpoints").mkdir(parents=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / CHECKPOINT)
+@pytest.mark.slow
+def test_classify_gives_every_input_a_record_or_a_warning(seeded_cache, cli, tmp_path) -> None:
     long_name = str(tmp_path / ("x" * 300 + ".jpg"))
     empty = tmp_path / "empty"
     empty.mkdir()
     other_host = "file://fileserver/share/cat.jpg"
     plot = tmp_path / "chart.png"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), MPLBACKEND="Agg")
-    result = subprocess.run(
-        [sys.executable, "-m", "resnet", "classify", long_name, str(empty), other_host, "--json", "--quiet",
-         "--plot", str(plot)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )
+    result = cli("classify", long_name, empty, other_host, "--json", "--quiet", "--plot", plot)
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 1, result.stderr  # inputs failed; nothing crashed
     records = [json.loads(line) for line in result.stdout.splitlines()]

@@ -66,6 +66,7 @@ def write_user_modules(folder: Path, as_package: bool) -> None:
     [(True, False), (False, False), (True, True)],
     ids=["module-imported-before-load", "module-only-on-path", "package-imported-before-load"],
 )
+@pytest.mark.slow
 def test_user_modules_of_the_same_names(tmp_path: Path, ngc_file, import_first: bool, as_package: bool) -> None:
     user = tmp_path / "user_project"
     user.mkdir()
@@ -95,6 +96,7 @@ def test_user_modules_of_the_same_names(tmp_path: Path, ngc_file, import_first: 
     assert (torch.tensor(report["logits"]) - expected).abs().max().item() <= 1e-4
 
 
+@pytest.mark.slow
 def test_without_a_clash_the_packages_stay_importable_after_a_load(tmp_path: Path) -> None:
     """No module of those names elsewhere: after the load, ``from resnet.fast import ...`` works as before."""
     code = (

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
-
 import nbformat
+import pytest
 import torch
 from nbclient import NotebookClient
 
@@ -40,9 +39,8 @@ def _pictures(cell) -> int:
     return sum("image/png" in output.get("data", {}) for output in cell.outputs)
 
 
-def test_notebook_executes_offline(server, hub_dir, ngc_file, monkeypatch) -> None:
-    (hub_dir / "checkpoints").mkdir(parents=True)
-    shutil.copy(ngc_file("resnet50"), hub_dir / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
+@pytest.mark.slow
+def test_notebook_executes_offline(server, seeded_cache, monkeypatch) -> None:
     for photo in PHOTOS:
         content_type = "image/jpeg" if photo.suffix == ".jpg" else "image/png"
         server.routes[f"/{photo.name}"] = Route(photo.read_bytes(), content_type=content_type)

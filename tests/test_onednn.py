@@ -134,6 +134,7 @@ def test_calling_a_missing_kernel_says_so(kernels) -> None:
 
 
 @pytest.mark.parametrize("how", ["hidden-operator", "environment"])
+@pytest.mark.slow
 def test_without_fused_kernels_everything_runs_the_layers(
     kernels, monkeypatch: pytest.MonkeyPatch, resnet50, trunk_calls: list[int], how: str
 ) -> None:
@@ -155,6 +156,7 @@ def test_without_fused_kernels_everything_runs_the_layers(
         optimize_for_inference(resnet50, fuse=True)
 
 
+@pytest.mark.slow
 def test_stand_in_kernels_run_the_fused_paths(kernels, resnet50, trunk_calls: list[int]) -> None:
     """With correct stand-ins both fast paths run fused and match the reference: what they compute
     depends on the operators' contract alone (and the tests above really exercise the fallback)."""
@@ -171,6 +173,7 @@ def test_stand_in_kernels_run_the_fused_paths(kernels, resnet50, trunk_calls: li
     assert trunk_calls == [*eval_path_call, 1, 2], "eval path, optimize_for_inference's probe, its call"
 
 
+@pytest.mark.slow
 def test_bfloat16_probe_rejects_a_kernel_wrong_in_bfloat16(kernels, resnet50) -> None:
     """A kernel right in float32 but 10% off in bfloat16: float32 runs fused, bfloat16 does not (and
     ``fuse=True`` says why)."""

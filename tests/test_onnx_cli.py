@@ -24,8 +24,8 @@ import torch
 from support import PHOTOS, assert_top_k_agrees, standin_state_dict
 from train_support import main, torchrun
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime  # noqa: E402,F401
 
 from test_evaluate import peer_logits  # noqa: E402
 from test_runtimes import tiny_classifier, tiny_reference  # noqa: E402
@@ -117,6 +117,7 @@ def data(tuned, tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- export --int8
 
 
+@pytest.mark.slow
 def test_int8_export_of_a_fine_tuned_model_records_its_calibration_and_names(exported) -> None:
     out, err = exported
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "resnet50-int8.onnx", "resnet50.onnx"]
@@ -147,6 +148,7 @@ def test_int8_export_of_a_fine_tuned_model_records_its_calibration_and_names(exp
 # --------------------------------------------------------------------------- classify --onnx
 
 
+@pytest.mark.slow
 def test_classify_onnx_prints_what_the_pytorch_model_prints(tuned, exported, capsys) -> None:
     photos = [str(p) for p in PHOTOS]
     status, out, _ = run(capsys, "classify", *photos, "--weights", tuned[0], "--json", "--quiet")
@@ -189,6 +191,7 @@ def without_speed(report: dict) -> dict:
     return {k: v for k, v in report.items() if k not in ("model", "images_per_second", "seconds")}
 
 
+@pytest.mark.slow
 def test_evaluate_onnx_reports_what_the_pytorch_model_reports(tuned, exported, data, capsys) -> None:
     common = ["--json", "--workers", "0", "--quiet"]
     status, out, _ = run(capsys, "evaluate", data, "--weights", tuned[0], *common)
@@ -213,6 +216,7 @@ def test_evaluate_onnx_reports_what_the_pytorch_model_reports(tuned, exported, d
 
 
 @pytest.mark.parametrize("command", ["evaluate", "classify"])
+@pytest.mark.slow
 def test_onnx_in_two_processes_gives_the_output_of_one(command, exported, data, capsys) -> None:
     target = [data, "--workers", "0"] if command == "evaluate" else [*PHOTOS, PHOTOS[0]]  # 5 inputs: uneven shards
     args = [command, *target, "--onnx", exported[0] / "resnet50.onnx", "--json", "--quiet"]
@@ -353,8 +357,8 @@ def test_an_output_wider_than_declared_is_a_one_line_error(command, tmp_path, ca
     assert status == 2 and str(path) in one_error_line(err) and "(1, 5)" in err, err
 
 
-def test_a_checkpoint_folder_or_fifo_given_as_onnx_is_named_for_what_it_is(tmp_path, tuned, capsys) -> None:
-    status, _, err = run(capsys, "classify", PHOTOS[0], "--onnx", tuned[0], "--quiet")
+def test_a_checkpoint_folder_or_fifo_given_as_onnx_is_named_for_what_it_is(tmp_path, ngc_file, capsys) -> None:
+    status, _, err = run(capsys, "classify", PHOTOS[0], "--onnx", ngc_file("resnet50"), "--quiet")
     line = one_error_line(err)
     assert status == 2 and "is a PyTorch checkpoint, not an ONNX model: give it as --weights FILE" in line, line
     assert "pretrained" not in line

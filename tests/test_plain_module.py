@@ -108,6 +108,7 @@ UTILITIES: dict[str, Callable[[nn.Module], torch.Tensor]] = {
 }
 
 
+@pytest.mark.slow  # full-size ResNet-50 pairs: a second or more each on a 2-core CPU
 @pytest.mark.parametrize("utility", list(UTILITIES))
 def test_torch_utilities_work_as_on_torchvision(pair, utility: str) -> None:
     ours, peer = (copy.deepcopy(m) for m in pair)
@@ -118,6 +119,7 @@ def test_torch_utilities_work_as_on_torchvision(pair, utility: str) -> None:
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_parameters_are_standard_tensors(pair) -> None:
     ours, peer = pair
     for (name, p), (_, q) in zip(ours.named_parameters(), peer.named_parameters()):

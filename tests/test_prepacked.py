@@ -29,6 +29,7 @@ def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @needs_packing
+@pytest.mark.slow
 def test_packed_fp32_matches_the_reference_for_any_batch_and_shape(standin) -> None:
     fast = optimize_for_inference(standin, micro_batch=2)
     assert fast.fused and fast.prepacked and "prepacked=True" in repr(fast)
@@ -44,6 +45,7 @@ def test_packed_fp32_matches_the_reference_for_any_batch_and_shape(standin) -> N
 
 
 @needs_packing
+@pytest.mark.slow
 def test_packed_and_plain_weights_give_the_same_logits(standin) -> None:
     x = parity_input("resnet50")
     packed = optimize_for_inference(standin, micro_batch=2)
@@ -53,6 +55,7 @@ def test_packed_and_plain_weights_give_the_same_logits(standin) -> None:
 
 
 @needs_packing
+@pytest.mark.slow
 def test_packed_bfloat16_stays_within_the_bf16_bound(standin) -> None:
     x = parity_input("resnet50")
     expected = load_expected("resnet50")["logits"]
@@ -66,6 +69,7 @@ def test_packed_bfloat16_stays_within_the_bf16_bound(standin) -> None:
 
 
 @needs_packing
+@pytest.mark.slow
 def test_a_packed_model_copies_and_pickles_and_packs_again(standin) -> None:
     x = parity_input("resnet50")
     fast = optimize_for_inference(standin, micro_batch=2)
@@ -75,6 +79,7 @@ def test_a_packed_model_copies_and_pickles_and_packs_again(standin) -> None:
         assert torch.equal(clone(x), expected) and clone.pipeline.features.packed
 
 
+@pytest.mark.slow
 def test_without_the_packing_operator_the_fused_path_runs_unpacked(standin, monkeypatch) -> None:
     monkeypatch.setattr(onednn, "_reorder_operator", lambda: None)
     onednn._packing_agrees.cache_clear()
@@ -89,6 +94,7 @@ def test_without_the_packing_operator_the_fused_path_runs_unpacked(standin, monk
         onednn._packing_agrees.cache_clear()
 
 
+@pytest.mark.slow
 def test_prepack_needs_a_slice_size(standin) -> None:
     with pytest.raises(ValueError, match="prepack=True needs"):
         optimize_for_inference(standin, micro_batch=None, prepack=True)

@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
 import threading
 import time
 import warnings
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 
 from reference import LABELS_FILE, LABELS_SHA256, reference_pick_n_best, reference_pipeline
-from support import IMAGES, PHOTOS, REPO_ROOT, Route
+from support import IMAGES, PHOTOS, REPO_ROOT, Route, free_port
 
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
 
@@ -50,12 +49,6 @@ def photo_server(server):
 def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
     assert actual.shape == expected.shape and actual.dtype == torch.float32
     assert (actual - expected).abs().max().item() <= 1e-6
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- entrypoint
@@ -147,6 +140,7 @@ def test_a_missing_file_uri_names_the_uri_and_the_path(utils, tmp_path) -> None:
     assert str(path) in str(info.value) and path.as_uri() in str(info.value)
 
 
+@pytest.mark.slow
 def test_url_input_equals_reference(utils, photo_server) -> None:
     for photo in PHOTOS:
         uri = photo_server[photo.name]
@@ -169,7 +163,10 @@ def _save(image: Image.Image, path: Path, **kwargs) -> Path:
     return path
 
 
-def _mode_files(tmp: Path) -> dict[str, Path]:
+@pytest.fixture(scope="module")
+def mode_files(tmp_path_factory) -> dict[str, Path]:
+    """The photo saved in each non-RGB mode, written once for the module."""
+    tmp = tmp_path_factory.mktemp("modes")
     rgb = Image.open(IMAGES / "chelsea.png").convert("RGB")
     rgba = rgb.copy()
     rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
@@ -186,8 +183,8 @@ def _mode_files(tmp: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "1", "P", "P+transparency", "RGBA", "CMYK"])
-def test_non_rgb_images_are_converted_to_rgb(utils, tmp_path, mode) -> None:
-    path = _mode_files(tmp_path)[mode]
+def test_non_rgb_images_are_converted_to_rgb(utils, mode_files, mode) -> None:
+    path = mode_files[mode]
     with Image.open(path) as image:
         assert image.mode == mode.split("+")[0]
         with warnings.catch_warnings():
@@ -301,6 +298,7 @@ def test_truncated_download(utils, server) -> None:
     assert server.url("/cut.png") in str(info.value)
 
 
+@pytest.mark.slow
 def test_server_that_never_answers_times_out(utils, server) -> None:
     from processing_utils import ImageLoadError
 
@@ -467,6 +465,7 @@ def test_load_batch_keeps_order_and_reports_failures(utils, mixed_inputs, worker
     assert "HTTP 404" in result.failures[2][1]
 
 
+@pytest.mark.slow
 def test_load_batch_decodes_in_parallel(utils, server) -> None:
     urls = []
     for i, photo in enumerate(PHOTOS):
@@ -508,6 +507,7 @@ def test_iter_batches_threads_have_ended_once_it_is_exhausted(utils) -> None:
     assert decoding_threads() == []  # joined, not left to wind down on their own
 
 
+@pytest.mark.slow
 def test_iter_batches_decodes_ahead_in_the_background(utils, server) -> None:
     server.routes["/slow.png"] = Route(PHOTOS[0].read_bytes(), content_type="image/png", delay=2.5)
     inputs = [str(PHOTOS[1]), str(PHOTOS[2]), server.url("/slow.png")]
@@ -524,6 +524,7 @@ def test_iter_batches_decodes_ahead_in_the_background(utils, server) -> None:
         next(stream)
 
 
+@pytest.mark.slow
 def test_iter_batches_validates_eagerly_and_stops_early(utils, server) -> None:
     with pytest.raises(ValueError, match="batch_size"):
         utils.iter_batches([str(PHOTOS[0])], 0)  # at the call, before any next()
@@ -542,6 +543,7 @@ def test_iter_batches_validates_eagerly_and_stops_early(utils, server) -> None:
 # --------------------------------------------------------------------------- show_predictions
 
 
+@pytest.mark.slow
 def test_show_predictions_saves_a_png(utils, tmp_path, photo_server) -> None:
     import matplotlib
 
@@ -578,6 +580,7 @@ def test_show_predictions_shows_without_output(utils, monkeypatch) -> None:
     plt.close("all")
 
 
+@pytest.mark.slow
 def test_predictions_chart_says_what_it_left_out(tmp_path) -> None:
     import matplotlib
 

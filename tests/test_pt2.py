@@ -102,6 +102,7 @@ def check_parity(label: str, outputs: dict, inputs: dict) -> None:
 
 
 @needs_program
+@pytest.mark.slow
 def test_exported_program_loads_without_this_repository(program, standin, tmp_path) -> None:
     path, _ = program
     inputs = batches(standin)
@@ -141,6 +142,7 @@ class SmallNet(torch.nn.Module):
 
 
 @pytest.mark.skipif(not aoti_available(), reason="this torch has no AOTInductor package API")
+@pytest.mark.slow
 def test_aoti_package_loads_without_this_repository(tmp_path) -> None:
     model = SmallNet().eval()
     meta = {"arch": "small", "classes": 10}
@@ -216,6 +218,7 @@ def test_without_dynamic_axes_the_error_names_the_torch_version(hidden, monkeypa
 
 
 @needs_program
+@pytest.mark.slow
 def test_export_failure_is_reported_and_leaves_nothing(tmp_path) -> None:
     with pytest.raises(Pt2Error, match="torch.export could not export the model"):
         export_program(DataDependent(), tmp_path / "bad.pt2")

@@ -33,8 +33,8 @@ from resnet.cli.export import INPUT_NAME, OUTPUT_NAME, export_metadata, export_o
 from resnet.deploy.exporters import tracing_exporter_keywords
 from resnet.data.preprocessing import build_transform
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime as ort  # noqa: E402
 
 from resnet.deploy.quantize import (  # noqa: E402
     MIN_CALIBRATION_IMAGES,
@@ -112,14 +112,14 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def standin(ngc_file) -> torch.nn.Module:
-    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
+def standin(standin_resnet50) -> torch.nn.Module:
+    return standin_resnet50
 
 
 @pytest.fixture(scope="module")
-def fp32_onnx(standin, workdir) -> Path:
-    meta = export_metadata("resnet50", weights="stand-in")
-    return export_onnx(prepare_for_export(standin), workdir / "fp32.onnx", exporter="torchscript", metadata=meta)
+def fp32_onnx(standin_onnx) -> Path:
+    """The float32 ONNX export of the stand-in ResNet-50 (conftest's, made once per session)."""
+    return standin_onnx
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,7 @@ def logit_errors(int8: np.ndarray, fp32: np.ndarray) -> tuple[float, float, floa
 # --------------------------------------------------------------------------- the model file
 
 
+@pytest.mark.slow
 def test_int8_model_is_qdq_with_per_channel_int8_weights(fp32_onnx, int8) -> None:
     path, meta = int8
     proto = onnx.load(str(path))
@@ -186,6 +187,7 @@ def test_int8_model_is_qdq_with_per_channel_int8_weights(fp32_onnx, int8) -> Non
     assert not list(path.parent.glob(".quantize-*"))  # no work files left beside the output
 
 
+@pytest.mark.slow
 def test_input_range_is_calibrated_on_preprocessed_images(int8, calibration_folder) -> None:
     """The input's quantization range is the min/max of the calibration images as resnet.data.preprocessing
     makes them."""
@@ -202,6 +204,7 @@ def test_input_range_is_calibrated_on_preprocessed_images(int8, calibration_fold
     assert zero_point == round(-low / scale)
 
 
+@pytest.mark.slow
 def test_int8_logits_follow_fp32_on_held_out_photos(fp32_onnx, int8, tmp_path) -> None:
     """Stand-in weights: the INT8 logits track the fp32 ones (relative error, correlation) on unseen photos."""
     path, _ = int8
@@ -241,6 +244,7 @@ def tuned(standin, workdir) -> tuple[torch.nn.Module, Path]:
     return model, path
 
 
+@pytest.mark.slow
 def test_int8_of_a_fine_tuned_model_keeps_its_predictions(tuned, workdir, tmp_path) -> None:
     model, fp32_path = tuned
     calibration = pattern_set(workdir / "tune-calibration", 4, seed=4)
@@ -335,6 +339,7 @@ def test_entropy_without_scipy_on_older_onnxruntime_is_refused(tiny_onnx, calibr
 
 
 @needs_entropy
+@pytest.mark.slow
 def test_calibration_methods_differ_as_documented(tiny_onnx, calibration_folder, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -411,6 +416,7 @@ def test_calibration_folder_errors(tmp_path) -> None:
         load_calibration_set(broken, 0)
 
 
+@pytest.mark.slow
 def test_unreadable_files_are_skipped_and_counted_and_few_images_warn(tmp_path, tiny_onnx) -> None:
     folder = tmp_path / "mixed"
     photos = jittered_photos(folder, 5, seed=7)

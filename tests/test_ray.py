@@ -98,6 +98,7 @@ def assert_every_input_once(out: Path, reference: dict[str, dict]) -> None:
         assert_same_result(row, reference[row["input"]])
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_single_process_results_row_by_row(photos, reference, cluster, torch_home,
                                                                tmp_path) -> None:
     out = tmp_path / "results"
@@ -124,7 +125,8 @@ def classifier_processes() -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor's process through /proc")
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="no /proc here: the test finds the actor's process through it")
 def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(photos, reference, cluster, torch_home,
                                                             tmp_path) -> None:
     out = tmp_path / "results"
@@ -176,6 +178,7 @@ for row in [*from_images, *from_paths]:
 """
 
 
+@pytest.mark.slow
 def test_the_classifier_over_read_images_and_over_paths(photos, reference, cluster, torch_home) -> None:
     """The Python API, in a driver of its own: ``map_batches(Classifier, ...)`` over ``ray.data.read_images`` and
     over a dataset of paths gives the command's top classes, and an error row for a damaged file."""
@@ -195,6 +198,7 @@ def test_the_classifier_over_read_images_and_over_paths(photos, reference, clust
     assert len(from_paths) == 6 and from_paths[-1]["error"] == reference[str(photos / DAMAGED[1])]["error"]
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_duplicates(photos, reference, cluster, torch_home, tmp_path) -> None:
     """The command killed (SIGKILL) while Ray writes: the rerun completes the dataset, every input once."""
     out = tmp_path / "results"
@@ -241,6 +245,7 @@ def s3_server(monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow
 def test_s3_inputs_and_output_on_a_local_ray(photos, reference, torch_home, s3_server) -> None:
     """``s3://`` in and out (a loopback S3 server): the Ray that the command starts itself reads the photos
     from the bucket and writes the results there."""

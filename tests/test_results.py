@@ -186,6 +186,7 @@ def test_ranks_results_come_out_in_input_order_a_chunk_at_a_time(total) -> None:
 # --------------------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_output_rows_match_the_printed_results_and_a_rerun_adds_nothing(photos, reference, torch_home,
                                                                        tmp_path) -> None:
     out = tmp_path / "results"
@@ -204,6 +205,7 @@ def test_output_rows_match_the_printed_results_and_a_rerun_adds_nothing(photos, 
     assert len(dataset_rows(str(out))) == 44
 
 
+@pytest.mark.slow
 def test_resume_after_the_process_is_killed(photos, reference, torch_home, tmp_path) -> None:
     """SIGKILL mid-run leaves whole parts only; the rerun classifies what is missing; every input once."""
     out = tmp_path / "results"
@@ -275,6 +277,7 @@ def test_without_ray_the_message_says_what_to_install(capsys, monkeypatch, tmp_p
     assert "needs Ray Data" in err and "pip install -r requirements-ray.txt" in err, err
 
 
+@pytest.mark.slow
 def test_two_ranks_write_their_own_parts(photos, reference, torch_home, tmp_path) -> None:
     """torchrun --distributed --output: each rank its own part files, no gathering; every input once."""
     from support import skip_unless_torchrun_exits_cleanly

@@ -17,11 +17,10 @@ import pytest
 import torch
 
 from support import load_expected, parity_input
-from resnet.models.builder import create_model
-from resnet.cli.export import export_metadata, export_onnx, prepare_for_export
+from resnet.cli.export import export_metadata
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402 - required by the tests (requirements-test.txt)
+import onnxruntime  # noqa: E402,F401
 
 from onnx import TensorProto, helper  # noqa: E402
 
@@ -48,15 +47,14 @@ def max_diff(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def standin(ngc_file) -> torch.nn.Module:
-    return create_model("resnet50", pretrained_from_file=ngc_file("resnet50"), channels_last=False).eval()
+def standin(standin_resnet50) -> torch.nn.Module:
+    return standin_resnet50
 
 
 @pytest.fixture(scope="module")
-def exported(standin, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("runtimes") / "resnet50.onnx"
-    meta = export_metadata("resnet50", weights="stand-in")
-    return export_onnx(prepare_for_export(standin), path, exporter="torchscript", metadata=meta)
+def exported(standin_onnx) -> Path:
+    """The float32 ONNX export of the stand-in ResNet-50 (conftest's, made once per session)."""
+    return standin_onnx
 
 
 def tiny_classifier(
@@ -129,6 +127,7 @@ def tiny_reference(x: torch.Tensor, path: Path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.slow
 def test_export_runs_with_reference_logits_and_imagenet_names(exported, standin, runtime: str) -> None:
     model = load_onnx_model(exported, runtime, threads=2)
     logits = model(parity_input("resnet50"))
@@ -146,6 +145,7 @@ def test_export_runs_with_reference_logits_and_imagenet_names(exported, standin,
 
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+@pytest.mark.slow
 def test_openvino_bf16_precision_stays_within_the_bf16_bound(exported) -> None:
     """Where the CPU has no native BF16 OpenVINO keeps fp32; either way the bf16 bound holds."""
     x = parity_input("resnet50")
@@ -177,6 +177,7 @@ def test_int8_model_runs_on_both_runtimes(tmp_path) -> None:
 # --------------------------------------------------------------------------- files from elsewhere
 
 
+@pytest.mark.slow
 def test_file_without_metadata_runs_with_imagenet_names_and_a_warning(exported, tmp_path) -> None:
     proto = onnx.load(str(exported))
     del proto.metadata_props[:]
@@ -236,20 +237,21 @@ def test_interface_that_does_not_fit_is_refused_naming_what(tmp_path, options, f
         assert fragment in message, (fragment, message)
 
 
-def test_openvino_missing_says_how_to_install(exported, monkeypatch) -> None:
+def test_openvino_missing_says_how_to_install(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     assert not runtime_available("openvino")
     with pytest.raises(RuntimeUnavailableError, match=r"pip install openvino.*onnxruntime"):
-        load_onnx_model(exported, "openvino")
+        load_onnx_model(tiny_classifier(tmp_path / "tiny.onnx"), "openvino")
 
 
-def test_bad_arguments_and_files(tmp_path, exported) -> None:
+def test_bad_arguments_and_files(tmp_path) -> None:
+    valid = tiny_classifier(tmp_path / "tiny.onnx")  # a valid model: only the arguments are wrong
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
-        load_onnx_model(exported, "tensorrt")
+        load_onnx_model(valid, "tensorrt")
     with pytest.raises(ValueError, match="use runtime='openvino'"):
-        load_onnx_model(exported, "onnxruntime", precision="bf16")
+        load_onnx_model(valid, "onnxruntime", precision="bf16")
     with pytest.raises(ValueError, match="threads"):
-        load_onnx_model(exported, threads=0)
+        load_onnx_model(valid, threads=0)
     with pytest.raises(RuntimeModelError, match="does not exist"):
         load_onnx_model(tmp_path / "missing.onnx")
     (tmp_path / "junk.onnx").write_text("not a model")
@@ -416,6 +418,7 @@ def test_an_output_wider_than_declared_is_a_runtime_model_error(tmp_path) -> Non
     ([f"n{i}" for i in range(10**6)], "1,000,000 names for the model's 10 outputs"),
     ([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "10 entries that are not strings (the first: entry 0, of type int)"),
 ], ids=["a-million-names", "numbers"])
+@pytest.mark.slow
 def test_class_names_that_do_not_fit_the_head_are_left_out_with_a_warning(tmp_path, names, problem) -> None:
     meta = dict(export_metadata("tiny", weights="x", num_classes=10), class_names=names)
     path = tiny_classifier(tmp_path / "named.onnx", metadata=meta)

@@ -64,6 +64,7 @@ def peer_predictions(model: torch.nn.Module, paths: list[Path], size: int) -> to
         return model(batch).argmax(1)
 
 
+@pytest.mark.slow
 def test_run_files_and_validation_accuracy_against_torchvision(trained) -> None:
     data, run = trained
     records = read_log(run)
@@ -87,6 +88,7 @@ def test_run_files_and_validation_accuracy_against_torchvision(trained) -> None:
     assert sorted(p.name for p in run.iterdir()) == sorted((*run_files.RUN_FILES, run_files.LOCK))  # no partial file
 
 
+@pytest.mark.slow
 def test_training_runs_on_channels_last_weights(trained) -> None:
     """The hub model's weights are contiguous by default; train asks for channels-last ones (its batches are
     channels-last), which the checkpoint keeps."""
@@ -95,6 +97,7 @@ def test_training_runs_on_channels_last_weights(trained) -> None:
     assert state["layer3.0.conv2.weight"].is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow
 def test_frozen_backbone_changes_only_the_head(trained, ngc_file) -> None:
     _, run = trained
     saved = torch.load(run / "model.pth", weights_only=True)["state_dict"]
@@ -104,6 +107,7 @@ def test_frozen_backbone_changes_only_the_head(trained, ngc_file) -> None:
             assert torch.equal(value, reference[key]), key  # BatchNorm statistics included
 
 
+@pytest.mark.slow
 def test_hub_load_and_classify_use_the_stored_class_names(trained, capsys) -> None:
     data, run = trained
     model = torch.hub.load(str(REPO_ROOT), "nvidia_resnet50", pretrained=False,
@@ -134,6 +138,7 @@ def interrupt_after(monkeypatch, calls: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", step)
 
 
+@pytest.mark.slow
 def test_resume_from_mid_epoch_gives_the_uninterrupted_run(tmp_path, ngc_file, monkeypatch, capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=4)  # 9 to train, 3 held out: 3 steps per epoch
 
@@ -169,6 +174,7 @@ def test_resume_from_mid_epoch_gives_the_uninterrupted_run(tmp_path, ngc_file, m
     assert "finished" in capsys.readouterr().out and len(read_log(tmp_path / "split")) == 3
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_terminal_leaves_a_resumable_checkpoint(tmp_path, ngc_file) -> None:
     """A real Ctrl+C to the whole process group (DataLoader workers included), then --resume."""
     data = make_dataset(tmp_path / "data", per_class=7)  # 18 to train at batch 2: 9 steps per epoch
@@ -222,6 +228,7 @@ class FillingDisk:
         self.file.close()
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, ngc_file, monkeypatch, capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=3)
     run = tmp_path / "run"
@@ -247,6 +254,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, ngc_file, monkeypat
     assert [r["epoch"] for r in read_log(run)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_undecodable_images_are_skipped_counted_and_listed(tmp_path, ngc_file, capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=4)
     broken = data / "red" / "broken.png"
@@ -269,6 +277,7 @@ def test_undecodable_images_are_skipped_counted_and_listed(tmp_path, ngc_file, c
     assert record["images"] == 12  # 14 files, 7 steps of 2, the 2 broken ones skipped
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ngc_file) -> None:
     """torchrun, 2 CPU processes (gloo on 127.0.0.1), batch 3 each, against 1 process with batch 6.
 
@@ -296,6 +305,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ngc_file) 
     assert result.stdout.count("epoch 1/2") == 1  # rank 0 alone reports
 
 
+@pytest.mark.slow
 def test_default_ngc_weights_from_the_cache_with_bf16_and_mixup(tmp_path, hub_dir, ngc_file, monkeypatch,
                                                                 capsys) -> None:
     """NVIDIA's weights through the hub cache, as the entrypoints find them; explicit bf16 autocast (native or
@@ -331,6 +341,7 @@ def snapshot(run: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(run.iterdir()) if p.name != run_files.LOCK}
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_refused_without_resume(trained, ngc_file, capsys) -> None:
     data, run = trained
     before = snapshot(run)
@@ -344,6 +355,7 @@ def test_an_existing_run_is_refused_without_resume(trained, ngc_file, capsys) ->
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_resume_with_another_arch_or_class_list_is_refused(trained, ngc_file, tmp_path, capsys) -> None:
     data, run = trained
     before = snapshot(run)
@@ -361,6 +373,7 @@ def test_resume_with_another_arch_or_class_list_is_refused(trained, ngc_file, tm
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_force_starts_over(trained, ngc_file, tmp_path) -> None:
     data, trained_run = trained
     run = tmp_path / "run"
@@ -371,6 +384,7 @@ def test_force_starts_over(trained, ngc_file, tmp_path) -> None:
     assert load_checkpoint(run)["options"]["lr"] == 0.1
 
 
+@pytest.mark.slow
 def test_a_full_disk_before_the_first_checkpoint_does_not_advise_resume(tmp_path, ngc_file, monkeypatch,
                                                                         capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=3)
@@ -393,6 +407,7 @@ def test_a_full_disk_before_the_first_checkpoint_does_not_advise_resume(tmp_path
     assert "--force" in err
 
 
+@pytest.mark.slow
 def test_a_second_trainer_of_the_same_run_is_refused_naming_the_first(tmp_path, ngc_file, monkeypatch,
                                                                       capsys) -> None:
     data = make_dataset(tmp_path / "data", per_class=3)
@@ -418,6 +433,7 @@ def test_a_second_trainer_of_the_same_run_is_refused_naming_the_first(tmp_path, 
 
 
 @pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.slow
 def test_two_quick_ctrl_c_stop_at_once_with_one_line(tmp_path, ngc_file, monkeypatch, capsys, steps) -> None:
     """The first Ctrl+C asks for a checkpoint after the step, the second stops at once: one error line, the
     last checkpoint (if any) intact, no partial file, and no RUN folder when nothing was ever written."""
@@ -448,6 +464,7 @@ def test_two_quick_ctrl_c_stop_at_once_with_one_line(tmp_path, ngc_file, monkeyp
         assert sorted(p.name for p in run.iterdir()) == sorted((*run_files.RUN_FILES, run_files.LOCK))
 
 
+@pytest.mark.slow
 def test_data_search_problems_are_named_once(tmp_path, ngc_file, monkeypatch, capsys) -> None:
     """Link loops, a sub-folder that cannot be read and a photo of another format: each image is trained on
     once, and each problem is one warning line for the whole run."""
@@ -471,6 +488,7 @@ def test_data_search_problems_are_named_once(tmp_path, ngc_file, monkeypatch, ca
     (11, 32, False, 33, "batch 32, 1 step per epoch"),  # 32 + a lone image that BatchNorm could not train on
     (6, 32, True, 18, "batch 18 (--batch-size 32 capped by the 18 training images), 1 step per epoch"),
 ], ids=["last-batch-of-28", "last-batch-of-one", "batch-larger-than-the-data"])
+@pytest.mark.slow
 def test_every_image_is_trained_on(tmp_path, ngc_file, capsys, per_class, batch, freeze, trained, log) -> None:
     data = make_dataset(tmp_path / "data", per_class=per_class)
     run = tmp_path / "run"
@@ -507,6 +525,7 @@ def test_divergence_and_chance_accuracy_are_warned_once() -> None:
     assert warned([1.1, 1.0], [None, None]) == []  # no validation set: nothing to say about accuracy
 
 
+@pytest.mark.slow
 def test_a_run_at_chance_level_is_warned(tmp_path, ngc_file, capsys) -> None:
     """Every class folder holds the same pictures: the model cannot tell them apart, validation stays at chance."""
     from train_support import write_images

@@ -190,6 +190,7 @@ def test_what_a_killed_trainer_left_is_swept_at_the_next_start(tmp_path, capsys)
 # --------------------------------------------------------------------------- runs that cannot train
 
 
+@pytest.mark.slow
 def test_data_where_no_image_can_be_read(tmp_path, capsys, ngc_file) -> None:
     data = tmp_path / "data"
     for name in ("cats", "dogs"):
@@ -250,6 +251,7 @@ def files_of(run: Path) -> dict[str, bytes]:
      "its 'rng' entry is not a random generator state"),
 ], ids=["no-options", "no-optimizer", "no-rng", "epoch-x", "history-5", "step-negative", "step-huge", "best",
         "option-missing", "optimizer-groups", "rng-size"])
+@pytest.mark.slow
 def test_resume_checks_the_whole_checkpoint(one_epoch, tmp_path, capsys, change, message) -> None:
     run = run_copy(one_epoch, tmp_path, change)
     before = files_of(run)
@@ -262,6 +264,7 @@ def test_resume_checks_the_whole_checkpoint(one_epoch, tmp_path, capsys, change,
     assert files_of(run) == before  # nothing written
 
 
+@pytest.mark.slow
 def test_resuming_a_checkpoint_copied_alone_writes_model_pth(one_epoch, tmp_path, capsys) -> None:
     args, run = one_epoch
     alone = tmp_path / "alone"
@@ -275,6 +278,7 @@ def test_resuming_a_checkpoint_copied_alone_writes_model_pth(one_epoch, tmp_path
     assert all(torch.equal(value, original["state_dict"][key]) for key, value in written["state_dict"].items())
 
 
+@pytest.mark.slow
 def test_resuming_without_the_best_epochs_weights_says_so(one_epoch, tmp_path, capsys) -> None:
     """A checkpoint of epoch 2 whose best epoch was 1 (with a top-1 no later epoch can beat), copied alone."""
     def best_was_epoch_1(checkpoint: dict) -> None:

@@ -35,6 +35,7 @@ def test_synsets_are_imagenet_order_and_match_the_shipped_names() -> None:
     assert len(set(wnids)) == 1000 and wnids == sorted(wnids) and wnids[0] == "n01440764"
 
 
+@pytest.mark.slow
 def test_the_model_carries_its_class_names(tmp_path, ngc_file) -> None:
     assert create_model("resnet50", pretrained_from_file=ngc_file("resnet50")).classes == imagenet_class_names()
     assert create_model("resnet50").classes == imagenet_class_names()
@@ -55,6 +56,7 @@ def test_the_model_carries_its_class_names(tmp_path, ngc_file) -> None:
 # --------------------------------------------------------------------------- recipe
 
 
+@pytest.mark.slow
 def test_weight_decay_skips_batchnorm_and_biases_as_sgd_applies_it() -> None:
     model = create_model("resnet50", num_classes=4)
     optimizer = recipe.make_optimizer(model, lr=0.1)
@@ -164,6 +166,7 @@ def test_ranks_share_each_global_batch_like_one_process() -> None:
     assert one.batches() == whole[2:] and len(whole) == one.steps_per_epoch() == 4
 
 
+@pytest.mark.slow
 def test_undecodable_files_become_failures_not_worker_errors(tmp_path) -> None:
     good = write_images(tmp_path / "a", (10, 200, 10), 3, seed=0)
     bad = tmp_path / "a" / "bad.png"
@@ -305,8 +308,8 @@ def _history(best_epoch: int) -> list[dict]:
 
 
 @pytest.mark.parametrize("classes, lines", [(3, ["top-1"]), (5, ["top-1"]), (10, ["top-1", "top-5"])])
+@pytest.mark.slow
 def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classes, lines) -> None:
-    pytest.importorskip("matplotlib")
     from resnet.training.plots import curves_figure
 
     loss_axes, accuracy_axes = curves_figure(_history(best_epoch=2), classes).axes[:2]
@@ -317,7 +320,6 @@ def test_curves_show_top5_only_above_five_classes_and_mark_the_best_epoch(classe
 
 
 def test_confusion_matrix_has_an_other_column_only_when_something_is_predicted_outside() -> None:
-    pytest.importorskip("matplotlib")
     from resnet.training.plots import confusion_figure
 
     inside = torch.tensor([[3, 1], [0, 2]])

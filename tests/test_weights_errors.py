@@ -10,7 +10,6 @@ import os
 import pickle
 import re
 import shutil
-import socket
 import threading
 import time
 import warnings
@@ -29,7 +28,7 @@ from resnet import (
     UnsafeCheckpointError,
     WeightsDownloadError,
 )
-from support import REPO_ROOT, Route, load_expected, parity_input, standin_state_dict
+from support import REPO_ROOT, Route, free_port, load_expected, parity_input, standin_state_dict
 
 FILE = "nvidia_resnet50_200821.pth.tar"
 
@@ -51,6 +50,7 @@ def test_missing_file_is_file_not_found_naming_it(tmp_path) -> None:
         hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_wrong_architecture_names_file_keys_and_the_right_entrypoint(ngc_file) -> None:
     path = ngc_file("resnext101-32x4d")
     with pytest.raises(CheckpointMismatchError) as info:
@@ -63,12 +63,14 @@ def test_wrong_architecture_names_file_keys_and_the_right_entrypoint(ngc_file) -
     assert "nvidia_resnext101_32x4d" in message
 
 
+@pytest.mark.slow
 def test_se_checkpoint_into_plain_resnext_lists_unexpected_squeeze_keys(ngc_file) -> None:
     with pytest.raises(CheckpointMismatchError, match=r"unexpected: layer1\.0\.squeeze\.squeeze\.weight") as info:
         hub_load("nvidia_resnext101_32x4d", pretrained=False, pretrained_from_file=ngc_file("se-resnext101-32x4d"))
     assert "nvidia_se_resnext101_32x4d" in str(info.value)
 
 
+@pytest.mark.slow
 def test_wrong_head_size_suggests_num_classes(tmp_path) -> None:
     state = standin_state_dict("resnet50")
     state["fc.weight"], state["fc.bias"] = state["fc.weight"][:7].clone(), state["fc.bias"][:7].clone()
@@ -114,6 +116,7 @@ def test_unsafe_pickle_is_refused_without_running_it(tmp_path) -> None:
 @pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"),
                     reason="this torch has no torch.serialization.safe_globals (torch 2.5) to allow numpy scalars; "
                            "test_torch_without_safe_globals_loads_the_cache_and_keeps_it checks the refusal")
+@pytest.mark.slow
 def test_training_checkpoint_with_numpy_scalar_metadata_loads(tmp_path) -> None:
     import numpy as np
 
@@ -153,6 +156,7 @@ def test_unreadable_local_file_is_reported_and_kept(tmp_path, content) -> None:
     assert path.exists()  # a user's own file is never deleted
 
 
+@pytest.mark.slow
 def test_truncated_download_leaves_nothing_and_next_call_succeeds(server, hub_dir, ngc_file) -> None:
     body = ngc_file("resnet50").read_bytes()
     server.routes[f"/w/{FILE}"] = Route(body, truncate_to=len(body) // 2)
@@ -167,6 +171,7 @@ def test_truncated_download_leaves_nothing_and_next_call_succeeds(server, hub_di
     assert (hub_dir / "checkpoints" / (FILE + ".sha256")).read_text() == f"{hashlib.sha256(body).hexdigest()}  {FILE}\n"
 
 
+@pytest.mark.slow
 def test_corrupt_download_is_removed_from_cache_and_redownloaded(server, hub_dir, ngc_file) -> None:
     body = ngc_file("resnet50").read_bytes()
     # A server that sends half a file with a matching Content-Length: the download "succeeds".
@@ -205,6 +210,7 @@ def seed_cache(hub_dir, ngc_file):
      MemoryError(), PermissionError(13, "Permission denied"), TypeError("load() got an unexpected keyword")],
     ids=lambda e: type(e).__name__,
 )
+@pytest.mark.slow
 def test_environment_errors_never_delete_the_cached_download(hub_dir, ngc_file, monkeypatch, error) -> None:
     """Only a damaged file counts as corruption: an error of this torch / machine keeps the 98 MB download."""
     cached = seed_cache(hub_dir, ngc_file)
@@ -224,6 +230,7 @@ def test_environment_errors_never_delete_the_cached_download(hub_dir, ngc_file, 
         assert (model(parity_input("resnet50")) - load_expected("resnet50")["logits"]).abs().max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_torch_without_safe_globals_loads_the_cache_and_keeps_it(hub_dir, ngc_file, tmp_path, monkeypatch) -> None:
     """torch 2.1-2.4 have no torch.serialization.safe_globals: the NGC file loads, nothing is deleted."""
     import numpy as np
@@ -246,6 +253,7 @@ def test_torch_without_safe_globals_loads_the_cache_and_keeps_it(hub_dir, ngc_fi
 
 @pytest.mark.parametrize("from_env", [False, True], ids=["mirror_argument", "mirror_variable"])
 @pytest.mark.parametrize("status", [404, 500])
+@pytest.mark.slow
 def test_http_error_from_a_mirror_is_clear(server, hub_dir, monkeypatch, status, from_env) -> None:
     """The message names the URL and the status, says what the mirror lacks, and never suggests
     setting the mirror variable (the mirror is already set)."""
@@ -264,13 +272,6 @@ def test_http_error_from_a_mirror_is_clear(server, hub_dir, monkeypatch, status,
     assert cache_listing(hub_dir) == []
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_mirror_fails_at_once_without_waiting_for_a_timeout(hub_dir, monkeypatch) -> None:
     # With timeouts far above the bound below, passing it means no timeout was waited for.
     monkeypatch.setattr(resnet.weights.cache, "CONNECT_TIMEOUT", 600.0)
@@ -284,6 +285,7 @@ def test_unreachable_mirror_fails_at_once_without_waiting_for_a_timeout(hub_dir,
     assert cache_listing(hub_dir) == []
 
 
+@pytest.mark.slow
 def test_server_that_never_answers_times_out(server, hub_dir, monkeypatch) -> None:
     monkeypatch.setattr(resnet.weights.cache, "READ_TIMEOUT", 0.5)
     answered = threading.Event()
@@ -304,6 +306,7 @@ def test_server_that_never_answers_times_out(server, hub_dir, monkeypatch) -> No
     assert cache_listing(hub_dir) == []
 
 
+@pytest.mark.slow
 def test_wrong_file_in_cache_is_reported_not_deleted(hub_dir, ngc_file) -> None:
     (hub_dir / "checkpoints").mkdir(parents=True)
     shutil.copy(ngc_file("resnext101-32x4d"), hub_dir / "checkpoints" / FILE)
@@ -320,6 +323,7 @@ def test_no_weights_and_no_network_never_returns_random_weights(hub_dir) -> None
     assert str(hub_dir / "checkpoints" / FILE) in message and "pretrained_from_file" in message
 
 
+@pytest.mark.slow
 def test_partial_entry_ordering_is_irrelevant(tmp_path) -> None:
     shuffled = OrderedDict(reversed(list(standin_state_dict("resnet50").items())))
     path = tmp_path / "reversed.pth"
@@ -335,6 +339,7 @@ KEY = "layer2.1.conv2.weight"
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.slow
 def test_floating_weights_of_other_dtypes_load_as_float32_with_integer_counters(tmp_path, dtype) -> None:
     """A blanket ``.to(dtype)`` also casts num_batches_tracked; it comes back an int64 counter."""
     state = standin_state_dict("resnet50")
@@ -364,6 +369,7 @@ def test_floating_weights_of_other_dtypes_load_as_float32_with_integer_counters(
     ids=["int32", "bool", "complex", "sparse", "quantized"],
 )
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch's notes on loading sparse and quantized tensors
+@pytest.mark.slow
 def test_weights_that_are_not_real_floating_point_are_refused_at_load(tmp_path, make, kind) -> None:
     state = standin_state_dict("resnet50")
     state[KEY] = make(state[KEY])
@@ -390,6 +396,7 @@ def weights_only_reads(tensor: torch.Tensor) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_bool_counter_is_refused() -> None:
     state = standin_state_dict("resnet50")
     state["bn1.num_batches_tracked"] = torch.tensor(True)
@@ -398,6 +405,7 @@ def test_bool_counter_is_refused() -> None:
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.slow
 def test_non_finite_weights_are_refused_naming_the_entry(tmp_path, bad) -> None:
     state = standin_state_dict("resnet50")
     state[KEY][3, 1, 0, 2] = bad
@@ -407,6 +415,7 @@ def test_non_finite_weights_are_refused_naming_the_entry(tmp_path, bad) -> None:
         hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
 
 
+@pytest.mark.slow
 def test_finite_weights_whose_sum_overflows_are_accepted() -> None:
     state = standin_state_dict("resnet50")
     state[KEY].fill_(3e38)  # each value finite, their float32 sum is not
@@ -414,6 +423,7 @@ def test_finite_weights_whose_sum_overflows_are_accepted() -> None:
     assert torch.equal(fitted[KEY], state[KEY])
 
 
+@pytest.mark.slow
 def test_float64_weights_beyond_float32_range_are_refused(tmp_path) -> None:
     state = standin_state_dict("resnet50")
     state = OrderedDict((k, v.double() if v.is_floating_point() else v) for k, v in state.items())
@@ -424,6 +434,7 @@ def test_float64_weights_beyond_float32_range_are_refused(tmp_path) -> None:
         hub_load("nvidia_resnet50", pretrained=False, pretrained_from_file=path)
 
 
+@pytest.mark.slow
 def test_nan_counter_in_a_float16_file_is_refused(tmp_path) -> None:
     state = OrderedDict((k, v.half()) for k, v in standin_state_dict("resnet50").items())
     state["layer1.0.bn1.num_batches_tracked"] = torch.tensor(float("nan"), dtype=torch.float16)
@@ -470,6 +481,7 @@ def test_unknown_keyword_lists_every_accepted_name_and_hints_at_the_right_one() 
         hub_load("nvidia_resnet50", pretrainedd=False)
 
 
+@pytest.mark.slow
 def test_no_network_message_gives_advice_that_works(hub_dir, ngc_file, monkeypatch) -> None:
     """NGC unreachable and no mirror: the advice names pretrained=False with the file, and following it works."""
     ngc = CHECKPOINTS["resnet50"]
@@ -528,6 +540,7 @@ def _truncation_points(size: int) -> list[int]:
 @pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"), reason="numpy scalars need torch 2.5")
 @pytest.mark.parametrize("kind", ["ngc_flat", "training_checkpoint", "model_pth", "legacy_flat",
                                   "legacy_training_checkpoint"])
+@pytest.mark.slow
 def test_every_truncation_of_every_checkpoint_kind_is_a_named_corrupt_checkpoint(tmp_path, kind) -> None:
     data = _small_checkpoints()[kind]
     assert len(data) > 4200
@@ -562,6 +575,7 @@ def test_truncated_zip_checkpoint_is_named_by_the_hub_and_the_cli(tmp_path, ngc_
     assert err.startswith("error: ") and str(path) in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_truncated_download_in_the_cache_is_still_removed(hub_dir, ngc_file) -> None:
     """A zip cut short is a damaged file (DAMAGED_FILE_ERRORS' rule): the cache entry goes, the next call downloads."""
     cached = seed_cache(hub_dir, ngc_file)
@@ -574,8 +588,8 @@ def test_truncated_download_in_the_cache_is_still_removed(hub_dir, ngc_file) -> 
 # --------------------------------------------------------------------------- files of another kind
 
 
+@pytest.mark.slow
 def test_an_onnx_file_given_as_weights_points_at_onnx(tmp_path, capsys) -> None:
-    pytest.importorskip("onnx")
     from test_runtimes import tiny_classifier
 
     from resnet.__main__ import main

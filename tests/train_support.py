@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 import pytest
 from PIL import Image
 
-from support import REPO_ROOT, skip_unless_torchrun_exits_cleanly
+from support import REPO_ROOT, free_port, skip_unless_torchrun_exits_cleanly
 
 #: Each class is a noisy patch of one colour: a linear head on any backbone's features separates them.
 COLORS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 40, 40), "yellow": (220, 210, 40)}
@@ -68,12 +67,6 @@ def main(*args: str) -> int:
     from resnet.__main__ import main as resnet_main
 
     return resnet_main([str(a) for a in args])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict:

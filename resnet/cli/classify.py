@@ -63,7 +63,8 @@ from resnet.cli.options import (
     report_warning,
 )
 from resnet.data.names import printable_name
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.data.preprocessing import CROP_SIZE, ImageSize
+from resnet.models.family import get_head, model_data_config
 from resnet.deploy.runtimes import RuntimeModelError
 
 #: More inputs than this get a progress bar on stderr.
@@ -94,8 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decoding threads (default: CPU count); with --engine ray, decoding tasks at once "
                         "(default: as many as Ray schedules)")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
-                        help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
-                        "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
+                        help="centre crop, after resizing in the arch's proportion (default: the size the model was "
+                        "trained at, which a model.pth of 'train' records, else the arch's: 224, 380 for the "
+                        "EfficientNet-B4s; an --onnx export takes its own size)")
     add_device_option(parser)
     add_precision_option(
         parser, "fp32", "compute precision of the inference fast path (default fp32, same logits as the plain model "
@@ -182,11 +184,12 @@ def classify(
     workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     progress: bool = False,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
 ) -> list[Outcome]:
     """Classify ``uris`` in input order (:func:`resnet.predict.engine.classify`), with a progress bar on stderr
-    when ``progress``. Decoding runs in threads while the model computes; images are cropped to ``image_size``
-    after resizing to 256/224 of it."""
+    when ``progress``. Decoding runs in threads while the model computes. Images are cropped to ``image_size``
+    (the size the model was trained at) after resizing to 256/224 of it, or prepared as a
+    :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`)."""
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar:
         return engine.classify(uris, model, classes, top_k=top_k, batch_size=batch_size, device=device,
                                workers=workers, timeout=timeout, image_size=image_size, progress=bar.update)
@@ -307,12 +310,14 @@ def run(args: argparse.Namespace) -> int:
         if args.onnx:
             model = load_onnx(args, args.precision)  # class names from the export's metadata
             classes = model.class_names
-            size = onnx_image_size(args, model.image_size)
+            onnx_image_size(args, model.image_size)
+            size: ImageSize = model.data_config  # the export's own resize and interpolation
         else:
             model = load_model(args)
             # ImageNet's names, or those a fine-tuned model.pth stores ('python -m resnet train').
-            classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
-            size = args.image_size or model.image_size or CROP_SIZE  # the size it was trained at
+            classes = model.classes or [f"class {i}" for i in range(get_head(model).out_features)]
+            # The arch's preprocessing (an EfficientNet's size and bicubic resize), at the size it was trained at.
+            size = model_data_config(model, args.image_size)
             # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
             model = optimize_for_inference(model.to(device), device=device, dtype=args.precision)
         options = dict(top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
@@ -399,7 +404,8 @@ def run_ray(args: argparse.Namespace) -> int:
     # is a clear error (exit 2) before any actor starts, and gives the classes and the image size.
     if args.onnx:
         exported = load_onnx(args, args.precision)
-        classes, size = exported.class_names, onnx_image_size(args, exported.image_size)
+        onnx_image_size(args, exported.image_size)
+        classes, size = exported.class_names, exported.data_config  # the export's own resize and interpolation
         from resnet.cli.options import onnx_precision
 
         model_options = dict(onnx=args.onnx, runtime=args.runtime, precision=onnx_precision(args.runtime,
@@ -407,8 +413,8 @@ def run_ray(args: argparse.Namespace) -> int:
         del exported
     else:
         checked = load_model(args)
-        classes = checked.classes or [f"class {i}" for i in range(checked.fc.out_features)]
-        size = args.image_size or checked.image_size or CROP_SIZE
+        classes = checked.classes or [f"class {i}" for i in range(get_head(checked).out_features)]
+        size = model_data_config(checked, args.image_size)  # the arch's preprocessing at the size it was trained at
         del checked
         model_options = dict(arch=args.arch, weights=args.weights and _absolute(args.weights), mirror=args.mirror,
                              precision=args.precision, device="cpu" if args.device == "auto" else args.device)

@@ -42,7 +42,7 @@ from resnet.cli.options import (
 )
 from resnet.data.folders import scan_folder
 from resnet.data.loading import default_workers
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.models.family import get_head, model_data_config
 from resnet.deploy.runtimes import RuntimeModelError
 from resnet.training import distributed, recipe
 from resnet.training.evaluation import (  # noqa: F401  (also the names of the old resnet.evaluate module)
@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
                                 "accuracy)")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
-                        help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
-                        "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
+                        help="centre crop, after resizing in the arch's proportion (default: the size the model was "
+                        "trained at, which a model.pth of 'train' records, else the arch's: 224, 380 for the "
+                        "EfficientNet-B4s; an --onnx export takes its own size)")
     parser.add_argument("--lowest", type=positive_int, default=5, metavar="N",
                         help="classes with the lowest accuracy to list (default 5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with every figure")
@@ -90,21 +91,23 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
 
     if args.onnx:
         model = load_onnx(args, args.precision)
-        size = onnx_image_size(args, model.image_size)
+        onnx_image_size(args, model.image_size)
         if check is not None:
             check(model.classes, model.num_classes)
         kind = "INT8" if model.quantized else "fp32"
         description = f"{model.path.name} ({kind} ONNX) on {model.runtime}, {model.precision}"
-        return Predictor(model, model.classes, model.num_classes, description, size)
+        return Predictor(model, model.classes, model.num_classes, description, model.data_config)
     dtype = recipe.resolve_precision(args.precision, device)
     model = load_model(args)
+    outputs = get_head(model).out_features
     if check is not None:
-        check(model.classes, model.fc.out_features)
+        check(model.classes, outputs)
     fast = optimize_for_inference(model.to(device), device=device, dtype=dtype or torch.float32)
     source = args.weights or "NVIDIA's NGC weights"
-    size = getattr(args, "image_size", None) or model.image_size or CROP_SIZE
-    return Predictor(fast, model.classes, model.fc.out_features,
-                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}, {size}x{size}", size)
+    # The arch's preprocessing (an EfficientNet's size and bicubic resize), at the size it was trained at.
+    config = model_data_config(model, getattr(args, "image_size", None))
+    return Predictor(fast, model.classes, outputs,
+                     f"{args.arch} ({source}), {recipe.precision_name(dtype)}, {config.describe()}", config)
 
 
 def run(args: argparse.Namespace) -> int:

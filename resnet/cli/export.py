@@ -54,7 +54,8 @@ from resnet.cli.options import (
     report_warning,
     run_command,
 )
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.data.preprocessing import ImageSize, data_config
+from resnet.models.family import arch_data_config, get_head, model_data_config
 from resnet.deploy.pt2 import (
     Pt2Error,
     aoti_available,
@@ -308,7 +309,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"with --triton: max_batch_size of the configs (default {DEFAULT_MAX_BATCH_SIZE})")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
                         help="side S of the (N, 3, S, S) input of the files (default: the size the model was trained "
-                        "at, which a model.pth of 'train' records, else 224)")
+                        "at, which a model.pth of 'train' records, else the arch's: 224, 380 for the "
+                        "EfficientNet-B4s)")
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions")
     parser.add_argument("--fp16", action="store_true",
                         help="half-precision weights and compute (input and output stay float32)")
@@ -394,7 +396,9 @@ def plan_export(args: argparse.Namespace) -> Plan:
         check_directory_target(target, force=args.force)
     except OutputPathError as error:
         raise CommandError(str(error)) from None
-    int8 = _read_calibration(args, args.image_size or CROP_SIZE) if args.int8 else None
+    # At the arch's preprocessing (read again once the model is built if its weights record another size).
+    planned = arch_data_config(args.arch).at(args.image_size) if args.image_size else arch_data_config(args.arch)
+    int8 = _read_calibration(args, planned) if args.int8 else None
     return Plan(target=target, formats=formats, backends=backends, onnx_exporter=exporter, int8=int8)
 
 
@@ -433,9 +437,10 @@ def _check_int8_options(args: argparse.Namespace, formats: Sequence[str]) -> Non
         raise CommandError(f"--calibration-method entropy: {problem}")
 
 
-def _read_calibration(args: argparse.Namespace, size: int, *, report: bool = True) -> Int8Plan:
-    """The calibration images of ``--calibration`` at the model's image ``size``; warnings (few images, unreadable
-    files) are printed unless ``report`` is false."""
+def _read_calibration(args: argparse.Namespace, size: ImageSize, *, report: bool = True) -> Int8Plan:
+    """The calibration images of ``--calibration`` prepared as the model's images (``size``: a side or the model's
+    :class:`resnet.data.preprocessing.DataConfig`); warnings (few images, unreadable files) are printed unless
+    ``report`` is false."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -496,19 +501,21 @@ def run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     plan = plan_export(args)
     model = load_model(args, pretrained_default=args.pretrained).eval()  # a CommandError says what is wrong
-    num_classes = model.fc.out_features
+    num_classes = get_head(model).out_features
     # ImageNet's names for NVIDIA's weights, a fine-tuned model.pth's own ('python -m resnet train'), or None.
     class_names = model.classes
-    # The files take images of the size the model was trained at (a model.pth records it), unless told.
-    size = args.image_size or model.image_size or CROP_SIZE
-    if plan.int8 is not None and plan.int8.calibration.image_size != size:  # read before the size was known
-        plan.int8 = _read_calibration(args, size, report=False)
+    # The files take images of the size the model was trained at (a model.pth records it), unless told, prepared
+    # as the arch's are (an EfficientNet's size and bicubic resize; the metadata says so).
+    config = model_data_config(model, args.image_size)
+    size = config.image_size
+    if plan.int8 is not None and data_config(plan.int8.calibration.image_size) != config:  # read before it was known
+        plan.int8 = _read_calibration(args, config, report=False)
     meta = export_metadata(
         args.arch, weights=str(args.weights) if args.weights else f"NGC {CHECKPOINTS[args.arch].file_name}",
         fold_bn=args.fold_bn, fp16=args.fp16, num_classes=num_classes,
         opset=args.opset if plan.onnx_exporter else None, onnx_exporter=plan.onnx_exporter,
         class_names=class_names if class_names is not None and class_names != imagenet_class_names() else None,
-        image_size=size,
+        image_size=config,
     )
     exporter = plan.onnx_exporter or "auto"
     say = _silent if args.quiet else (lambda text: print(f"{text} ...", file=sys.stderr, flush=True))

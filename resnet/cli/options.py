@@ -18,13 +18,16 @@ import sys
 import urllib.parse
 from typing import Callable, Optional
 
+from torch import nn
+
 
 from resnet.data.loading import default_workers
 from resnet.data.preprocessing import MIN_IMAGE_SIZE
 from resnet.errors import ConvNetsError, cli_text  # noqa: F401  (cli_text: shared by the commands)
 from resnet.fast.devices import resolve_device  # noqa: F401  (--device, shared by the commands)
 from resnet.io.atomic import OutputPathError, check_file_target
-from resnet.models.resnet import ARCHS, ResNet, canonical_arch
+from resnet.models.family import EFFICIENTNETS_WITH_WEIGHTS, canonical_model_arch
+from resnet.models.resnet import ARCHS
 
 
 class CommandError(ConvNetsError):
@@ -82,9 +85,10 @@ _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
 
 
 def arch_name(text: str) -> str:
-    """argparse type: an architecture name, also in the underscore spelling of the hub entrypoints."""
+    """argparse type: an architecture name (a ResNet or an EfficientNet), also in the underscore spelling of the hub
+    entrypoints."""
     try:
-        return canonical_arch(text)
+        return canonical_model_arch(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -167,7 +171,8 @@ def add_model_options(
     """
     parser.add_argument(
         "--arch", type=arch_name, default="resnet50", metavar="ARCH", action=_NoteGiven,
-        help=f"architecture: {', '.join(ARCHS)} (underscores accepted; default resnet50)",
+        help=f"architecture: {', '.join((*ARCHS, *EFFICIENTNETS_WITH_WEIGHTS))} (underscores accepted; default "
+        "resnet50); the other EfficientNets (efficientnet-b1 ...) have no NGC weights: train them or give --weights",
     )
     source = parser.add_mutually_exclusive_group(required=True) if pretrained_option else parser
     source.add_argument(
@@ -346,8 +351,9 @@ def add_precision_option(parser: argparse.ArgumentParser, default: str, help_def
 
 
 def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, report_warnings: bool = True,
-               **options) -> ResNet:
-    """Build ``args.arch`` with ``--weights FILE``, or NVIDIA's NGC weights through the hub cache.
+               **options) -> nn.Module:
+    """Build ``args.arch`` (a ResNet or an EfficientNet) with ``--weights FILE``, or NVIDIA's NGC weights through
+    the hub cache.
 
     ``options`` go to :func:`resnet.models.builder.create_model` (``channels_last``, ``num_classes`` ...).
     Every error of the weights (missing or damaged file, no network, a file of another architecture)
@@ -368,7 +374,7 @@ def load_model(args: argparse.Namespace, *, pretrained_default: bool = True, rep
     return model
 
 
-def _create_model(args: argparse.Namespace, pretrained_default: bool, options: dict) -> ResNet:
+def _create_model(args: argparse.Namespace, pretrained_default: bool, options: dict) -> nn.Module:
     from resnet.models.builder import create_model
     from resnet.weights.reading import CheckpointNotFoundError, WeightsError
 

@@ -27,7 +27,6 @@ from resnet.cli.options import (
     positive_int,
     report_warning,
 )
-from resnet.data.preprocessing import CROP_SIZE
 from resnet.training import distributed, recipe
 from resnet.training.trainer import (  # noqa: F401  (also the names of the old resnet.train module)
     CHANCE_EPOCHS,
@@ -75,9 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
     parser.add_argument("--mixup", type=positive_float, metavar="ALPHA",
                         help="mixup with Beta(ALPHA, ALPHA) blends (default off; NVIDIA uses 0.2 for 250 epochs)")
-    parser.add_argument("--image-size", type=image_size, default=CROP_SIZE,
-                        help="training crop; validation resizes to 256/224 of it and crops it (default 224; "
-                        "e.g. 128 for a quick CPU run)")
+    parser.add_argument("--image-size", type=image_size, default=None,
+                        help="training crop; validation resizes in the arch's proportion (256/224 for the ResNets) "
+                        "and crops it (default: the arch's size, 224, 380 for the EfficientNet-B4s; e.g. 128 for a "
+                        "quick CPU run)")
     parser.add_argument("--freeze-backbone", action="store_true",
                         help="train only the classifier head; BatchNorm statistics stay frozen too (fast on a CPU)")
     parser.add_argument("--val-split", type=_number(0, 1), default=0.1, metavar="F",

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Optional
 
 import torch
 
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.data.preprocessing import CROP_SIZE, ImageSize, data_config
 
 from resnet.data.errors import Uri
 from resnet.data.images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess_at
@@ -68,7 +68,7 @@ def iter_batches(
     *,
     num_workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
 ) -> Iterator[BatchResult]:
     """Stream the inputs as batches of ``batch_size`` consecutive inputs, in input order.
 
@@ -77,7 +77,8 @@ def iter_batches(
     :class:`BatchResult` covers ``batch_size`` inputs (fewer at the end) and reports its own
     failures, so ``len(b.uris) + len(b.failures)`` inputs per batch. ``uris`` may be any
     iterable, read lazily. ``image_size`` is the side of the model's input (224; a model trained at another
-    size takes that: resize to 256/224 of it, centre crop).
+    size takes that: resize to 256/224 of it, centre crop), or its whole
+    :class:`resnet.data.preprocessing.DataConfig` (an EfficientNet's: its size, resize and interpolation).
 
     Once the iterator is exhausted its threads have ended. Closing it early (``close()``, a
     ``break`` out of a ``for`` loop over ``contextlib.closing(...)``) cancels the decoding not
@@ -96,14 +97,12 @@ def iter_batches(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     workers = _resolve_workers(num_workers)
     _check_timeout(timeout)
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
-    # Checked now rather than at the first next(): the generator body runs lazily.
-    return _stream(iter(uris), batch_size, workers, timeout, image_size)
+    config = data_config(image_size)  # checked now rather than at the first next(): the generator body runs lazily
+    return _stream(iter(uris), batch_size, workers, timeout, config)
 
 
 def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout,
-            image_size: int = CROP_SIZE) -> Iterator[BatchResult]:
+            image_size: ImageSize = CROP_SIZE) -> Iterator[BatchResult]:
     window = max(2 * batch_size, workers)  # inputs in flight: this batch, the next, and some
     pending: deque[tuple[Uri, Future]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iter_batches")
@@ -137,7 +136,8 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
         pool.shutdown(wait=exhausted_all, cancel_futures=True)
 
 
-def _attempt(uri: Uri, timeout: Timeout, image_size: int = CROP_SIZE) -> tuple[Optional[torch.Tensor], Optional[str]]:
+def _attempt(uri: Uri, timeout: Timeout,
+             image_size: ImageSize = CROP_SIZE) -> tuple[Optional[torch.Tensor], Optional[str]]:
     """(tensor, None) on success, (None, message) on any failure of this one input."""
     try:
         return preprocess_at(load_image(uri, timeout=timeout), image_size), None
@@ -156,7 +156,7 @@ def failure_message(uri: Uri, error: BaseException) -> str:
 
 
 def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Optional[str]]],
-              image_size: int = CROP_SIZE) -> BatchResult:
+              image_size: ImageSize = CROP_SIZE) -> BatchResult:
     tensors: list[torch.Tensor] = []
     good: list[Uri] = []
     failures: list[tuple[Uri, str]] = []
@@ -166,7 +166,8 @@ def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Opt
         else:
             tensors.append(tensor)
             good.append(uri)
-    empty = (0, 3, image_size, image_size)
+    side = data_config(image_size).image_size
+    empty = (0, 3, side, side)
     stacked = torch.stack(tensors) if tensors else torch.empty(empty, dtype=torch.float32)
     return BatchResult(stacked, good, failures)
 

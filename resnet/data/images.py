@@ -22,7 +22,7 @@ from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.io.download import DownloadError, Limits, Timeout, check_timeout, open_stream
-from resnet.data.preprocessing import CROP_SIZE, build_transform
+from resnet.data.preprocessing import DEFAULT_DATA_CONFIG, DataConfig, ImageSize, build_transform, data_config
 
 from resnet.data.decode import MAX_IMAGE_BYTES, check_aspect_ratio, decode_image, to_rgb
 from resnet.data.errors import ImageLoadError, Uri
@@ -131,20 +131,22 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     return _transform()(to_rgb(image))
 
 
-def preprocess_at(image: Image.Image, image_size: int) -> torch.Tensor:
+def preprocess_at(image: Image.Image, image_size: ImageSize) -> torch.Tensor:
     """:func:`preprocess` for a model trained at another size: resize to 256/224 of ``image_size``, centre crop
-    ``image_size`` (``resnet.data.preprocessing.build_transform(image_size)``); 224 is :func:`preprocess` itself."""
-    if image_size == CROP_SIZE:
+    ``image_size`` (``resnet.data.preprocessing.build_transform(image_size)``); 224 is :func:`preprocess` itself.
+    A :class:`resnet.data.preprocessing.DataConfig` gives the sizes and the interpolation (an EfficientNet's)."""
+    config = data_config(image_size)
+    if config == DEFAULT_DATA_CONFIG:
         return preprocess(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"preprocess_at expects a PIL.Image.Image, got {type(image).__name__}")
     check_aspect_ratio(image, "the image", None)
-    return _sized_transform(image_size)(to_rgb(image))
+    return _sized_transform(config)(to_rgb(image))
 
 
 @functools.lru_cache(maxsize=4)
-def _sized_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
-    return build_transform(image_size)
+def _sized_transform(config: DataConfig) -> Callable[[Image.Image], torch.Tensor]:
+    return build_transform(config)
 
 
 def prepare_input_from_uri(uri: Uri, cuda: bool = False, *, timeout: Timeout = DEFAULT_TIMEOUT) -> torch.Tensor:

@@ -8,7 +8,8 @@ cannot drift away from what the weights were trained with.
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
 
@@ -24,6 +25,69 @@ STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 MIN_IMAGE_SIZE: int = 32
 #: Input shape of one image, channels first.
 INPUT_SHAPE: tuple[int, int, int] = (3, CROP_SIZE, CROP_SIZE)
+#: Resampling filters of the resize, by the names NVIDIA's configs use.
+INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images become a model's input: resize the shorter side to ``resize_size`` with ``interpolation``,
+    centre-crop ``image_size``, scale to 0..1, normalise by :data:`MEAN` / :data:`STD`.
+
+    It belongs to the weights: NVIDIA's ResNets are evaluated at 224 after a bilinear resize to 256 (the default,
+    also what NVIDIA's hub utils do for every model), its EfficientNets at their own size after a bicubic resize
+    to that size + 32 (:attr:`resnet.models.efficientnet.EfficientNetArch.data_config`). :meth:`at` gives the
+    config for another image size (a model fine-tuned at that size, or ``--image-size``).
+    """
+
+    image_size: int = CROP_SIZE
+    resize_size: int = RESIZE_SIZE
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "resize_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.resize_size < self.image_size:
+            raise ValueError(f"resize_size {self.resize_size} is smaller than the crop {self.image_size}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, not {self.interpolation!r}")
+
+    def at(self, image_size: int) -> "DataConfig":
+        """This config for ``image_size`` instead: the resize scaled in proportion (ResNet at 224: 256; at 64: 73),
+        the same interpolation."""
+        if image_size == self.image_size:
+            return self
+        return DataConfig(image_size, round(image_size * self.resize_size / self.image_size), self.interpolation)
+
+    def describe(self) -> str:
+        """``224x224`` for the ResNets' preprocessing at that size, else with the resize: ``380x380 (resize 412,
+        bicubic)``."""
+        side = f"{self.image_size}x{self.image_size}"
+        return side if self == DEFAULT_DATA_CONFIG.at(self.image_size) else \
+            f"{side} (resize {self.resize_size}, {self.interpolation})"
+
+
+#: NVIDIA's ResNet preprocessing (and that of ``prepare_input_from_uri`` for every model): 224, resize 256, bilinear.
+DEFAULT_DATA_CONFIG = DataConfig()
+
+#: An image side (the ResNets' preprocessing scaled to it: :meth:`DataConfig.at`) or a whole :class:`DataConfig`.
+ImageSize = Union[int, DataConfig]
+
+
+def data_config(image_size: ImageSize = CROP_SIZE) -> DataConfig:
+    """``image_size`` as a :class:`DataConfig`: a config stays as it is; a side is the ResNets' preprocessing at
+    that size (``data_config(224)`` is 224 / 256 / bilinear).
+
+    Raises:
+        ValueError: neither a positive integer nor a :class:`DataConfig`.
+    """
+    if isinstance(image_size, DataConfig):
+        return image_size
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer or a DataConfig, got {image_size!r}")
+    return DEFAULT_DATA_CONFIG.at(image_size)
 
 
 def resize_size(image_size: int = CROP_SIZE) -> int:
@@ -31,14 +95,22 @@ def resize_size(image_size: int = CROP_SIZE) -> int:
     return round(image_size * RESIZE_SIZE / CROP_SIZE)
 
 
-def build_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Tensor]:
+def _mode(interpolation: str):
+    from torchvision import transforms
+
+    return {"bilinear": transforms.InterpolationMode.BILINEAR,
+            "bicubic": transforms.InterpolationMode.BICUBIC}[interpolation]
+
+
+def build_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], torch.Tensor]:
     """Return the torchvision pipeline that maps an RGB PIL image to a (3, image_size, image_size) tensor.
 
     Resize(256) (bilinear) -> CenterCrop(224) -> ToTensor() -> Normalize(MEAN, STD): the same
     operations, in the same order and with the same constants, as NVIDIA's
     ``prepare_input_from_uri``. Another ``image_size`` scales the resize in proportion
-    (:func:`resize_size`), as validation does for a model trained at that size. It is
-    :func:`build_crop_transform` followed by :func:`pixels_to_tensor`.
+    (:func:`resize_size`), as validation does for a model trained at that size. A :class:`DataConfig` gives
+    the sizes and the interpolation (an EfficientNet's: bicubic, resize 256 / crop 224 for B0, 412 / 380 for B4).
+    It is :func:`build_crop_transform` followed by :func:`pixels_to_tensor`.
     """
     from torchvision import transforms
 
@@ -47,9 +119,9 @@ def build_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Ten
     )
 
 
-def build_crop_transform(image_size: int = CROP_SIZE):
-    """The geometric half of :func:`build_transform`: Resize(256/224 of ``image_size``) (bilinear) ->
-    CenterCrop(``image_size``), RGB PIL image in, RGB PIL image out (a ``transforms.Compose``).
+def build_crop_transform(image_size: ImageSize = CROP_SIZE):
+    """The geometric half of :func:`build_transform`: Resize (the config's size and interpolation) ->
+    CenterCrop, RGB PIL image in, RGB PIL image out (a ``transforms.Compose``).
 
     Where images are decoded in one process and classified in another (Ray), the cropped 8-bit pixels travel,
     a quarter of the float tensor's bytes, and :func:`pixels_to_tensor` finishes the job there with the same
@@ -57,10 +129,11 @@ def build_crop_transform(image_size: int = CROP_SIZE):
     """
     from torchvision import transforms
 
+    config = data_config(image_size)
     return transforms.Compose(
         [
-            transforms.Resize(resize_size(image_size), interpolation=transforms.InterpolationMode.BILINEAR),
-            transforms.CenterCrop(image_size),
+            transforms.Resize(config.resize_size, interpolation=_mode(config.interpolation)),
+            transforms.CenterCrop(config.image_size),
         ]
     )
 
@@ -77,18 +150,20 @@ def pixels_to_tensor(pixels) -> torch.Tensor:
     return functional.normalize(batch.permute(0, 3, 1, 2).to(torch.float32).div(255), MEAN, STD)
 
 
-def build_train_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Tensor]:
+def build_train_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], torch.Tensor]:
     """Return the training augmentation of NVIDIA's recipe for an RGB PIL image.
 
     RandomResizedCrop(image_size) (scale 0.08-1, aspect 3/4-4/3, bilinear) -> RandomHorizontalFlip ->
     ToTensor() -> Normalize(MEAN, STD). The random draws come from torch's global generator, so a
-    caller that seeds it per image gets the same crops in any process.
+    caller that seeds it per image gets the same crops in any process. A :class:`DataConfig` gives the size
+    and the interpolation of the crop's resize (bicubic for the EfficientNets, as NVIDIA's configs train them).
     """
     from torchvision import transforms
 
+    config = data_config(image_size)
     return transforms.Compose(
         [
-            transforms.RandomResizedCrop(image_size, interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.RandomResizedCrop(config.image_size, interpolation=_mode(config.interpolation)),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             transforms.Normalize(MEAN, STD),

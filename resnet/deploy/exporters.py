@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from resnet.fast import fold_batchnorm
-from resnet.data.preprocessing import CROP_SIZE, MEAN, STD, resize_size
+from resnet.data.preprocessing import CROP_SIZE, MEAN, STD, ImageSize, data_config
+from resnet.models.family import model_data_config
 
 __all__ = [
     "BATCH_AXIS",
@@ -123,10 +124,10 @@ def prepare_for_export(model: nn.Module, *, fold_bn: bool = False, fp16: bool = 
     ``fold_bn`` folds BatchNorm into the convolutions (:func:`resnet.fast.fold_batchnorm`);
     ``fp16`` casts the weights to half precision (input and output stay float32). ``image_size`` is the
     side of the input the files take (default: ``model.image_size``, the size a fine-tuned model was
-    trained at, else 224). ``model`` itself is not changed.
+    trained at, else the architecture's: 224, 380 for the EfficientNet-B4s). ``model`` itself is not changed.
     """
     if image_size is None:
-        image_size = getattr(model, "image_size", None) or CROP_SIZE
+        image_size = model_data_config(model).image_size
     prepared = copy.deepcopy(model).eval().float().to(memory_format=torch.contiguous_format)
     if fold_bn:
         prepared = fold_batchnorm(prepared, inplace=True)
@@ -147,7 +148,7 @@ def export_metadata(
     opset: Optional[int] = None,
     onnx_exporter: Optional[str] = None,
     class_names: Optional[Sequence[str]] = None,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
 ) -> dict[str, Any]:
     """Describe an export: model, weights, fast-path changes, interface and preprocessing.
 
@@ -155,8 +156,11 @@ def export_metadata(
     archive (``extra/metadata.json``), so a deployed model says how to feed it. ``class_names`` (one
     per output; a fine-tuned model's) become the ``class_names`` entry, which
     :mod:`resnet.deploy.runtimes` reads; without it a 1000-class export is named with ImageNet's classes.
-    ``image_size`` is the side S of the (N, 3, S, S) input; the preprocessing resizes to 256/224 of it.
+    ``image_size`` is the side S of the (N, 3, S, S) input (the preprocessing resizes to 256/224 of it), or the
+    model's whole :class:`resnet.data.preprocessing.DataConfig` (an EfficientNet's: its resize and interpolation).
     """
+    config = data_config(image_size)
+    image_size = config.image_size
     if class_names is not None and len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names given for a {num_classes}-class model")
     meta: dict[str, Any] = {
@@ -167,7 +171,8 @@ def export_metadata(
         "input": {"name": INPUT_NAME, "shape": [BATCH_AXIS, 3, image_size, image_size], "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": [BATCH_AXIS, num_classes], "dtype": "float32",
                    "meaning": "logits (apply softmax for probabilities)"},
-        "preprocessing": {"resize": resize_size(image_size), "interpolation": "bilinear", "center_crop": image_size,
+        "preprocessing": {"resize": config.resize_size, "interpolation": config.interpolation,
+                          "center_crop": image_size,
                           "scale": "0..1", "mean": list(MEAN), "std": list(STD), "channels": "RGB"},
         "torch": torch.__version__,
     }

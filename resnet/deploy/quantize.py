@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from resnet.data.inputs import IMAGE_SUFFIXES, FolderScan, scan_images, scan_warnings
+from resnet.data.preprocessing import ImageSize
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -95,6 +96,8 @@ class CalibrationSet:
 
     Attributes:
         tensor: (N, 3, S, S) float32 (S = ``image_size``), preprocessed as :mod:`resnet.data.preprocessing` defines.
+        image_size: the side S, or the model's whole :class:`resnet.data.preprocessing.DataConfig` the images were
+            prepared with.
         paths: the files behind the rows of ``tensor``, in order.
         skipped: ``(path, message)`` of every file that could not be read.
         folder: where the images came from.
@@ -104,7 +107,7 @@ class CalibrationSet:
     paths: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     folder: Optional[Path] = None
-    image_size: int = 224
+    image_size: ImageSize = 224
 
     def __len__(self) -> int:
         return int(self.tensor.shape[0])
@@ -138,7 +141,7 @@ def load_calibration_set(
     num_images: int = DEFAULT_CALIBRATION_IMAGES,
     *,
     min_images: int = MIN_CALIBRATION_IMAGES,
-    image_size: int = 224,
+    image_size: ImageSize = 224,
 ) -> CalibrationSet:
     """Load and preprocess up to ``num_images`` readable images from ``folder`` (sorted, recursive).
 
@@ -147,7 +150,8 @@ def load_calibration_set(
     readable images give a ``UserWarning`` that says how many there were; so does each problem of the
     search (:func:`resnet.data.inputs.scan_warnings`: sub-folders that cannot be read, files left out
     for their type, links not followed again). ``image_size`` is the side of the model's input (the centre
-    crop; the resize is 256/224 of it).
+    crop; the resize is 256/224 of it), or the model's :class:`resnet.data.preprocessing.DataConfig` (an
+    EfficientNet's: its own resize and interpolation).
 
     Raises:
         QuantizationError: the folder does not exist, holds no image files, or none of them is

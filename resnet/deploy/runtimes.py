@@ -336,6 +336,21 @@ def _metadata_side(metadata: dict[str, Any]) -> Optional[int]:
     return None
 
 
+def _metadata_data_config(metadata: dict[str, Any], side: int):
+    """How to prepare images of ``side`` for the export: the resize and interpolation its metadata's
+    ``preprocessing`` states (an EfficientNet's bicubic resize to 412 for 380), where they are valid and for that
+    side; else the ResNets' (256/224 of the side, bilinear)."""
+    from resnet.data.preprocessing import DataConfig, data_config
+
+    stated = metadata.get("preprocessing")
+    if isinstance(stated, dict) and stated.get("center_crop") == side:
+        try:
+            return DataConfig(side, stated.get("resize"), stated.get("interpolation"))
+        except ValueError:
+            pass
+    return data_config(side)
+
+
 def _check_class_count(classes: Optional[int], what: str) -> None:
     if classes is not None and classes > MAX_CLASSES:
         raise RuntimeModelError(f"{what} declares {classes:,} classes, more than the {MAX_CLASSES:,} an image "
@@ -406,6 +421,9 @@ class OnnxModel:
             (a fixed-batch model is run in slices of that size).
         image_size: the side S of the (N, 3, S, S) images it takes: the graph's, else the export's metadata's,
             else 224.
+        data_config: how images become its input (:class:`resnet.data.preprocessing.DataConfig`): the resize and
+            interpolation of the export's metadata (the model's own: bicubic for an EfficientNet), else the
+            ResNets' at :attr:`image_size`.
     """
 
     def __init__(self, path: Path, runtime: str, proto: Any, metadata: dict[str, Any], *,
@@ -417,6 +435,7 @@ class OnnxModel:
         self.metadata = metadata
         self.input_name, self.output_name, self.fixed_batch, classes, side = _interface(proto, path)
         self.image_size: int = side or _metadata_side(metadata) or 224
+        self.data_config = _metadata_data_config(metadata, self.image_size)
         ours = "arch" in metadata and "output" in metadata
         if classes is None:  # a dynamic class axis: the metadata may say
             classes = _metadata_classes(metadata)

@@ -7,29 +7,29 @@ would be overwritten at once.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 
-from resnet.weights.cache import check_file_hash, discard, fetch_checkpoint, normalise_sha256, removal_note
-from resnet.models.resnet import ARCHS, ConvInit, ResNet, get_arch, init_module
-from resnet.data.names import load_class_names
-from resnet.data.preprocessing import MIN_IMAGE_SIZE
-from resnet.data.synsets import NUM_IMAGENET_CLASSES, imagenet_class_names
+from resnet.data.synsets import NUM_IMAGENET_CLASSES
+from resnet.models.efficientnet import PARAM_NAMES, EfficientNet
+from resnet.models.family import canonical_model_arch, is_efficientnet
+from resnet.models.resnet import ARCHS, ConvInit, ResNet, init_module
+from resnet.models.sources import WeightsFile, class_names, locate_weights, read_weights, stored_image_size
 from resnet.weights.reading import (
     Audience,
     CheckpointMismatchError,
-    CorruptCheckpointError,
     KeyMapFn,
     PathLike,
+    WeightsWarning,
     extract_state_dict,
     fit_state_dict,
-    read_checkpoint,
-    WeightsWarning,
 )
+
+
+#: NVIDIA's EffNetParams that a ResNet has no counterpart of.
+_EFFICIENTNET_ONLY = tuple(name for name in PARAM_NAMES if name not in ("num_classes", "conv_init", "trt"))
 
 
 def create_model(
@@ -48,8 +48,11 @@ def create_model(
     sha256: Optional[str] = None,
     channels_last: bool = False,
     fast_inference: bool = True,
-) -> ResNet:
-    """Build ``arch`` (a name in :data:`resnet.models.resnet.ARCHS`), with weights when asked.
+    **params: Any,
+) -> Union[ResNet, EfficientNet]:
+    """Build ``arch`` (a ResNet of :data:`resnet.models.resnet.ARCHS` or an EfficientNet of
+    :data:`resnet.models.efficientnet.EFFICIENTNET_ARCHS`; :func:`canonical_model_arch` spellings), with weights
+    when asked.
 
     ``pretrained=True`` takes NVIDIA's NGC checkpoint from the torch hub cache,
     downloading it first if needed (from ``mirror`` or ``$CONVNETS_WEIGHTS_MIRROR`` when set);
@@ -59,72 +62,63 @@ def create_model(
     The model is returned on the CPU, float32, in training mode, like NVIDIA's entrypoints;
     its parameters are ordinary contiguous tensors unless ``channels_last`` asks for the channels-last
     memory format of 4-D weights (faster for training with channels-last inputs; torch utilities such as
-    pruning expect the default); with ``fast_inference`` its eval-mode, no-grad calls take the eval fast path
-    when it computes exactly what the modules do (:attr:`resnet.models.resnet.ResNet.fast_inference`).
+    pruning expect the default); with ``fast_inference`` a ResNet's eval-mode, no-grad calls take the eval fast path
+    when it computes exactly what the modules do (:attr:`resnet.models.resnet.ResNet.fast_inference`; an
+    EfficientNet always runs its modules).
     ``num_classes=None`` takes the number of classes of the weights file (1000 without one).
     The model's ``classes`` attribute holds its class names: those stored in the file (a ``model.pth``
     written by ``python -m resnet train``), ImageNet's for a 1000-class model, else ``None``; its
     ``image_size`` the side of the images it was trained at where the file records it (a ``model.pth``),
-    else ``None`` (NVIDIA's weights: 224).
+    else ``None`` (the architecture's own: :func:`resnet.models.family.model_data_config`).
+
+    An EfficientNet takes NVIDIA's ``EffNetParams`` as ``params`` (``dropout``, ``activation``, ``bn_momentum``,
+    ``bn_epsilon``, ``survival_prob``; ``conv_init`` and ``trt`` are the named ones) and no ResNet-only option
+    (``last_bn_0_init``, ``fused_se``): :func:`resnet.models.efficientnet_builder.create_efficientnet_model`.
     See :mod:`resnet.hub` for the meaning of every argument.
+
+    Raises:
+        TypeError: a keyword that ``arch``'s family does not take (the message lists the accepted ones).
+        ValueError: an unknown ``arch`` or a value no model can be built with.
     """
-    get_arch(arch)
-    if not isinstance(pretrained, bool):
-        # torch.hub.load(repo, entry, "model.pth") passes the file as ``pretrained``, whose truth would load
-        # NVIDIA's weights instead of it.
-        hint = (f"to load the file {str(pretrained)!r}, pass pretrained=False, pretrained_from_file={str(pretrained)!r}"
-                if isinstance(pretrained, (str, os.PathLike)) else
-                "pass pretrained=True for NVIDIA's weights, or pretrained=False with pretrained_from_file=PATH")
-        raise TypeError(f"pretrained must be True or False, not the {type(pretrained).__name__} {pretrained!r}; {hint}")
-    if pretrained and pretrained_from_file is not None:
-        raise ValueError(
-            "pretrained=True and pretrained_from_file are mutually exclusive: pass "
-            "pretrained=False, pretrained_from_file=PATH to load a local file, or leave out "
-            "pretrained_from_file to use NVIDIA's NGC weights"
+    if is_efficientnet(arch):
+        from resnet.models.efficientnet_builder import create_efficientnet_model
+
+        resnet_only = [name for name, value, default in (
+            ("last_bn_0_init", last_bn_0_init, False), ("fused_se", fused_se, True)) if value != default]
+        if resnet_only:
+            raise TypeError(f"{', '.join(resnet_only)} applies to the ResNets, not to {canonical_model_arch(arch)}")
+        return create_efficientnet_model(
+            arch, pretrained=pretrained, pretrained_from_file=pretrained_from_file,
+            state_dict_key_map_fn=state_dict_key_map_fn, num_classes=num_classes, conv_init=conv_init, trt=trt,
+            progress=progress, mirror=mirror, sha256=sha256, channels_last=channels_last, **params,
         )
-    sha256 = normalise_sha256(sha256)
-    if sha256 is not None and not pretrained and pretrained_from_file is None:
-        raise ValueError(
-            "sha256 is the expected hash of the weights file: pass it with pretrained=True (NVIDIA's file) "
-            "or with pretrained_from_file=PATH"
+    arch = canonical_model_arch(arch)
+    if params:
+        raise TypeError(
+            f"unexpected keyword argument{'s' if len(params) > 1 else ''} {', '.join(map(repr, sorted(params)))} "
+            f"for {arch}; EfficientNet parameters ({', '.join(_EFFICIENTNET_ONLY)}) apply to the EfficientNets only"
         )
+    weights = locate_weights(arch, pretrained=pretrained, pretrained_from_file=pretrained_from_file, sha256=sha256,
+                             mirror=mirror, progress=progress)
     arch_kwargs = dict(
         num_classes=num_classes, last_bn_0_init=last_bn_0_init, conv_init=conv_init, trt=trt, fused_se=fused_se,
         fast_inference=fast_inference,
     )
-    if pretrained:
-        path = fetch_checkpoint(arch, mirror=mirror, progress=progress, sha256=sha256)
-        model = _load_pretrained(arch, path, True, state_dict_key_map_fn, arch_kwargs)
-    elif pretrained_from_file is not None:
-        path = Path(pretrained_from_file)
-        if sha256 is not None and path.is_file():
-            check_file_hash(path, sha256)
-        model = _load_pretrained(arch, path, False, state_dict_key_map_fn, arch_kwargs)
+    if weights is not None:
+        model = _load_pretrained(arch, weights, state_dict_key_map_fn, arch_kwargs)
     else:
         arch_kwargs["num_classes"] = NUM_IMAGENET_CLASSES if num_classes is None else num_classes
         model = ResNet(arch, **arch_kwargs)
-        model.classes = _class_names(model.num_classes, None)
+        model.classes = class_names(model.num_classes, None)
         model.image_size = None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def _load_pretrained(
-    arch: str, path: Path, in_cache: bool, key_map_fn: Optional[KeyMapFn], arch_kwargs: dict
-) -> ResNet:
-    try:
-        obj = read_checkpoint(path)
-    except CorruptCheckpointError as error:
-        if not in_cache:
-            raise
-        # A damaged cache entry would fail every later call: remove it so the next one downloads afresh.
-        problem = discard(path)
-        raise CorruptCheckpointError(
-            f"{error}. {removal_note(problem, path, 'python')}",
-            cli_message=f"{error.describe('cli')}. {removal_note(problem, path, 'cli')}",
-        ) from error
-    source = repr(str(path))
+def _load_pretrained(arch: str, weights: WeightsFile, key_map_fn: Optional[KeyMapFn], arch_kwargs: dict) -> ResNet:
+    obj = read_weights(weights)
+    source = weights.source
     state = extract_state_dict(obj, source, key_map_fn)
     file_classes = state["fc.weight"].shape[0] if "fc.weight" in state else None
     num_classes = arch_kwargs["num_classes"]
@@ -156,30 +150,9 @@ def _load_pretrained(
             cli_message=f"{source} has a {file_classes}-class head and the model {num_classes} classes: {rest}",
         ), stacklevel=3)
     stored = obj.get("classes") if isinstance(obj, dict) and not new_head else None
-    model.classes = _class_names(num_classes, stored, source)
-    model.image_size = _image_size(obj.get("image_size") if isinstance(obj, dict) else None, source)
+    model.classes = class_names(num_classes, stored, source)
+    model.image_size = stored_image_size(obj.get("image_size") if isinstance(obj, dict) else None, source)
     return model
-
-
-def _image_size(stored: object, source: str) -> Optional[int]:
-    """The training image size a file records (``model.pth``), or None; a value that cannot be one is left out
-    with a warning."""
-    if stored is None:
-        return None
-    if isinstance(stored, int) and not isinstance(stored, bool) and MIN_IMAGE_SIZE <= stored <= 4096:
-        return stored
-    warnings.warn(f"{source}: the stored image_size {stored!r} is not an image side from {MIN_IMAGE_SIZE} to 4096; "
-                  "it is not used (224 is)", UserWarning, stacklevel=3)
-    return None
-
-
-def _class_names(num_classes: int, stored: object, source: str = "") -> Optional[list[str]]:
-    """The file's class names when it stores one per output (made printable, :mod:`resnet.data.names`), ImageNet's
-    for 1000 outputs, else None. Stored names that do not fit the head are left out with a warning."""
-    names = load_class_names(stored, num_classes, source)
-    if names is not None:
-        return names
-    return imagenet_class_names() if num_classes == NUM_IMAGENET_CLASSES else None
 
 
 def _hint(state: dict[str, torch.Tensor], arch: str, num_classes: int, audience: Audience = "python") -> str:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet.weights.catalogue import Checkpoint
+from resnet.data.preprocessing import DataConfig
+from resnet.weights.catalogue import CHECKPOINTS, Checkpoint
 from resnet.models.resnet import init_module
 
 __all__ = [
@@ -144,6 +145,12 @@ class EfficientNetArch:
         return self.image_size + 32
 
     @property
+    def data_config(self) -> DataConfig:
+        """How NVIDIA evaluates this arch (``configs.yml``, ``dataloaders.py``): ``image_size``, after a resize to
+        ``resize_size`` with ``interpolation`` (bicubic)."""
+        return DataConfig(self.image_size, self.resize_size, self.interpolation)
+
+    @property
     def stem_channels(self) -> int:
         """Output channels of the stem convolution."""
         return scale_channels(B0_STEM_CHANNELS, self.width)
@@ -168,22 +175,6 @@ class EfficientNetArch:
         return sum(stage.repeats for stage in self.stages)
 
 
-_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia"
-
-
-def _ngc(arch: str, folder: str, top1: float, top5: float, top1_32: float, top5_32: float) -> Checkpoint:
-    return Checkpoint(
-        arch=arch,
-        url=f"{_NGC}/{folder}/versions/20.12.0/files/nvidia_{arch}_210412.pth",
-        top1=top1,
-        top5=top5,
-        accuracy_note=(
-            f"published by NVIDIA (ConvNets README, validation, AMP; 32-bit: {top1_32:.2f} / {top5_32:.2f}); "
-            "not re-measured here"
-        ),
-    )
-
-
 def _pair(
     key: str, width: float, depth: float, image_size: int, dropout: float, survival_prob: float = 1.0,
     original: Optional[dict] = None, widese: Optional[dict] = None,
@@ -200,21 +191,17 @@ def _pair(
 
 
 # Scaling, image sizes, dropout and survival probabilities: NVIDIA's ``architectures`` table.
-# Parameter counts and accuracy: established by running NVIDIA's code and from its READMEs (the spec).
+# Parameter counts: established by running NVIDIA's code (the spec); weights and accuracy: the catalogue.
 _ALL = [
     *_pair("b0", 1.0, 1.0, 224, 0.2,
-           original=dict(num_params=5_288_548, checkpoint=_ngc(
-               "efficientnet-b0", "efficientnet_b0_pyt_amp", 77.63, 93.82, 77.31, 93.76)),
-           widese=dict(num_params=8_423_848, checkpoint=_ngc(
-               "efficientnet-widese-b0", "efficientnet_widese_b0_pyt_amp", 77.89, 94.00, 77.97, 94.05))),
+           original=dict(num_params=5_288_548, checkpoint=CHECKPOINTS["efficientnet-b0"]),
+           widese=dict(num_params=8_423_848, checkpoint=CHECKPOINTS["efficientnet-widese-b0"])),
     *_pair("b1", 1.0, 1.1, 240, 0.2, original=dict(num_params=7_794_184)),
     *_pair("b2", 1.1, 1.2, 260, 0.3),
     *_pair("b3", 1.2, 1.4, 300, 0.3),
     *_pair("b4", 1.4, 1.8, 380, 0.4, survival_prob=0.8,
-           original=dict(num_params=19_341_616, checkpoint=_ngc(
-               "efficientnet-b4", "efficientnet_b4_pyt_amp", 82.98, 96.44, 82.92, 96.43)),
-           widese=dict(num_params=34_927_246, checkpoint=_ngc(
-               "efficientnet-widese-b4", "efficientnet_widese_b4_pyt_amp", 83.28, 96.45, 83.30, 96.47))),
+           original=dict(num_params=19_341_616, checkpoint=CHECKPOINTS["efficientnet-b4"]),
+           widese=dict(num_params=34_927_246, checkpoint=CHECKPOINTS["efficientnet-widese-b4"])),
     *_pair("b5", 1.6, 2.2, 456, 0.4),
     *_pair("b6", 1.8, 2.6, 528, 0.5),
     *_pair("b7", 2.0, 3.1, 600, 0.5),
@@ -426,11 +413,16 @@ class EfficientNet(nn.Module):
             survives with ``1 - (1 - survival_prob) * i / n``. ``None``: the arch's (0.8 for B4, else 1).
         trt: squeeze-excitation as 1x1 convolutions (4-D weights) instead of ``nn.Linear``.
 
-    Attributes ``arch``, ``num_classes`` and ``classes`` (class names, or ``None``; the builders of
-    :mod:`resnet.models.efficientnet_builder` set them) describe the model. The forward pass returns raw
-    logits (no softmax). Initialisation is NVIDIA's: Kaiming-normal convolutions (ReLU gain),
-    BatchNorm 1 / 0, PyTorch's default for the classifier and squeeze-excitation.
+    Attributes ``arch``, ``num_classes``, ``classes`` (class names, or ``None``; the builders of
+    :mod:`resnet.models.efficientnet_builder` set them) and ``image_size`` (the training size a ``model.pth``
+    records, else ``None``: ``arch.image_size``) describe the model; :attr:`head_name` names the classifier
+    (``classifier.fc``) for code that works on any model of the family (:func:`resnet.models.family.get_head`).
+    The forward pass returns raw logits (no softmax). Initialisation is NVIDIA's: Kaiming-normal convolutions
+    (ReLU gain), BatchNorm 1 / 0, PyTorch's default for the classifier and squeeze-excitation.
     """
+
+    #: The classifier's module path (:func:`resnet.models.family.get_head`).
+    head_name = "classifier.fc"
 
     def __init__(
         self,
@@ -453,6 +445,7 @@ class EfficientNet(nn.Module):
         self.arch = config
         self.num_classes = num_classes
         self.classes = None  # Optional[List[str]]; not annotated, which TorchScript would warn about
+        self.image_size = None  # Optional[int]: the training size a model.pth records (None: the arch's)
         layers = _Layers(activation, bn_epsilon, bn_momentum)
 
         self.stem = layers.conv_bn(3, config.stem_channels, 3, stride=2)

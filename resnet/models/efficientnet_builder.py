@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import torch
 
-from resnet.models.builder import _class_names
+from resnet.models.sources import class_names, locate_weights, read_weights, stored_image_size
 from resnet.weights.catalogue import Checkpoint
 from resnet.models.efficientnet import EFFICIENTNET_ARCHS, EfficientNet, check_params, get_efficientnet_arch
 from resnet.data.synsets import NUM_IMAGENET_CLASSES
@@ -42,6 +42,7 @@ from resnet.weights.reading import (
 __all__ = [
     "SQUEEZE_EXCITATION",
     "create_efficientnet",
+    "create_efficientnet_model",
     "efficientnet_from_checkpoint",
     "efficientnet_stage_names",
     "efficientnet_state_dict",
@@ -166,7 +167,7 @@ def create_efficientnet(
         if ema:
             raise ValueError("ema=True selects the EMA weights of a training checkpoint: pass pretrained_from_file")
         model = EfficientNet(config, NUM_IMAGENET_CLASSES if num_classes is None else num_classes, **params)
-        model.classes = _class_names(model.num_classes, None)
+        model.classes = class_names(model.num_classes, None)
         return model
 
     path = Path(pretrained_from_file)
@@ -174,6 +175,59 @@ def create_efficientnet(
         config.name, read_checkpoint(path), repr(str(path)),
         key_map_fn=state_dict_key_map_fn, ema=ema, num_classes=num_classes, **params,
     )
+
+
+def create_efficientnet_model(
+    arch: str,
+    *,
+    pretrained: bool = False,
+    pretrained_from_file: Optional[PathLike] = None,
+    state_dict_key_map_fn: Optional[KeyMapFn] = None,
+    num_classes: Optional[int] = None,
+    progress: bool = True,
+    mirror: Optional[str] = None,
+    sha256: Optional[str] = None,
+    channels_last: bool = False,
+    ema: bool = False,
+    **params: Any,
+) -> EfficientNet:
+    """Build ``arch`` with NVIDIA's NGC weights (``pretrained=True``), a file's (``pretrained_from_file``) or random
+    ones: :func:`resnet.models.builder.create_model` for an EfficientNet.
+
+    ``pretrained=True`` takes NVIDIA's file from the torch hub cache, downloading it first if needed, through the
+    machinery the ResNets use (:mod:`resnet.weights.cache`: ``mirror`` or ``$CONVNETS_WEIGHTS_MIRROR``, a lock
+    shared by processes downloading together, the SHA-256 recorded at download and checked at every load,
+    ``sha256``). Any layout of this module loads, from NGC or a file alike. ``params`` are NVIDIA's
+    ``EffNetParams`` (:func:`create_efficientnet`); ``channels_last`` stores 4-D weights channels-last. The model
+    is returned on the CPU, float32, in training mode, with ``classes`` and ``image_size`` (the training size a
+    ``model.pth`` records, else ``None``: the arch's own).
+
+    Raises:
+        TypeError: a keyword that is no parameter, or ``pretrained`` that is not a bool.
+        ValueError: an unknown or QAT arch (the message points at ``export --int8``), a value no model can be
+            built with, ``pretrained=True`` with a file.
+        resnet.weights.reading.WeightsError: NVIDIA published no weights for ``arch`` (with ``pretrained=True``);
+            the download, the cache or the file failed (the message names it and what to do).
+    """
+    params = check_params(params)
+    config = get_efficientnet_arch(arch)
+    if pretrained is True:
+        ngc_checkpoint(config.name)  # no weights published: a clear error before anything else
+    weights = locate_weights(config.name, pretrained=pretrained, pretrained_from_file=pretrained_from_file,
+                             sha256=sha256, mirror=mirror, progress=progress)
+    if weights is None:
+        if ema:
+            raise ValueError("ema=True selects the EMA weights of a training checkpoint: pass pretrained_from_file")
+        model = EfficientNet(config, NUM_IMAGENET_CLASSES if num_classes is None else num_classes, **params)
+        model.classes = class_names(model.num_classes, None)
+    else:
+        model = efficientnet_from_checkpoint(
+            config.name, read_weights(weights), weights.source,
+            key_map_fn=state_dict_key_map_fn, ema=ema, num_classes=num_classes, **params,
+        )
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def efficientnet_from_checkpoint(
@@ -213,7 +267,9 @@ def efficientnet_from_checkpoint(
             stacklevel=2,
         )
     stored = checkpoint.get("classes") if isinstance(checkpoint, Mapping) and not new_head else None
-    model.classes = _class_names(num_classes, stored)
+    model.classes = class_names(num_classes, stored, source)
+    model.image_size = stored_image_size(checkpoint.get("image_size") if isinstance(checkpoint, Mapping) else None,
+                                         source)
     return model
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable, Literal, Optional
 import torch
 from torch import nn
 
+from resnet.data.preprocessing import DEFAULT_DATA_CONFIG, DataConfig
+
 ConvInit = Literal["fan_in", "fan_out"]
 
 #: ``accelerator(model, x) -> logits or None``: computes ``model(x)`` some faster way, or declines with ``None``.
@@ -61,6 +63,11 @@ class ArchConfig:
     def num_features(self) -> int:
         """Channels entering the classifier."""
         return self.widths[-1] * self.expansion
+
+    @property
+    def data_config(self) -> DataConfig:
+        """How NVIDIA evaluates the ResNets: 224, after a bilinear resize to 256."""
+        return DEFAULT_DATA_CONFIG
 
 
 ARCHS: dict[str, ArchConfig] = {
@@ -227,7 +234,12 @@ class ResNet(nn.Module):
 
     The forward pass is the modules' own (``forward_features`` then ``fc``) and returns raw logits (no
     softmax). Parameters are ordinary tensors; the model is a plain ``nn.Module`` to torch's utilities.
+    :attr:`head_name` names the classifier (``fc``) for code that works on any model of the family
+    (:func:`resnet.models.family.get_head`).
     """
+
+    #: The classifier's module path (:func:`resnet.models.family.get_head`).
+    head_name = "fc"
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ import torch
 
 from resnet.data.batch import iter_batches
 from resnet.data.images import DEFAULT_TIMEOUT
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.data.preprocessing import CROP_SIZE, ImageSize
 from resnet.io.download import Timeout
 
 
@@ -57,7 +57,7 @@ def classify_stream(
     device: torch.device,
     workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
     progress: Optional[Callable[[int], None]] = None,
 ) -> Iterator[Outcome]:
     """Classify ``uris`` (read lazily) and yield one :class:`Outcome` per input, in input order.
@@ -66,7 +66,8 @@ def classify_stream(
     background threads meanwhile (at most two batches ahead). An input that does not load is an outcome with
     its ``error``; the same input given twice gets two outcomes. ``progress(n)`` is called with the number of
     inputs each batch covered. Images are cropped to ``image_size`` (the size the model was trained at) after
-    resizing to 256/224 of it. Closing the iterator early stops the decoding.
+    resizing to 256/224 of it, or prepared as a :class:`resnet.data.preprocessing.DataConfig` says. Closing
+    the iterator early stops the decoding.
     """
     pending: deque[str] = deque()  # inputs handed to the decoders and not yet yielded, in input order
 
@@ -105,7 +106,7 @@ def classify(
     device: torch.device,
     workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
     progress: Optional[Callable[[int], None]] = None,
 ) -> list[Outcome]:
     """:func:`classify_stream` gathered into a list, in input order."""

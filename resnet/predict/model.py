@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import torch
 
-from resnet.data.preprocessing import CROP_SIZE
+from resnet.data.preprocessing import DataConfig, ImageSize, data_config
 from resnet.fast import optimize_for_inference
 from resnet.fast.devices import resolve_device
 
@@ -15,11 +15,11 @@ from resnet.fast.devices import resolve_device
 @dataclass
 class InferenceSetup:
     """What classifying needs: ``model`` maps (N, 3, S, S) float32 on ``device`` to (N, C) logits; ``classes`` names
-    the C outputs; ``image_size`` is S."""
+    the C outputs; ``image_size`` says how images become its input (S, the resize and its interpolation)."""
 
     model: Callable[[torch.Tensor], torch.Tensor]
     classes: list[str]
-    image_size: int
+    image_size: DataConfig
     device: torch.device
 
 
@@ -32,7 +32,7 @@ def load_for_inference(
     runtime: Optional[str] = None,
     precision: str = "fp32",
     device: str = "auto",
-    image_size: Optional[int] = None,
+    image_size: Optional[ImageSize] = None,
     threads: Optional[int] = None,
     progress: bool = False,
 ) -> InferenceSetup:
@@ -41,7 +41,8 @@ def load_for_inference(
     PyTorch: ``arch`` with ``weights`` (a local checkpoint or a ``model.pth`` of ``train``), else NVIDIA's NGC
     weights through the hub cache (``mirror``: a base URL serving them), on :func:`resnet.fast.optimize_for_inference`
     in ``precision`` (``fp32``, ``bf16``, ``fp16``, ``auto``) on ``device`` (``auto``, ``cpu``, ``cuda``,
-    ``cuda:N``); ``image_size`` defaults to the size the model was trained at. ONNX: the file ``onnx`` on
+    ``cuda:N``); ``image_size`` (a side, or a whole :class:`resnet.data.preprocessing.DataConfig`) defaults to the
+    architecture's preprocessing at the size the model was trained at. ONNX: the file ``onnx`` on
     ``runtime`` (``onnxruntime``, ``openvino``) at the runtime ``precision`` (``fp32``, or ``bf16`` on OpenVINO),
     on the CPU, with the class names and image size of the file. ``threads``: intra-op threads (default:
     torch's).
@@ -59,16 +60,20 @@ def load_for_inference(
 
         exported = load_onnx_model(onnx, runtime or "onnxruntime", threads=threads,
                                    precision="fp32" if precision in ("auto", "fp32") else precision)
-        if image_size is not None and image_size != exported.image_size:
+        if image_size is not None and data_config(image_size).image_size != exported.image_size:
             raise ValueError(f"the exported model {onnx} takes {exported.image_size}x{exported.image_size} images, "
                              f"not {image_size}")
-        return InferenceSetup(exported, list(exported.class_names), exported.image_size, torch.device("cpu"))
+        return InferenceSetup(exported, list(exported.class_names), exported.data_config, torch.device("cpu"))
     from resnet.models.builder import create_model
+    from resnet.models.family import get_head, model_data_config
 
     place = resolve_device(device)
     model = create_model(arch, pretrained=weights is None, pretrained_from_file=weights, mirror=mirror,
                          progress=progress)
-    classes = model.classes or [f"class {i}" for i in range(model.fc.out_features)]
-    size = image_size or model.image_size or CROP_SIZE
+    classes = model.classes or [f"class {i}" for i in range(get_head(model).out_features)]
+    if isinstance(image_size, DataConfig):
+        size = image_size
+    else:
+        size = model_data_config(model, image_size)
     fast = optimize_for_inference(model.to(place), device=place, dtype=precision)
     return InferenceSetup(fast, list(classes), size, place)

@@ -34,7 +34,9 @@ from PIL import Image
 from resnet.data.batch import failure_message
 from resnet.data.decode import check_aspect_ratio, to_rgb
 from resnet.data.images import DEFAULT_TIMEOUT, load_image
-from resnet.data.preprocessing import CROP_SIZE, build_crop_transform, pixels_to_tensor
+from resnet.data.preprocessing import (
+    CROP_SIZE, DataConfig, ImageSize, build_crop_transform, data_config, pixels_to_tensor,
+)
 from resnet.io.download import Timeout
 from resnet.predict.engine import top_classes
 from resnet.predict.model import load_for_inference
@@ -59,9 +61,10 @@ INPUT_COLUMNS = ("input", "path", "uri", "url")
 LOAD_THREADS = 4
 
 
-def crop_pixels(image: Image.Image, image_size: int = CROP_SIZE) -> np.ndarray:
-    """The (S, S, 3) uint8 RGB pixels of ``image`` resized to 256/224 of ``image_size`` and centre-cropped to
-    it, the geometric half of the CLI's preprocessing (:func:`resnet.data.preprocessing.build_crop_transform`).
+def crop_pixels(image: Image.Image, image_size: ImageSize = CROP_SIZE) -> np.ndarray:
+    """The (S, S, 3) uint8 RGB pixels of ``image`` resized (to 256/224 of ``image_size``, or as a
+    :class:`~resnet.data.preprocessing.DataConfig` says) and centre-cropped to S, the geometric half of the
+    CLI's preprocessing (:func:`resnet.data.preprocessing.build_crop_transform`).
 
     Raises:
         ImageLoadError: the image is more elongated than the preprocessing takes.
@@ -70,16 +73,17 @@ def crop_pixels(image: Image.Image, image_size: int = CROP_SIZE) -> np.ndarray:
     return np.asarray(_crop(image_size)(to_rgb(image)), dtype=np.uint8)
 
 
-_CROPS: dict[int, Callable] = {}
+_CROPS: dict[DataConfig, Callable] = {}
 
 
-def _crop(image_size: int) -> Callable:
-    if image_size not in _CROPS:
-        _CROPS[image_size] = build_crop_transform(image_size)
-    return _CROPS[image_size]
+def _crop(image_size: ImageSize) -> Callable:
+    config = data_config(image_size)
+    if config not in _CROPS:
+        _CROPS[config] = build_crop_transform(config)
+    return _CROPS[config]
 
 
-def load_pixels(uri: str, image_size: int = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT) -> np.ndarray:
+def load_pixels(uri: str, image_size: ImageSize = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT) -> np.ndarray:
     """Load ``uri`` (a path, a URL, a ``file://`` URI or a pyarrow URI such as ``s3://bucket/cat.jpg``) and
     :func:`crop_pixels` it.
 
@@ -90,9 +94,11 @@ def load_pixels(uri: str, image_size: int = CROP_SIZE, timeout: Timeout = DEFAUL
     return crop_pixels(image, image_size)
 
 
-def _load_all(uris: Sequence[str], image_size: int, timeout: Timeout) -> tuple[np.ndarray, list[Optional[str]]]:
+def _load_all(uris: Sequence[str], image_size: ImageSize,
+              timeout: Timeout) -> tuple[np.ndarray, list[Optional[str]]]:
     """Pixels of every input (zeros where it failed) and the error of each (None where it loaded)."""
-    pixels = np.zeros((len(uris), image_size, image_size, 3), dtype=np.uint8)
+    side = data_config(image_size).image_size
+    pixels = np.zeros((len(uris), side, side, 3), dtype=np.uint8)
     errors: list[Optional[str]] = [None] * len(uris)
 
     def one(index: int) -> None:
@@ -109,7 +115,7 @@ def _load_all(uris: Sequence[str], image_size: int, timeout: Timeout) -> tuple[n
     return pixels, errors
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, image_size: int = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT,
+def decode_batch(batch: dict[str, np.ndarray], *, image_size: ImageSize = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT,
                  column: str = "input") -> dict[str, np.ndarray]:
     """A ``map_batches`` function for CPU tasks: the inputs named in ``column`` in, and out the same column,
     ``pixels`` ((N, S, S, 3) uint8, :func:`crop_pixels`; zeros for an input that failed) and ``error`` (the
@@ -145,7 +151,7 @@ class Classifier:
 
     def __init__(self, arch: str = "resnet50", *, weights: Optional[str] = None, mirror: Optional[str] = None,
                  onnx: Optional[str] = None, runtime: Optional[str] = None, precision: str = "fp32",
-                 device: str = "auto", image_size: Optional[int] = None, threads: Optional[int] = None,
+                 device: str = "auto", image_size: Optional[ImageSize] = None, threads: Optional[int] = None,
                  top_k: int = 5, timeout: Timeout = DEFAULT_TIMEOUT, input_column: Optional[str] = None) -> None:
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
@@ -180,7 +186,8 @@ class Classifier:
             return pixels, errors, {"pixels", "error"}
         if "image" in batch:
             images = batch["image"]
-            pixels = np.zeros((len(images), self.image_size, self.image_size, 3), dtype=np.uint8)
+            side = data_config(self.image_size).image_size
+            pixels = np.zeros((len(images), side, side, 3), dtype=np.uint8)
             errors: list[Optional[str]] = [None] * len(images)
             for i, array in enumerate(images):
                 try:
@@ -345,7 +352,7 @@ def classify_with_ray(
     actor_gpus: float = 0,
     decode_cpus: float = 1,
     decode_tasks: Optional[int] = None,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
     timeout: Timeout = DEFAULT_TIMEOUT,
     part_rows: int = DEFAULT_PART_ROWS,
     progress: bool = True,

@@ -18,7 +18,7 @@ import torch
 from resnet.data.folders import LabelledFolder, match_classes, scan_folder
 from resnet.data.loading import ImageDataset, ordered_batches
 from resnet.data.names import printable_name
-from resnet.data.preprocessing import CROP_SIZE, build_transform
+from resnet.data.preprocessing import CROP_SIZE, ImageSize, build_transform
 from resnet.errors import ConvNetsError
 from resnet.training import distributed
 from resnet.training.metrics import Metrics, Predict, measure
@@ -37,14 +37,15 @@ class Predictor:
         classes: the C class names in output order, or ``None`` when the weights carry none.
         num_classes: C.
         description: what is measured, for the report.
-        image_size: H = W, the side of the images it takes (the size it was trained at).
+        image_size: H = W, the side of the images it takes (the size it was trained at), or the model's whole
+            :class:`resnet.data.preprocessing.DataConfig` (size, resize, interpolation).
     """
 
     predict: Predict
     classes: Optional[list[str]]
     num_classes: int
     description: str
-    image_size: int = CROP_SIZE
+    image_size: ImageSize = CROP_SIZE
 
 
 @dataclass
@@ -103,7 +104,7 @@ def evaluate_folder(
     *,
     batch_size: int = 32,
     workers: int = 0,
-    image_size: int = CROP_SIZE,
+    image_size: ImageSize = CROP_SIZE,
     device: torch.device = torch.device("cpu"),
     processes: Optional[distributed.Processes] = None,
     progress: bool = False,

@@ -30,6 +30,7 @@ from resnet.data.folders import TrainingData, load_training_data
 from resnet.data.loading import EpochBatches, ImageDataset, default_workers, make_loader, ordered_batches, sample_seed
 from resnet.data.preprocessing import build_train_transform, build_transform
 from resnet.errors import ConvNetsError, cli_text
+from resnet.models.family import arch_data_config, get_head, set_head
 from resnet.training import distributed, recipe
 from resnet.training import run_files as files
 
@@ -137,6 +138,11 @@ class Trainer:
         pretrained_default=..., **options)`` builds the starting model (``options`` go to
         :func:`resnet.models.builder.create_model`); ``warn`` reports a warning about the data to the user."""
         self.args, self.procs, self.device = args, procs, procs.device
+        # The arch's preprocessing (an EfficientNet's bicubic resize), at --image-size (default: the arch's size).
+        self.data_config = arch_data_config(args.arch)
+        if getattr(args, "image_size", None) is None:
+            args.image_size = self.data_config.image_size
+        self.data_config = self.data_config.at(args.image_size)
         self.build_model, self.warn = build_model, warn
         self.out = Path(args.output)
         self.options = run_options(args, procs.world)
@@ -312,16 +318,16 @@ class Trainer:
                      "...); it starts fresh", file=sys.stderr)
             from resnet.models.resnet import init_module
 
-            init_module(model.fc)
+            init_module(get_head(model))
         model.classes = list(classes)
         if args.freeze_backbone:
             model.requires_grad_(False)
-            model.fc.requires_grad_(True)
+            get_head(model).requires_grad_(True)
         return model.to(self.device)
 
     def _build_training(self, stored: Optional[dict]) -> None:
         args, procs = self.args, self.procs
-        self.head = self.model.fc if args.freeze_backbone else self.model
+        self.head = get_head(self.model) if args.freeze_backbone else self.model
         self.features = self._frozen_features() if args.freeze_backbone else None
         self.trainable: nn.Module = self.head
         if procs.distributed:
@@ -334,14 +340,14 @@ class Trainer:
         self.scaler = recipe.grad_scaler(self.dtype == torch.float16)
         self.loss_fn = recipe.loss_function()
         workers = default_workers() if args.workers is None else args.workers
-        train_set = ImageDataset(self.data.train, build_train_transform(args.image_size), seed=args.seed)
+        train_set = ImageDataset(self.data.train, build_train_transform(self.data_config), seed=args.seed)
         # Every image is trained on: the last batch holds what is left (joined to the one before when it would
         # be a single image per process, which BatchNorm in training mode cannot take).
         self.batches = EpochBatches(len(train_set), self.batch_size, rank=procs.rank, world=procs.world,
                                     seed=args.seed, least=self._least_batch())
         self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=self.device.type == "cuda")
         self.workers = workers
-        self.val_set = ImageDataset(self.data.val, build_transform(args.image_size)) if self.data.val else None
+        self.val_set = ImageDataset(self.data.val, build_transform(self.data_config)) if self.data.val else None
         self.steps = self.batches.steps_per_epoch()
         total = self.steps * args.epochs
         warmup = min(total, round(args.warmup_epochs * self.steps))
@@ -385,11 +391,11 @@ class Trainer:
         weights cast once to the training precision, channels-last."""
         from resnet.fast import optimize_for_inference
 
-        head, self.model.fc = self.model.fc, nn.Identity()
+        head = set_head(self.model, nn.Identity())
         try:
             return optimize_for_inference(self.model, device=self.device, dtype=self.dtype or torch.float32)
         finally:
-            self.model.fc = head
+            set_head(self.model, head)
 
     def _announce(self) -> None:
         args, data = self.args, self.data

@@ -19,9 +19,10 @@ class Checkpoint:
     """One pretrained checkpoint published by NVIDIA.
 
     Attributes:
-        arch: architecture name in :data:`resnet.models.resnet.ARCHS`.
+        arch: architecture name in :data:`resnet.models.resnet.ARCHS` or
+            :data:`resnet.models.efficientnet.EFFICIENTNET_ARCHS`.
         url: NGC download address.
-        top1: NVIDIA's published ImageNet top-1 accuracy (%) for the AMP training recipe.
+        top1: NVIDIA's published ImageNet top-1 accuracy (%) for the AMP training recipe (not re-measured here).
         top5: NVIDIA's published top-5 accuracy (%), where published.
         accuracy_note: what the published figure refers to.
         sha256: SHA-256 of the file as NGC serves it, when known (lower-case hex). NVIDIA publishes
@@ -79,3 +80,28 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         accuracy_note="published by NVIDIA for the AMP recipe",
     ),
 }
+
+
+def _efficientnet(arch: str, folder: str, top1: float, top5: float, top1_32: float, top5_32: float) -> Checkpoint:
+    return Checkpoint(
+        arch=arch,
+        url=f"{_NGC}/{folder}/versions/20.12.0/files/nvidia_{arch}_210412.pth",
+        top1=top1,
+        top5=top5,
+        accuracy_note=(
+            f"published by NVIDIA, ConvNets README validation results, AMP; 32-bit: {top1_32:.2f} / {top5_32:.2f}; "
+            "not re-measured here"
+        ),
+    )
+
+
+# NVIDIA's EfficientNets with NGC weights (B1-B3 and B5-B7 have none; the QAT files need NVIDIA's
+# pytorch_quantization and are not served here). Accuracy: ConvNets/README.md "Validation accuracy results".
+CHECKPOINTS.update({
+    "efficientnet-b0": _efficientnet("efficientnet-b0", "efficientnet_b0_pyt_amp", 77.63, 93.82, 77.31, 93.76),
+    "efficientnet-b4": _efficientnet("efficientnet-b4", "efficientnet_b4_pyt_amp", 82.98, 96.44, 82.92, 96.43),
+    "efficientnet-widese-b0": _efficientnet(
+        "efficientnet-widese-b0", "efficientnet_widese_b0_pyt_amp", 77.89, 94.00, 77.97, 94.05),
+    "efficientnet-widese-b4": _efficientnet(
+        "efficientnet-widese-b4", "efficientnet_widese_b4_pyt_amp", 83.28, 96.45, 83.30, 96.47),
+})

@@ -17,52 +17,31 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
 # Imported here, not where used: after torch.hub loads this repository, a user's own module named ``resnet``
 # may be what ``resnet`` means, and a submodule first imported later would not be found.
+from resnet.errors import Audience, TwoAudiences
 from resnet.io import filetypes
 from resnet.io.filetypes import ZIP_MAGIC, looks_like_onnx, not_a_regular_file
 
 PathLike = Union[str, "os.PathLike[str]"]
 KeyMapFn = Callable[[str], str]
-#: Who reads a message: users of the Python API, or of ``python -m resnet`` (flags instead of arguments).
-Audience = Literal["python", "cli"]
 
 
-class WeightsError(RuntimeError):
+class WeightsError(TwoAudiences, RuntimeError):
     """Base class of every error about getting or loading pretrained weights.
 
     ``str(error)`` gives the advice in Python terms (``pretrained_from_file=PATH``);
     ``error.describe("cli")`` gives it for the command line (``--weights FILE``) where it differs.
     """
 
-    def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.cli_message = cli_message
 
-    def describe(self, audience: Audience = "python") -> str:
-        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
-        if audience == "cli" and self.cli_message is not None:
-            return self.cli_message
-        return str(self)
-
-
-class WeightsWarning(UserWarning):
+class WeightsWarning(TwoAudiences, UserWarning):
     """A warning of the weights loader (a new classifier head ...), worded for the Python API by ``str()`` and
     for the command line by ``describe("cli")``."""
-
-    def __init__(self, message: str, cli_message: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.cli_message = cli_message
-
-    def describe(self, audience: Audience = "python") -> str:
-        """The message worded for ``audience``: ``"python"`` (the default) or ``"cli"``."""
-        if audience == "cli" and self.cli_message is not None:
-            return self.cli_message
-        return str(self)
 
 
 class WeightsDownloadError(WeightsError):
