@@ -142,11 +142,17 @@ def _attempt(uri: Uri, timeout: Timeout,
     try:
         return preprocess_at(load_image(uri, timeout=timeout), image_size), None
     except Exception as error:  # one bad input must not stop the batch; the message says which
-        message = str(error)
-        name = os.fspath(uri) if isinstance(uri, (str, os.PathLike)) else None
-        if not (isinstance(name, str) and name in message):
-            message = f"{uri!r}: {type(error).__name__}: {message}"
-        return None, message
+        return None, failure_message(uri, error)
+
+
+def failure_message(uri: Uri, error: BaseException) -> str:
+    """What a result says about an input that failed with ``error``: its message, which names the input, or
+    the input, the error's type and its message when it does not."""
+    message = str(error)
+    name = os.fspath(uri) if isinstance(uri, (str, os.PathLike)) else None
+    if not (isinstance(name, str) and name in message):
+        message = f"{uri!r}: {type(error).__name__}: {message}"
+    return message
 
 
 def _assemble(items: list[Uri], outcomes: list[tuple[Optional[torch.Tensor], Optional[str]]],

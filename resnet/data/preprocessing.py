@@ -110,6 +110,22 @@ def build_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], tor
     ``prepare_input_from_uri``. Another ``image_size`` scales the resize in proportion
     (:func:`resize_size`), as validation does for a model trained at that size. A :class:`DataConfig` gives
     the sizes and the interpolation (an EfficientNet's: bicubic, resize 256 / crop 224 for B0, 412 / 380 for B4).
+    It is :func:`build_crop_transform` followed by ToTensor and Normalize.
+    """
+    from torchvision import transforms
+
+    return transforms.Compose(
+        [*build_crop_transform(image_size).transforms, transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    )
+
+
+def build_crop_transform(image_size: ImageSize = CROP_SIZE):
+    """The geometric half of :func:`build_transform`: Resize(256/224 of ``image_size``, or the
+    :class:`DataConfig`'s resize and interpolation) -> CenterCrop, RGB PIL image in, RGB PIL image out (a ``transforms.Compose``).
+
+    Where images are decoded in one process and classified in another (Ray), the cropped 8-bit pixels travel,
+    a quarter of the float tensor's bytes, and :func:`pixels_to_tensor` finishes the job there with the same
+    result as :func:`build_transform`.
     """
     from torchvision import transforms
 
@@ -118,10 +134,20 @@ def build_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], tor
         [
             transforms.Resize(config.resize_size, interpolation=_mode(config.interpolation)),
             transforms.CenterCrop(config.image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(MEAN, STD),
         ]
     )
+
+
+def pixels_to_tensor(pixels) -> torch.Tensor:
+    """The rest of :func:`build_transform` for a whole batch: ToTensor() -> Normalize(MEAN, STD) of an
+    (N, H, W, 3) uint8 array (or tensor) of RGB pixels, giving the (N, 3, H, W) float32 model input, the values
+    :func:`build_transform` gives image by image."""
+    from torchvision.transforms import functional
+
+    batch = torch.as_tensor(pixels)
+    if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected an (N, H, W, 3) uint8 batch of RGB pixels, got {batch.dtype} {tuple(batch.shape)}")
+    return functional.normalize(batch.permute(0, 3, 1, 2).to(torch.float32).div(255), MEAN, STD)
 
 
 def build_train_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], torch.Tensor]:
