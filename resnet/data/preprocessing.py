@@ -121,7 +121,8 @@ def build_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], tor
 
 def build_crop_transform(image_size: ImageSize = CROP_SIZE):
     """The geometric half of :func:`build_transform`: Resize(256/224 of ``image_size``, or the
-    :class:`DataConfig`'s resize and interpolation) -> CenterCrop, RGB PIL image in, RGB PIL image out (a ``transforms.Compose``).
+    :class:`DataConfig`'s resize and interpolation) -> CenterCrop, RGB PIL image in, RGB PIL image out (a
+    ``transforms.Compose``).
 
     Where images are decoded in one process and classified in another (Ray), the cropped 8-bit pixels travel,
     a quarter of the float tensor's bytes, and :func:`pixels_to_tensor` finishes the job there with the same
