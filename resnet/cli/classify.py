@@ -29,6 +29,7 @@ import torch
 from tqdm import tqdm
 
 from resnet.data.batch import iter_batches
+from resnet.data.decode import Decode
 from resnet.data.display import PLOT_LIMIT, save_predictions_chart
 from resnet.data.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 from resnet.data.inputs import expand_inputs
@@ -37,6 +38,7 @@ from resnet.training import distributed
 from resnet.io.download import Timeout, parse_timeout
 from resnet.fast import optimize_for_inference
 from resnet.cli.options import (
+    add_decode_option,
     add_precision_option,
     image_size,
     CommandError,
@@ -86,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
+    add_decode_option(parser, "reduced", "the same classes, faster")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
                         help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
                         "at, which a model.pth of 'train' records, else 224; an --onnx export takes its own size)")
@@ -154,11 +157,14 @@ def classify(
     timeout: Timeout = DEFAULT_TIMEOUT,
     progress: bool = False,
     image_size: int = CROP_SIZE,
+    decode: Decode = "exact",
 ) -> list[Outcome]:
     """Classify ``uris`` in input order; decoding runs in threads while the model computes. Images are cropped
-    to ``image_size`` (the size the model was trained at) after resizing to 256/224 of it."""
+    to ``image_size`` (the size the model was trained at) after resizing to 256/224 of it; ``decode`` as
+    :func:`resnet.data.batch.iter_batches` takes it."""
     outcomes: dict[str, list[Outcome]] = {}
-    batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout, image_size=image_size)
+    batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout, image_size=image_size,
+                           decode=decode)
     # Closing the batches on the way out (an error too) leaves no decoding running.
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar, \
             contextlib.closing(batches), torch.inference_mode():
@@ -254,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
                 mine, model, classes, top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
                 workers=args.workers, timeout=args.timeout,
                 progress=not args.quiet and rank == 0 and len(uris) > PROGRESS_THRESHOLD, image_size=size,
+                decode=args.decode,
             )
         except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)
             raise CommandError(error.describe("cli")) from None

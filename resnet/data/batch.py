@@ -16,7 +16,7 @@ import torch
 from resnet.data.preprocessing import CROP_SIZE
 
 from resnet.data.errors import Uri
-from resnet.data.images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess_at
+from resnet.data.images import DEFAULT_TIMEOUT, Decode, Timeout, _check_timeout, check_decode, load_input
 
 
 @dataclass
@@ -37,13 +37,15 @@ class BatchResult:
 
 
 def load_batch(
-    uris: Iterable[Uri], *, num_workers: Optional[int] = None, timeout: Timeout = DEFAULT_TIMEOUT
+    uris: Iterable[Uri], *, num_workers: Optional[int] = None, timeout: Timeout = DEFAULT_TIMEOUT,
+    decode: Decode = "exact",
 ) -> BatchResult:
     """Load and preprocess every input (URLs and paths) in parallel into one batch.
 
     A bad input does not stop the others: it is left out of ``tensor`` and reported in
     ``failures`` with its message. ``num_workers`` threads decode (default: the number of
-    CPUs); ``timeout`` applies to each URL as in :func:`load_image`.
+    CPUs); ``timeout`` applies to each URL as in :func:`load_image`. ``decode="reduced"`` decodes large JPEGs
+    at reduced scale (:func:`resnet.data.images.load_input`).
 
     Example::
 
@@ -55,10 +57,11 @@ def load_batch(
     items = _as_list(uris)
     workers = _resolve_workers(num_workers)
     _check_timeout(timeout)
+    check_decode(decode)
     if not items:
         return _assemble([], [])
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="load_batch") as pool:
-        outcomes = list(pool.map(lambda uri: _attempt(uri, timeout), items))
+        outcomes = list(pool.map(lambda uri: _attempt(uri, timeout, CROP_SIZE, decode), items))
     return _assemble(items, outcomes)
 
 
@@ -69,6 +72,7 @@ def iter_batches(
     num_workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     image_size: int = CROP_SIZE,
+    decode: Decode = "exact",
 ) -> Iterator[BatchResult]:
     """Stream the inputs as batches of ``batch_size`` consecutive inputs, in input order.
 
@@ -77,7 +81,9 @@ def iter_batches(
     :class:`BatchResult` covers ``batch_size`` inputs (fewer at the end) and reports its own
     failures, so ``len(b.uris) + len(b.failures)`` inputs per batch. ``uris`` may be any
     iterable, read lazily. ``image_size`` is the side of the model's input (224; a model trained at another
-    size takes that: resize to 256/224 of it, centre crop).
+    size takes that: resize to 256/224 of it, centre crop). ``decode="reduced"`` decodes JPEGs much larger than
+    the model needs at reduced scale, to the same crop box (:func:`resnet.data.images.load_input`); ``"exact"``
+    decodes every pixel.
 
     Once the iterator is exhausted its threads have ended. Closing it early (``close()``, a
     ``break`` out of a ``for`` loop over ``contextlib.closing(...)``) cancels the decoding not
@@ -98,12 +104,13 @@ def iter_batches(
     _check_timeout(timeout)
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+    check_decode(decode)
     # Checked now rather than at the first next(): the generator body runs lazily.
-    return _stream(iter(uris), batch_size, workers, timeout, image_size)
+    return _stream(iter(uris), batch_size, workers, timeout, image_size, decode)
 
 
 def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout,
-            image_size: int = CROP_SIZE) -> Iterator[BatchResult]:
+            image_size: int = CROP_SIZE, decode: Decode = "exact") -> Iterator[BatchResult]:
     window = max(2 * batch_size, workers)  # inputs in flight: this batch, the next, and some
     pending: deque[tuple[Uri, Future]] = deque()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iter_batches")
@@ -117,7 +124,7 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
             except StopIteration:
                 exhausted = True
                 return
-            pending.append((uri, pool.submit(_attempt, uri, timeout, image_size)))
+            pending.append((uri, pool.submit(_attempt, uri, timeout, image_size, decode)))
 
     exhausted_all = False
     try:
@@ -137,10 +144,11 @@ def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout
         pool.shutdown(wait=exhausted_all, cancel_futures=True)
 
 
-def _attempt(uri: Uri, timeout: Timeout, image_size: int = CROP_SIZE) -> tuple[Optional[torch.Tensor], Optional[str]]:
+def _attempt(uri: Uri, timeout: Timeout, image_size: int = CROP_SIZE,
+             decode: Decode = "exact") -> tuple[Optional[torch.Tensor], Optional[str]]:
     """(tensor, None) on success, (None, message) on any failure of this one input."""
     try:
-        return preprocess_at(load_image(uri, timeout=timeout), image_size), None
+        return load_input(uri, image_size=image_size, decode=decode, timeout=timeout), None
     except Exception as error:  # one bad input must not stop the batch; the message says which
         message = str(error)
         name = os.fspath(uri) if isinstance(uri, (str, os.PathLike)) else None

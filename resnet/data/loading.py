@@ -50,13 +50,17 @@ class ImageDataset(Dataset):
     Items are indexed by ``(epoch, index)`` keys (or a plain index, epoch 0). With ``seed`` set, the
     transform's random draws are seeded by :func:`sample_seed`, so augmentation does not depend on the
     worker or process that decodes the image. A file that fails to decode gives a :class:`Sample` with
-    ``error`` set.
+    ``error`` set. With ``resize_to`` (the shorter side ``transform`` resizes to first), a JPEG much larger than
+    that is decoded at reduced scale and comes to ``transform`` already at that size
+    (:func:`resnet.data.decode.decode_image`); only for a transform that starts with ``Resize(resize_to)``.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, seed: Optional[int] = None) -> None:
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, seed: Optional[int] = None, *,
+                 resize_to: Optional[int] = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed
+        self.resize_to = resize_to
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -64,10 +68,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, key) -> Sample:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.samples[index]
-        from resnet.data.images import load_image
+        from resnet.data.images import load_for_resize
 
         try:
-            image = load_image(path)
+            image = load_for_resize(path, self.resize_to)
             if self.seed is None:
                 return Sample(self.transform(image), label, path)
             with torch.random.fork_rng(devices=[]):
