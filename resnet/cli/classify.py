@@ -87,7 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-k", "--top-k", type=top_k, default=5, help="classes to report per image (default 5)")
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per forward pass (default 32)")
-    parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads (default: CPU count)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="decoding threads, which work while the model runs (default: the CPU count, at most 8; "
+                        "the model uses one thread per physical core)")
     add_decode_option(parser, "reduced", "the same classes, faster")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
                         help="centre crop, after resizing to 256/224 of it (default: the size the model was trained "
