@@ -16,7 +16,7 @@ from resnet.__main__ import COMMANDS, main
 
 #: Options whose value is any text at parse time (paths and names, checked when the command runs).
 FREE_TEXT = {
-    "classify": {"--weights", "--plot", "--onnx", "--json-output"},
+    "classify": {"--weights", "--plot", "--onnx", "--json-output", "--input-list", "--output", "--ray-address"},
     "export": {"--weights", "--output", "--triton", "--calibration"},
     "train": {"--weights", "--output", "--resume"},
     "evaluate": {"--weights", "--onnx", "--json-output", "--predictions", "--confusion"},
