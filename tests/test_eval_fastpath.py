@@ -509,13 +509,16 @@ def test_folded_weights_belong_to_the_model(ngc_file) -> None:
 
 
 def test_the_model_does_not_import_the_fast_path() -> None:
-    """resnet/models/resnet.py imports torch only; the fast path plugs itself in (one extension point)."""
+    """resnet/models/resnet.py imports torch and the data layer only; the fast path plugs itself in (one extension
+    point)."""
     import ast
 
     tree = ast.parse((REPO_ROOT / "resnet" / "models" / "resnet.py").read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "dataclasses", "typing", "torch"}, imported
+    own = {name for name in imported if name.startswith("resnet.")}
+    assert imported - own <= {"__future__", "dataclasses", "typing", "torch"}, imported
+    assert all(name.startswith("resnet.data.") for name in own), own  # a lower layer only, never resnet.fast
     assert model_module.inference_accelerator() is eval_path.accelerate, "import resnet plugs it in"
 
 
