@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Iterator, Optional, TextIO
 import torch
 from tqdm import tqdm
 
+from resnet.data.decode import Decode
 from resnet.data.display import PLOT_LIMIT, save_predictions_chart
 from resnet.data.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
 from resnet.data.inputs import expand_inputs
@@ -47,6 +48,7 @@ from resnet.training import distributed
 from resnet.io.download import Timeout, parse_timeout
 from resnet.fast import optimize_for_inference
 from resnet.cli.options import (
+    add_decode_option,
     add_precision_option,
     image_size,
     CommandError,
@@ -92,8 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per forward pass (default 32)")
     parser.add_argument("--workers", type=positive_int, default=None,
-                        help="decoding threads (default: CPU count); with --engine ray, decoding tasks at once "
+                        help="decoding threads, which work while the model runs (default: the CPU count, at most 8; "
+                        "the model uses one thread per physical core); with --engine ray, decoding tasks at once "
                         "(default: as many as Ray schedules)")
+    add_decode_option(parser, "reduced", "the same classes, faster")
     parser.add_argument("--image-size", type=image_size, default=None, metavar="SIZE",
                         help="centre crop, after resizing in the arch's proportion (default: the size the model was "
                         "trained at, which a model.pth of 'train' records, else the arch's: 224, 380 for the "
@@ -185,14 +189,17 @@ def classify(
     timeout: Timeout = DEFAULT_TIMEOUT,
     progress: bool = False,
     image_size: ImageSize = CROP_SIZE,
+    decode: Decode = "exact",
 ) -> list[Outcome]:
     """Classify ``uris`` in input order (:func:`resnet.predict.engine.classify`), with a progress bar on stderr
     when ``progress``. Decoding runs in threads while the model computes. Images are cropped to ``image_size``
     (the size the model was trained at) after resizing to 256/224 of it, or prepared as a
-    :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`)."""
+    :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`); ``decode`` as
+    :func:`resnet.data.batch.iter_batches` takes it."""
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar:
         return engine.classify(uris, model, classes, top_k=top_k, batch_size=batch_size, device=device,
-                               workers=workers, timeout=timeout, image_size=image_size, progress=bar.update)
+                               workers=workers, timeout=timeout, image_size=image_size, progress=bar.update,
+                               decode=decode)
 
 
 def write_outcomes(outcomes: list[Outcome], *, as_json: bool, out: TextIO, err: TextIO) -> None:
@@ -321,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
             # BN folded into the convolutions, channels-last, fused conv+ReLU/add on CPU: same logits, faster.
             model = optimize_for_inference(model.to(device), device=device, dtype=args.precision)
         options = dict(top_k=min(args.top_k, len(classes)), batch_size=args.batch_size, device=device,
-                       workers=args.workers, timeout=args.timeout, image_size=size)
+                       workers=args.workers, timeout=args.timeout, image_size=size, decode=args.decode)
         try:
             if args.output:
                 return _write_dataset(args, uris, model, classes, options, processes)
@@ -433,7 +440,7 @@ def run_ray(args: argparse.Namespace) -> int:
             classifier=dict(model_options, image_size=size, top_k=min(args.top_k, len(classes)), threads=threads,
                             timeout=args.timeout),
             batch_size=args.batch_size, actors=actors, actor_cpus=actor_cpus, actor_gpus=1 if use_gpus else 0,
-            decode_tasks=args.workers, image_size=size, timeout=args.timeout, part_rows=args.part_rows,
+            decode_tasks=args.workers, image_size=size, decode=args.decode, timeout=args.timeout, part_rows=args.part_rows,
             progress=not args.quiet,
         )
     except ConvNetsError as error:

@@ -26,6 +26,7 @@ import torch
 
 from resnet.cli.options import (
     CommandError,
+    add_decode_option,
     add_device_option,
     add_model_options,
     add_onnx_options,
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per forward pass and process (default 32)")
     add_workers_option(parser, "threads")
+    add_decode_option(parser, "exact", "accuracy comparable with published figures")
     add_device_option(parser)
     add_precision_option(parser, "fp32", "compute precision (default fp32, the arithmetic of the published "
                                 "accuracy)")
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             report = evaluate_folder(
                 predictor, scan, batch_size=args.batch_size,
                 workers=default_workers() if args.workers is None else args.workers, image_size=predictor.image_size,
-                device=procs.device, processes=procs, progress=not args.quiet and procs.is_main,
+                device=procs.device, processes=procs, progress=not args.quiet and procs.is_main, decode=args.decode,
             )
         except RuntimeModelError as error:  # an exported model that fails on real input (its output's shape...)
             raise CommandError(error.describe("cli")) from None

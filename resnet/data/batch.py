@@ -5,18 +5,24 @@ Pillow, requests and the tensor operations release the GIL, so threads decode in
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 import torch
 
 from resnet.data.preprocessing import CROP_SIZE, ImageSize, data_config
 
 from resnet.data.errors import Uri
-from resnet.data.images import DEFAULT_TIMEOUT, Timeout, _check_timeout, load_image, preprocess_at
+from resnet.data.images import DEFAULT_TIMEOUT, Decode, Timeout, _check_timeout, check_decode, load_input
+
+T = TypeVar("T")
+R = TypeVar("R")
+#: Most decoding threads by default, whatever the number of CPUs.
+MAX_DEFAULT_WORKERS: int = 8
 
 
 @dataclass
@@ -37,13 +43,15 @@ class BatchResult:
 
 
 def load_batch(
-    uris: Iterable[Uri], *, num_workers: Optional[int] = None, timeout: Timeout = DEFAULT_TIMEOUT
+    uris: Iterable[Uri], *, num_workers: Optional[int] = None, timeout: Timeout = DEFAULT_TIMEOUT,
+    decode: Decode = "exact",
 ) -> BatchResult:
     """Load and preprocess every input (URLs and paths) in parallel into one batch.
 
     A bad input does not stop the others: it is left out of ``tensor`` and reported in
     ``failures`` with its message. ``num_workers`` threads decode (default: the number of
-    CPUs); ``timeout`` applies to each URL as in :func:`load_image`.
+    CPUs); ``timeout`` applies to each URL as in :func:`load_image`. ``decode="reduced"`` decodes large JPEGs
+    at reduced scale (:func:`resnet.data.images.load_input`).
 
     Example::
 
@@ -55,10 +63,11 @@ def load_batch(
     items = _as_list(uris)
     workers = _resolve_workers(num_workers)
     _check_timeout(timeout)
+    check_decode(decode)
     if not items:
         return _assemble([], [])
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="load_batch") as pool:
-        outcomes = list(pool.map(lambda uri: _attempt(uri, timeout), items))
+        outcomes = list(pool.map(lambda uri: _attempt(uri, timeout, CROP_SIZE, decode), items))
     return _assemble(items, outcomes)
 
 
@@ -69,6 +78,7 @@ def iter_batches(
     num_workers: Optional[int] = None,
     timeout: Timeout = DEFAULT_TIMEOUT,
     image_size: ImageSize = CROP_SIZE,
+    decode: Decode = "exact",
 ) -> Iterator[BatchResult]:
     """Stream the inputs as batches of ``batch_size`` consecutive inputs, in input order.
 
@@ -79,6 +89,8 @@ def iter_batches(
     iterable, read lazily. ``image_size`` is the side of the model's input (224; a model trained at another
     size takes that: resize to 256/224 of it, centre crop), or its whole
     :class:`resnet.data.preprocessing.DataConfig` (an EfficientNet's: its size, resize and interpolation).
+    ``decode="reduced"`` decodes JPEGs much larger than the model needs at reduced scale, to the same crop box
+    (:func:`resnet.data.images.load_input`); ``"exact"`` decodes every pixel.
 
     Once the iterator is exhausted its threads have ended. Closing it early (``close()``, a
     ``break`` out of a ``for`` loop over ``contextlib.closing(...)``) cancels the decoding not
@@ -98,49 +110,62 @@ def iter_batches(
     workers = _resolve_workers(num_workers)
     _check_timeout(timeout)
     config = data_config(image_size)  # checked now rather than at the first next(): the generator body runs lazily
-    return _stream(iter(uris), batch_size, workers, timeout, config)
+    check_decode(decode)
+    return _stream(iter(uris), batch_size, workers, timeout, config, decode)
 
 
 def _stream(uris: Iterator[Uri], batch_size: int, workers: int, timeout: Timeout,
-            image_size: ImageSize = CROP_SIZE) -> Iterator[BatchResult]:
-    window = max(2 * batch_size, workers)  # inputs in flight: this batch, the next, and some
-    pending: deque[tuple[Uri, Future]] = deque()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iter_batches")
-    exhausted = False
+            image_size: ImageSize = CROP_SIZE, decode: Decode = "exact") -> Iterator[BatchResult]:
+    def attempt(uri: Uri) -> tuple[Uri, tuple[Optional[torch.Tensor], Optional[str]]]:
+        return uri, _attempt(uri, timeout, image_size, decode)
 
-    def fill() -> None:
-        nonlocal exhausted
-        while not exhausted and len(pending) < window:
-            try:
-                uri = next(uris)
-            except StopIteration:
-                exhausted = True
-                return
-            pending.append((uri, pool.submit(_attempt, uri, timeout, image_size)))
-
-    exhausted_all = False
+    # In flight while the caller works on a batch: the next two batches (at least one input per thread).
+    outcomes = prefetch(attempt, uris, workers=workers, ahead=max(2 * batch_size, workers), name="iter_batches")
     try:
         while True:
-            fill()
-            if not pending:
-                exhausted_all = True
+            chunk = list(itertools.islice(outcomes, batch_size))
+            if not chunk:
                 return
-            chunk = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
-            fill()  # keep the threads busy on later inputs while this batch finishes
-            yield _assemble([uri for uri, _ in chunk], [future.result() for _, future in chunk], image_size)
+            yield _assemble([uri for uri, _ in chunk], [outcome for _, outcome in chunk], image_size)
     finally:
-        for _, future in pending:
+        outcomes.close()
+
+
+def prefetch(function: Callable[[T], R], items: Iterable[T], *, workers: int, ahead: int,
+             name: str = "prefetch") -> Iterator[R]:
+    """``function(item)`` for each of ``items``, in order, computed in ``workers`` threads up to ``ahead``
+    items ahead of the caller: the one ordered prefetching decoder of ``classify`` (:func:`iter_batches`) and
+    ``evaluate`` / validation (:func:`resnet.data.loading.ordered_batches`).
+
+    ``items`` is read lazily, in the caller's thread. Each result is waited for only when the caller asks for
+    it, and the next item is handed to a thread first, so that ``ahead`` items are always in flight: while the
+    caller works (runs the model), the threads decode. An exception of ``function`` is raised to the caller
+    at its item (catch it inside ``function`` to go on). Exhausted, the threads have ended; closed early
+    (``close()``, an exception), the items not yet started are cancelled and the call returns at once, while
+    an item in progress finishes in the background (a download: bounded by its timeout).
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    iterator = iter(items)
+    pending: deque[Future] = deque(pool.submit(function, item) for item in itertools.islice(iterator, ahead))
+    exhausted = False
+    try:
+        while pending:
+            future = pending.popleft()
+            pending.extend(pool.submit(function, item) for item in itertools.islice(iterator, 1))
+            yield future.result()
+        exhausted = True
+    finally:
+        for future in pending:
             future.cancel()
-        # Exhausted: every thread is idle, and is joined here. Closed early: a download in progress
-        # ends on its own, bounded by the timeout; the caller does not wait for it.
-        pool.shutdown(wait=exhausted_all, cancel_futures=True)
+        # Exhausted: every thread is idle, and is joined here. Closed early: work in progress ends on its own.
+        pool.shutdown(wait=exhausted, cancel_futures=True)
 
 
-def _attempt(uri: Uri, timeout: Timeout,
-             image_size: ImageSize = CROP_SIZE) -> tuple[Optional[torch.Tensor], Optional[str]]:
+def _attempt(uri: Uri, timeout: Timeout, image_size: ImageSize = CROP_SIZE,
+             decode: Decode = "exact") -> tuple[Optional[torch.Tensor], Optional[str]]:
     """(tensor, None) on success, (None, message) on any failure of this one input."""
     try:
-        return preprocess_at(load_image(uri, timeout=timeout), image_size), None
+        return load_input(uri, image_size=image_size, decode=decode, timeout=timeout), None
     except Exception as error:  # one bad input must not stop the batch; the message says which
         return None, failure_message(uri, error)
 
@@ -178,9 +203,16 @@ def _as_list(uris: Iterable[Uri]) -> list[Uri]:
     return list(uris)
 
 
+def default_workers() -> int:
+    """Decoding threads (or loader processes) when none are asked for: the CPU count, at most
+    :data:`MAX_DEFAULT_WORKERS`."""
+    return min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
+
+
 def _resolve_workers(num_workers: Optional[int]) -> int:
     if num_workers is None:
-        return os.cpu_count() or 1
+        return default_workers()
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-        raise ValueError(f"num_workers must be a positive integer or None (one per CPU), got {num_workers!r}")
+        raise ValueError(f"num_workers must be a positive integer or None (one per CPU, at most "
+                         f"{MAX_DEFAULT_WORKERS}), got {num_workers!r}")
     return num_workers

@@ -7,6 +7,7 @@ import os
 import stat
 import urllib.parse
 import urllib.request
+from typing import Optional
 
 from PIL import Image
 
@@ -58,8 +59,9 @@ def file_uri_to_path(uri: str) -> str:
     return path
 
 
-def load_local_image(path: str, uri: Uri) -> Image.Image:
-    """Decode the image file at ``path`` (``uri`` as the caller gave it: the path, or a file:// URI).
+def load_local_image(path: str, uri: Uri, *, resize_to: Optional[int] = None) -> Image.Image:
+    """Decode the image file at ``path`` (``uri`` as the caller gave it: the path, or a file:// URI); with
+    ``resize_to``, a large JPEG at reduced scale (:func:`~resnet.data.decode.decode_image`).
 
     Its ``os.stat`` comes first: a path that cannot be examined is named with the reason, a
     directory, a pipe or a device is refused without being opened, and so is an empty file or one
@@ -85,7 +87,7 @@ def load_local_image(path: str, uri: Uri) -> Image.Image:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         with os.fdopen(descriptor, "rb") as file:
             _check_regular_file(os.fstat(descriptor), label, uri)
-            return decode_image(file, label, uri)
+            return decode_image(file, label, uri, resize_to=resize_to)
     except PermissionError:
         raise ImageLoadError(f"cannot read {label}: permission denied", uri) from None
     except ImageLoadError:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import validators
@@ -22,9 +22,24 @@ from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.io.download import DownloadError, Limits, Timeout, check_timeout, open_stream
-from resnet.data.preprocessing import DEFAULT_DATA_CONFIG, DataConfig, ImageSize, build_transform, data_config
+from resnet.data.preprocessing import (
+    CROP_SIZE,
+    DEFAULT_DATA_CONFIG,
+    DataConfig,
+    ImageSize,
+    build_transform,
+    data_config,
+)
 
-from resnet.data.decode import MAX_IMAGE_BYTES, check_aspect_ratio, decode_image, to_rgb
+from resnet.data.decode import (  # noqa: F401  (Decode, DECODE_MODES: also the names of this module)
+    DECODE_MODES,
+    MAX_IMAGE_BYTES,
+    Decode,
+    check_aspect_ratio,
+    check_decode,
+    decode_image,
+    to_rgb,
+)
 from resnet.data.errors import ImageLoadError, Uri
 from resnet.data.files import file_uri_to_path, is_file_uri, load_local_image
 
@@ -87,11 +102,39 @@ def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
         TypeError: ``uri`` is neither text nor a path.
     """
     _check_timeout(timeout)
+    return load_for_resize(uri, None, timeout=timeout)
+
+
+def load_input(uri: Uri, *, image_size: ImageSize = CROP_SIZE, decode: Decode = "exact",
+               timeout: Timeout = DEFAULT_TIMEOUT) -> torch.Tensor:
+    """Load ``uri`` as :func:`load_image` does and preprocess it for a model of ``image_size``: the
+    (3, image_size, image_size) float32 input (:func:`preprocess_at`).
+
+    ``decode="exact"`` decodes every pixel, as :func:`prepare_input_from_uri` does. ``decode="reduced"``
+    decodes a JPEG of more than 4x the resize target (1,024 pixels on its shorter side for a 224 crop) at
+    1/2, 1/4 or 1/8 scale inside libjpeg and resizes that straight to the exact path's size
+    (:func:`resnet.data.decode.decode_image`): the same crop box, pixels within a few thousandths after
+    normalisation, and a 12-megapixel photo prepared about 5x faster. Other images decode exactly either way.
+
+    Raises:
+        ImageLoadError, ImageNotFoundError, TypeError: as :func:`load_image`.
+        ValueError: ``decode`` is neither ``"exact"`` nor ``"reduced"``.
+    """
+    check_decode(decode)
+    _check_timeout(timeout)
+    resize_to = data_config(image_size).resize_size if decode == "reduced" else None
+    return preprocess_at(load_for_resize(uri, resize_to, timeout=timeout), image_size)
+
+
+def load_for_resize(uri: Uri, resize_to: Optional[int], *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
+    """:func:`load_image` (``timeout`` not checked here) for a transform that starts with ``Resize(resize_to)``:
+    a JPEG much larger than that is decoded at reduced scale and comes back already resized to what the
+    ``Resize`` makes of the full image (:func:`resnet.data.decode.decode_image`); ``None`` decodes exactly."""
     if is_file_uri(uri):
-        return load_local_image(file_uri_to_path(uri), uri)
+        return load_local_image(file_uri_to_path(uri), uri, resize_to=resize_to)
     if isinstance(uri, str) and is_url(uri):
         data = _download(uri, timeout)
-        return decode_image(io.BytesIO(data), f"the image at {uri}", uri)
+        return decode_image(io.BytesIO(data), f"the image at {uri}", uri, resize_to=resize_to)
     if isinstance(uri, os.PathLike):
         path = os.fspath(uri)
         if not isinstance(path, str):
@@ -102,7 +145,7 @@ def load_image(uri: Uri, *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
         raise TypeError(
             f"expected an image URL or file path (str or os.PathLike), got {type(uri).__name__}: {uri!r:.100}"
         )
-    return load_local_image(path, uri)
+    return load_local_image(path, uri, resize_to=resize_to)
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,16 +12,14 @@ ranks of a ``torchrun`` job.
 
 from __future__ import annotations
 
-import itertools
-import os
 import signal
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from resnet.data.batch import default_workers, prefetch  # noqa: F401  (default_workers: also this module's name)
 
 
 
@@ -50,13 +48,17 @@ class ImageDataset(Dataset):
     Items are indexed by ``(epoch, index)`` keys (or a plain index, epoch 0). With ``seed`` set, the
     transform's random draws are seeded by :func:`sample_seed`, so augmentation does not depend on the
     worker or process that decodes the image. A file that fails to decode gives a :class:`Sample` with
-    ``error`` set.
+    ``error`` set. With ``resize_to`` (the shorter side ``transform`` resizes to first), a JPEG much larger than
+    that is decoded at reduced scale and comes to ``transform`` already at that size
+    (:func:`resnet.data.decode.decode_image`); only for a transform that starts with ``Resize(resize_to)``.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, seed: Optional[int] = None) -> None:
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, seed: Optional[int] = None, *,
+                 resize_to: Optional[int] = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed
+        self.resize_to = resize_to
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -64,10 +66,10 @@ class ImageDataset(Dataset):
     def __getitem__(self, key) -> Sample:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.samples[index]
-        from resnet.data.images import load_image
+        from resnet.data.images import load_for_resize
 
         try:
-            image = load_image(path)
+            image = load_for_resize(path, self.resize_to)
             if self.seed is None:
                 return Sample(self.transform(image), label, path)
             with torch.random.fork_rng(devices=[]):
@@ -180,28 +182,19 @@ def ordered_batches(dataset: ImageDataset, indices: Sequence[int], batch_size: i
     """Batches of ``batch_size`` of ``dataset[indices]``, in order (evaluation, validation).
 
     ``workers`` threads decode one image at a time, whichever comes next, up to two batches ahead of the
-    consumer: decoding is parallel from the first batch on, also for a folder smaller than a batch, and
-    overlaps the model's work (Pillow and torch release the GIL; on a CPU this is faster than loader
-    processes, which compete with the model's threads). 0 decodes in this thread.
+    consumer (:func:`resnet.data.batch.prefetch`, the decoder ``classify`` uses too): decoding is parallel
+    from the first batch on, also for a folder smaller than a batch, and overlaps the model's work (Pillow
+    and torch release the GIL; on a CPU this is faster than loader processes, which compete with the model's
+    threads). 0 decodes in this thread.
     """
     if workers == 0:
-        samples: Iterable[Sample] = (dataset[i] for i in indices)
-        yield from _chunks(samples, batch_size)
+        yield from _chunks((dataset[i] for i in indices), batch_size)
         return
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    samples = prefetch(dataset.__getitem__, indices, workers=workers, ahead=2 * batch_size, name="decode")
     try:
-        yield from _chunks(_prefetched(pool, dataset, iter(indices), 2 * batch_size), batch_size)
+        yield from _chunks(samples, batch_size)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _prefetched(pool: ThreadPoolExecutor, dataset: ImageDataset, indices: Iterator[int], ahead: int
-                ) -> Iterator[Sample]:
-    pending: deque[Future] = deque(pool.submit(dataset.__getitem__, i) for i in itertools.islice(indices, ahead))
-    while pending:
-        sample = pending.popleft().result()
-        pending.extend(pool.submit(dataset.__getitem__, i) for i in itertools.islice(indices, 1))
-        yield sample
+        samples.close()
 
 
 def _chunks(samples: Iterable[Sample], size: int) -> Iterator[Batch]:
@@ -213,8 +206,3 @@ def _chunks(samples: Iterable[Sample], size: int) -> Iterator[Batch]:
             chunk = []
     if chunk:
         yield collate(chunk)
-
-
-def default_workers() -> int:
-    """Loader processes when ``--workers`` is not given: the CPU count, at most 8."""
-    return min(8, os.cpu_count() or 1)

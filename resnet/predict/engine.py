@@ -17,6 +17,7 @@ import torch
 
 from resnet.data.batch import iter_batches
 from resnet.data.images import DEFAULT_TIMEOUT
+from resnet.data.decode import Decode
 from resnet.data.preprocessing import CROP_SIZE, ImageSize
 from resnet.io.download import Timeout
 
@@ -59,6 +60,7 @@ def classify_stream(
     timeout: Timeout = DEFAULT_TIMEOUT,
     image_size: ImageSize = CROP_SIZE,
     progress: Optional[Callable[[int], None]] = None,
+    decode: Decode = "exact",
 ) -> Iterator[Outcome]:
     """Classify ``uris`` (read lazily) and yield one :class:`Outcome` per input, in input order.
 
@@ -66,8 +68,8 @@ def classify_stream(
     background threads meanwhile (at most two batches ahead). An input that does not load is an outcome with
     its ``error``; the same input given twice gets two outcomes. ``progress(n)`` is called with the number of
     inputs each batch covered. Images are cropped to ``image_size`` (the size the model was trained at) after
-    resizing to 256/224 of it, or prepared as a :class:`resnet.data.preprocessing.DataConfig` says. Closing
-    the iterator early stops the decoding.
+    resizing to 256/224 of it, or prepared as a :class:`resnet.data.preprocessing.DataConfig` says; ``decode``
+    as :func:`resnet.data.batch.iter_batches` takes it. Closing the iterator early stops the decoding.
     """
     pending: deque[str] = deque()  # inputs handed to the decoders and not yet yielded, in input order
 
@@ -76,7 +78,8 @@ def classify_stream(
             pending.append(uri)
             yield uri
 
-    batches = iter_batches(feed(), batch_size, num_workers=workers, timeout=timeout, image_size=image_size)
+    batches = iter_batches(feed(), batch_size, num_workers=workers, timeout=timeout, image_size=image_size,
+                           decode=decode)
     # Closing the batches on the way out (an error, or the caller stopping early) leaves no decoding running.
     with contextlib.closing(batches), torch.inference_mode():
         for batch in batches:
@@ -108,7 +111,9 @@ def classify(
     timeout: Timeout = DEFAULT_TIMEOUT,
     image_size: ImageSize = CROP_SIZE,
     progress: Optional[Callable[[int], None]] = None,
+    decode: Decode = "exact",
 ) -> list[Outcome]:
     """:func:`classify_stream` gathered into a list, in input order."""
     return list(classify_stream(uris, model, classes, top_k=top_k, batch_size=batch_size, device=device,
-                                workers=workers, timeout=timeout, image_size=image_size, progress=progress))
+                                workers=workers, timeout=timeout, image_size=image_size, progress=progress,
+                                decode=decode))

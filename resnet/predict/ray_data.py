@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 
 from resnet.data.batch import failure_message
-from resnet.data.decode import check_aspect_ratio, to_rgb
-from resnet.data.images import DEFAULT_TIMEOUT, load_image
+from resnet.data.decode import Decode, check_aspect_ratio, check_decode, to_rgb
+from resnet.data.images import DEFAULT_TIMEOUT, load_for_resize
 from resnet.data.preprocessing import (
     CROP_SIZE, DataConfig, ImageSize, build_crop_transform, data_config, pixels_to_tensor,
 )
@@ -83,19 +83,26 @@ def _crop(image_size: ImageSize) -> Callable:
     return _CROPS[config]
 
 
-def load_pixels(uri: str, image_size: ImageSize = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT) -> np.ndarray:
+def load_pixels(uri: str, image_size: ImageSize = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT,
+                decode: Decode = "exact") -> np.ndarray:
     """Load ``uri`` (a path, a URL, a ``file://`` URI or a pyarrow URI such as ``s3://bucket/cat.jpg``) and
-    :func:`crop_pixels` it.
+    :func:`crop_pixels` it; ``decode`` as :func:`resnet.data.images.load_input` takes it (the same pixels as the
+    single-process command).
 
     Raises:
         ImageLoadError: it cannot be loaded (the message names it).
     """
-    image = read_filesystem_image(uri) if is_filesystem_uri(uri) else load_image(uri, timeout=timeout)
+    check_decode(decode)
+    resize_to = data_config(image_size).resize_size if decode == "reduced" else None
+    if is_filesystem_uri(uri):
+        image = read_filesystem_image(uri, resize_to=resize_to)
+    else:
+        image = load_for_resize(uri, resize_to, timeout=timeout)
     return crop_pixels(image, image_size)
 
 
-def _load_all(uris: Sequence[str], image_size: ImageSize,
-              timeout: Timeout) -> tuple[np.ndarray, list[Optional[str]]]:
+def _load_all(uris: Sequence[str], image_size: ImageSize, timeout: Timeout,
+              decode: Decode = "exact") -> tuple[np.ndarray, list[Optional[str]]]:
     """Pixels of every input (zeros where it failed) and the error of each (None where it loaded)."""
     side = data_config(image_size).image_size
     pixels = np.zeros((len(uris), side, side, 3), dtype=np.uint8)
@@ -103,7 +110,7 @@ def _load_all(uris: Sequence[str], image_size: ImageSize,
 
     def one(index: int) -> None:
         try:
-            pixels[index] = load_pixels(uris[index], image_size, timeout)
+            pixels[index] = load_pixels(uris[index], image_size, timeout, decode)
         except Exception as error:  # one bad input becomes an error row, never a failed batch
             errors[index] = failure_message(uris[index], error)
 
@@ -116,12 +123,12 @@ def _load_all(uris: Sequence[str], image_size: ImageSize,
 
 
 def decode_batch(batch: dict[str, np.ndarray], *, image_size: ImageSize = CROP_SIZE, timeout: Timeout = DEFAULT_TIMEOUT,
-                 column: str = "input") -> dict[str, np.ndarray]:
+                 column: str = "input", decode: Decode = "exact") -> dict[str, np.ndarray]:
     """A ``map_batches`` function for CPU tasks: the inputs named in ``column`` in, and out the same column,
     ``pixels`` ((N, S, S, 3) uint8, :func:`crop_pixels`; zeros for an input that failed) and ``error`` (the
-    message, or None). Inputs load in a few threads (downloads overlap)."""
+    message, or None). Inputs load in a few threads (downloads overlap); ``decode`` as :func:`load_pixels`."""
     uris = [str(uri) for uri in batch[column]]
-    pixels, errors = _load_all(uris, image_size, timeout)
+    pixels, errors = _load_all(uris, image_size, timeout, decode)
     return {column: np.array(uris, dtype=object), "pixels": pixels, "error": np.array(errors, dtype=object)}
 
 
@@ -145,14 +152,17 @@ class Classifier:
 
     Constructor arguments (``fn_constructor_kwargs``): the model as :func:`resnet.predict.model.load_for_inference`
     takes it (``arch``, ``weights``, ``mirror``, ``onnx``, ``runtime``, ``precision``, ``device``,
-    ``image_size``, ``threads``), ``top_k`` (default 5), ``timeout`` for URLs and ``input_column``. Weights files
+    ``image_size``, ``threads``), ``top_k`` (default 5), ``timeout`` for URLs, ``decode`` for the inputs it loads
+    (:func:`load_pixels`; default ``"exact"``) and ``input_column``. Weights files
     and ONNX files must be readable where the actors run; NVIDIA's weights are fetched into each node's hub cache.
     """
 
     def __init__(self, arch: str = "resnet50", *, weights: Optional[str] = None, mirror: Optional[str] = None,
                  onnx: Optional[str] = None, runtime: Optional[str] = None, precision: str = "fp32",
                  device: str = "auto", image_size: Optional[ImageSize] = None, threads: Optional[int] = None,
-                 top_k: int = 5, timeout: Timeout = DEFAULT_TIMEOUT, input_column: Optional[str] = None) -> None:
+                 top_k: int = 5, timeout: Timeout = DEFAULT_TIMEOUT, input_column: Optional[str] = None,
+                 decode: Decode = "exact") -> None:
+        check_decode(decode)
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
         setup = load_for_inference(arch=arch, weights=weights, mirror=mirror, onnx=onnx, runtime=runtime,
@@ -161,6 +171,7 @@ class Classifier:
         self.image_size = setup.image_size
         self.top_k = min(top_k, len(self.classes))
         self.timeout = timeout
+        self.decode = decode
         self.input_column = input_column
 
     def __call__(self, batch: dict[str, Any]) -> Any:
@@ -199,7 +210,8 @@ class Classifier:
         if column is None or column not in batch:
             raise KeyError(f"Classifier: the batch has no image column ('pixels', 'image') and no input column "
                            f"({self.input_column or ', '.join(INPUT_COLUMNS)}); its columns: {', '.join(batch)}")
-        pixels, errors = _load_all([str(uri) for uri in batch[column]], self.image_size, self.timeout)
+        pixels, errors = _load_all([str(uri) for uri in batch[column]], self.image_size, self.timeout,
+                                   self.decode)
         return pixels, errors, set()
 
     def _table(self, batch: dict[str, Any], used: set[str], tops: list, errors: list[Optional[str]]) -> Any:
@@ -353,6 +365,7 @@ def classify_with_ray(
     decode_cpus: float = 1,
     decode_tasks: Optional[int] = None,
     image_size: ImageSize = CROP_SIZE,
+    decode: Decode = "exact",
     timeout: Timeout = DEFAULT_TIMEOUT,
     part_rows: int = DEFAULT_PART_ROWS,
     progress: bool = True,
@@ -362,7 +375,8 @@ def classify_with_ray(
 
     ``classifier``: :class:`Classifier`'s constructor arguments. ``actors`` actors hold the model, each
     reserving ``actor_cpus`` CPUs and ``actor_gpus`` GPUs; decoding tasks reserve ``decode_cpus`` each
-    (at most ``decode_tasks`` at once; default: as Ray sees fit) and crop to ``image_size``.
+    (at most ``decode_tasks`` at once; default: as Ray sees fit) and crop to ``image_size``, decoding JPEGs as
+    ``decode`` says (:func:`load_pixels`).
     """
     require_pyarrow()
     done = read_done(output)
@@ -378,7 +392,8 @@ def classify_with_ray(
         if decode_tasks:
             decoding["compute"] = ray.data.TaskPoolStrategy(size=decode_tasks)
         decoded = items.map_batches(decode_batch, batch_size=batch_size, num_cpus=decode_cpus,
-                                    fn_kwargs={"image_size": image_size, "timeout": timeout, "column": "input"},
+                                    fn_kwargs={"image_size": image_size, "timeout": timeout, "column": "input",
+                                               "decode": decode},
                                     **decoding)
         remote: dict[str, Any] = {"num_cpus": actor_cpus}
         if actor_gpus:

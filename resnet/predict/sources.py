@@ -111,9 +111,10 @@ def _list_uri(uri: str, warnings: list[str]) -> list[str]:
     return [prefix + p + query for p in images]
 
 
-def read_filesystem_image(uri: str):
+def read_filesystem_image(uri: str, *, resize_to: Optional[int] = None):
     """Open a pyarrow URI of an image (``s3://bucket/cat.jpg``) as upright RGB, as
-    :func:`resnet.data.images.load_image` opens a local file (the same size and decoding bounds).
+    :func:`resnet.data.images.load_image` opens a local file (the same size and decoding bounds); with
+    ``resize_to``, a large JPEG decoded at reduced scale as :func:`resnet.data.images.load_for_resize` does.
 
     Raises:
         ImageNotFoundError: no such file.
@@ -141,4 +142,4 @@ def read_filesystem_image(uri: str):
                              "first", uri)
     if not data:
         raise ImageLoadError(f"{uri} is empty, not an image", uri)
-    return decode_image(io.BytesIO(data), uri, uri)
+    return decode_image(io.BytesIO(data), uri, uri, resize_to=resize_to)

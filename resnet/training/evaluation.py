@@ -18,7 +18,8 @@ import torch
 from resnet.data.folders import LabelledFolder, match_classes, scan_folder
 from resnet.data.loading import ImageDataset, ordered_batches
 from resnet.data.names import printable_name
-from resnet.data.preprocessing import CROP_SIZE, ImageSize, build_transform
+from resnet.data.decode import Decode, check_decode
+from resnet.data.preprocessing import CROP_SIZE, ImageSize, build_transform, data_config
 from resnet.errors import ConvNetsError
 from resnet.training import distributed
 from resnet.training.metrics import Metrics, Predict, measure
@@ -108,17 +109,23 @@ def evaluate_folder(
     device: torch.device = torch.device("cpu"),
     processes: Optional[distributed.Processes] = None,
     progress: bool = False,
+    decode: Decode = "exact",
 ) -> Report:
     """Measure ``predictor`` on the labelled folder ``data`` (shared over ``processes``).
+
+    Images are decoded exactly (``decode="exact"``, what published accuracies use), or large JPEGs at reduced
+    scale (``"reduced"``, :func:`resnet.data.images.load_input`).
 
     Raises:
         EvaluationError: ``data`` is missing or has no class folders, a folder matches no class of the
             model, or no image could be read.
     """
+    check_decode(decode)
     processes = processes or distributed.Processes(device=device)
     scan = data if isinstance(data, LabelledFolder) else scan_folder(data)
     classes, targets = match_folders(scan, predictor.classes, predictor.num_classes)
-    dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size))
+    dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size),
+                           resize_to=data_config(image_size).resize_size if decode == "reduced" else None)
     mine = range(processes.rank, len(dataset), processes.world)
     batches = ordered_batches(dataset, mine, batch_size, workers=workers)
     metrics, seconds = measure(predictor.predict, batches, predictor.num_classes, device=device,
