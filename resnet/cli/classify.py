@@ -194,8 +194,8 @@ def classify(
     """Classify ``uris`` in input order (:func:`resnet.predict.engine.classify`), with a progress bar on stderr
     when ``progress``. Decoding runs in threads while the model computes. Images are cropped to ``image_size``
     (the size the model was trained at) after resizing to 256/224 of it, or prepared as a
-    :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`); ``decode`` as
-    :func:`resnet.data.batch.iter_batches` takes it."""
+    :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`);
+    ``decode`` as :func:`resnet.data.batch.iter_batches` takes it."""
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar:
         return engine.classify(uris, model, classes, top_k=top_k, batch_size=batch_size, device=device,
                                workers=workers, timeout=timeout, image_size=image_size, progress=bar.update,
@@ -440,7 +440,8 @@ def run_ray(args: argparse.Namespace) -> int:
             classifier=dict(model_options, image_size=size, top_k=min(args.top_k, len(classes)), threads=threads,
                             timeout=args.timeout),
             batch_size=args.batch_size, actors=actors, actor_cpus=actor_cpus, actor_gpus=1 if use_gpus else 0,
-            decode_tasks=args.workers, image_size=size, decode=args.decode, timeout=args.timeout, part_rows=args.part_rows,
+            decode_tasks=args.workers, image_size=size, decode=args.decode, timeout=args.timeout,
+            part_rows=args.part_rows,
             progress=not args.quiet,
         )
     except ConvNetsError as error:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Iterable
+from typing import Iterable, Optional
 
 from resnet.data.decode import MAX_IMAGE_BYTES, decode_image
 from resnet.data.errors import ImageLoadError, ImageNotFoundError
