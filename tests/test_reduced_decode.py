@@ -225,3 +225,16 @@ def test_the_command_defaults() -> None:
     assert parsers["classify"].parse_args(["x.jpg"]).decode == "reduced"
     assert parsers["classify"].parse_args(["x.jpg", "--decode", "exact"]).decode == "exact"
     assert parsers["evaluate"].parse_args(["data"]).decode == "exact"
+
+
+def test_rays_decoding_tasks_decode_as_the_command_does(tmp_path: Path, drafts: list) -> None:
+    """``--engine ray`` decodes in its own tasks (8-bit crops travel to the actors): with the same ``decode`` they
+    hold the single-process command's pixels, so both give the same classes."""
+    from resnet.predict.ray_data import load_pixels
+
+    path = save(stripes((2141, 1427)), tmp_path / "stripes.jpg")
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    for decode in ("exact", "reduced"):
+        pixels = torch.from_numpy(load_pixels(str(path), decode=decode)).permute(2, 0, 1).float() / 255
+        assert torch.allclose((pixels - mean) / std, load_input(path, decode=decode), atol=1e-5), decode
+    assert len(drafts) == 2  # one reduced decoding each
