@@ -22,7 +22,7 @@ from typing import Literal, Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from resnet.data.preprocessing import RESIZE_SIZE
+from resnet.data.preprocessing import RESIZE_SIZE, resized_size  # noqa: F401  (resized_size: also here)
 
 from resnet.data.errors import ImageLoadError, Uri
 
@@ -70,14 +70,6 @@ def check_decode(decode: object) -> None:
     """Refuse a ``decode`` that is not one of :data:`DECODE_MODES` (``ValueError``)."""
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be one of {', '.join(map(repr, DECODE_MODES))}, got {decode!r}")
-
-
-def resized_size(width: int, height: int, resize_to: int) -> tuple[int, int]:
-    """The (width, height) that torchvision's ``Resize(resize_to)`` gives an image of ``width`` x ``height``:
-    the shorter side becomes ``resize_to``, the longer one is scaled in proportion and rounded down."""
-    if width <= height:
-        return resize_to, int(resize_to * height / width)
-    return int(resize_to * width / height), resize_to
 
 
 def decode_image(file: io.BufferedIOBase, label: str, uri: Uri, *, resize_to: Optional[int] = None) -> Image.Image:

@@ -102,6 +102,14 @@ def _mode(interpolation: str):
             "bicubic": transforms.InterpolationMode.BICUBIC}[interpolation]
 
 
+def resized_size(width: int, height: int, resize_to: int) -> tuple[int, int]:
+    """The (width, height) that torchvision's ``Resize(resize_to)`` gives an image of ``width`` x ``height``:
+    the shorter side becomes ``resize_to``, the longer one is scaled in proportion and rounded down."""
+    if width <= height:
+        return resize_to, int(resize_to * height / width)
+    return int(resize_to * width / height), resize_to
+
+
 def build_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], torch.Tensor]:
     """Return the torchvision pipeline that maps an RGB PIL image to a (3, image_size, image_size) tensor.
 
