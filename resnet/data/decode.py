@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from resnet.data.preprocessing import RESIZE_SIZE, resized_size  # noqa: F401  (resized_size: also here)
+from resnet.data.preprocessing import RESIZE_SIZE, DataConfig, resized_size  # noqa: F401  (resized_size: also here)
 
 from resnet.data.errors import ImageLoadError, Uri
 
@@ -72,7 +72,16 @@ def check_decode(decode: object) -> None:
         raise ValueError(f"decode must be one of {', '.join(map(repr, DECODE_MODES))}, got {decode!r}")
 
 
-def decode_image(file: io.BufferedIOBase, label: str, uri: Uri, *, resize_to: Optional[int] = None) -> Image.Image:
+#: What a preprocessing resizes to first: the shorter side of a bilinear ``Resize``, or a
+#: :class:`~resnet.data.preprocessing.DataConfig` (its ``resize_size`` and ``interpolation``: bicubic for an
+#: EfficientNet).
+ResizeTo = Union[int, DataConfig]
+
+_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def decode_image(file: io.BufferedIOBase, label: str, uri: Uri, *,
+                 resize_to: Optional[ResizeTo] = None) -> Image.Image:
     """Decode an open file or buffer as upright RGB; ``label`` names it in errors.
 
     Without ``resize_to`` every pixel is decoded. With ``resize_to`` (the shorter side that preprocessing
@@ -80,7 +89,8 @@ def decode_image(file: io.BufferedIOBase, label: str, uri: Uri, *, resize_to: Op
     ``resize_to`` (1,024 pixels for 256) is decoded at 1/2, 1/4 or 1/8 scale, both sides kept at least
     :data:`REDUCED_MARGIN` x ``resize_to``, and comes back already resized to what
     ``Resize(resize_to)`` makes of the full image (its size from the full-resolution size after the EXIF
-    orientation, the decoded part given as the resize's ``box``), so the centre crop is the same. Any other
+    orientation, the decoded part given as the resize's ``box``, with the config's interpolation when
+    ``resize_to`` is a :class:`~resnet.data.preprocessing.DataConfig`), so the centre crop is the same. Any other
     image (PNG, small JPEGs) is decoded in full, as without ``resize_to``. The checks and errors are the same
     either way: a truncated JPEG fails the same.
     """
@@ -90,11 +100,13 @@ def decode_image(file: io.BufferedIOBase, label: str, uri: Uri, *, resize_to: Op
             _check_pixel_limit(image, label, uri)
             check_aspect_ratio(image, label, uri)
             full = image.size
-            box = _draft(image, resize_to) if resize_to is not None else None
+            side = resize_to.resize_size if isinstance(resize_to, DataConfig) else resize_to
+            box = _draft(image, side) if side is not None else None
             image.load()  # decode now, so truncated or damaged data fails here and not later
             if box is None:
                 return to_rgb(_upright(image))
-            return _resized_from_draft(image, full, box, resize_to)
+            interpolation = resize_to.interpolation if isinstance(resize_to, DataConfig) else "bilinear"
+            return _resized_from_draft(image, full, box, side, _RESAMPLING[interpolation])
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as error:
@@ -212,9 +224,10 @@ def _draft(image: Image.Image, resize_to: int) -> Optional[Box]:
     return drafted[1]
 
 
-def _resized_from_draft(image: Image.Image, full: tuple[int, int], box: Box, resize_to: int) -> Image.Image:
+def _resized_from_draft(image: Image.Image, full: tuple[int, int], box: Box, resize_to: int,
+                        resample: Image.Resampling) -> Image.Image:
     """The reduced decoding ``image`` of a ``full``-size JPEG turned upright, converted to RGB and resized from
-    ``box`` to the size ``Resize(resize_to)`` gives the full-size upright image."""
+    ``box`` (with ``resample``) to the size ``Resize(resize_to)`` gives the full-size upright image."""
     try:
         method = _EXIF_TRANSPOSE.get(image.getexif().get(_EXIF_ORIENTATION, 1))
         upright = ImageOps.exif_transpose(image)
@@ -224,7 +237,7 @@ def _resized_from_draft(image: Image.Image, full: tuple[int, int], box: Box, res
         box = _transposed_box(box, image.size, method)
         if method in _SWAPS_AXES:
             full = (full[1], full[0])
-    return to_rgb(upright).resize(resized_size(*full, resize_to), Image.Resampling.BILINEAR, box=box)
+    return to_rgb(upright).resize(resized_size(*full, resize_to), resample, box=box)
 
 
 def _transposed_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> Box:

@@ -11,7 +11,7 @@ from typing import Optional
 
 from PIL import Image
 
-from resnet.data.decode import MAX_IMAGE_BYTES, decode_image
+from resnet.data.decode import MAX_IMAGE_BYTES, ResizeTo, decode_image
 from resnet.data.errors import ImageLoadError, ImageNotFoundError, Uri
 
 
@@ -59,7 +59,7 @@ def file_uri_to_path(uri: str) -> str:
     return path
 
 
-def load_local_image(path: str, uri: Uri, *, resize_to: Optional[int] = None) -> Image.Image:
+def load_local_image(path: str, uri: Uri, *, resize_to: Optional[ResizeTo] = None) -> Image.Image:
     """Decode the image file at ``path`` (``uri`` as the caller gave it: the path, or a file:// URI); with
     ``resize_to``, a large JPEG at reduced scale (:func:`~resnet.data.decode.decode_image`).
 

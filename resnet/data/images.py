@@ -35,6 +35,7 @@ from resnet.data.decode import (  # noqa: F401  (Decode, DECODE_MODES: also the 
     DECODE_MODES,
     MAX_IMAGE_BYTES,
     Decode,
+    ResizeTo,
     check_aspect_ratio,
     check_decode,
     decode_image,
@@ -122,12 +123,13 @@ def load_input(uri: Uri, *, image_size: ImageSize = CROP_SIZE, decode: Decode = 
     """
     check_decode(decode)
     _check_timeout(timeout)
-    resize_to = data_config(image_size).resize_size if decode == "reduced" else None
+    resize_to = data_config(image_size) if decode == "reduced" else None
     return preprocess_at(load_for_resize(uri, resize_to, timeout=timeout), image_size)
 
 
-def load_for_resize(uri: Uri, resize_to: Optional[int], *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
-    """:func:`load_image` (``timeout`` not checked here) for a transform that starts with ``Resize(resize_to)``:
+def load_for_resize(uri: Uri, resize_to: Optional[ResizeTo], *, timeout: Timeout = DEFAULT_TIMEOUT) -> Image.Image:
+    """:func:`load_image` (``timeout`` not checked here) for a transform that starts with ``Resize(resize_to)``
+    (``resize_to`` a side, bilinear, or a :class:`~resnet.data.preprocessing.DataConfig`'s resize):
     a JPEG much larger than that is decoded at reduced scale and comes back already resized to what the
     ``Resize`` makes of the full image (:func:`resnet.data.decode.decode_image`); ``None`` decodes exactly."""
     if is_file_uri(uri):

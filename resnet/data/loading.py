@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from resnet.data.decode import ResizeTo
 from resnet.data.batch import default_workers, prefetch  # noqa: F401  (default_workers: also this module's name)
 
 
@@ -48,13 +49,13 @@ class ImageDataset(Dataset):
     Items are indexed by ``(epoch, index)`` keys (or a plain index, epoch 0). With ``seed`` set, the
     transform's random draws are seeded by :func:`sample_seed`, so augmentation does not depend on the
     worker or process that decodes the image. A file that fails to decode gives a :class:`Sample` with
-    ``error`` set. With ``resize_to`` (the shorter side ``transform`` resizes to first), a JPEG much larger than
-    that is decoded at reduced scale and comes to ``transform`` already at that size
-    (:func:`resnet.data.decode.decode_image`); only for a transform that starts with ``Resize(resize_to)``.
+    ``error`` set. With ``resize_to`` (what ``transform`` resizes to first: a side, or a data config's resize and
+    interpolation), a JPEG much larger than that is decoded at reduced scale and comes to ``transform`` already at
+    that size (:func:`resnet.data.decode.decode_image`); only for a transform that starts with that ``Resize``.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable, seed: Optional[int] = None, *,
-                 resize_to: Optional[int] = None) -> None:
+                 resize_to: Optional[ResizeTo] = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.seed = seed

@@ -93,7 +93,7 @@ def load_pixels(uri: str, image_size: ImageSize = CROP_SIZE, timeout: Timeout = 
         ImageLoadError: it cannot be loaded (the message names it).
     """
     check_decode(decode)
-    resize_to = data_config(image_size).resize_size if decode == "reduced" else None
+    resize_to = data_config(image_size) if decode == "reduced" else None
     if is_filesystem_uri(uri):
         image = read_filesystem_image(uri, resize_to=resize_to)
     else:

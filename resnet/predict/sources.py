@@ -14,7 +14,7 @@ import io
 import os
 from typing import Iterable, Optional
 
-from resnet.data.decode import MAX_IMAGE_BYTES, decode_image
+from resnet.data.decode import MAX_IMAGE_BYTES, ResizeTo, decode_image
 from resnet.data.errors import ImageLoadError, ImageNotFoundError
 from resnet.data.inputs import IMAGE_SUFFIXES, ExpandedInputs, expand_inputs
 from resnet.predict.results import ResultsError, is_uri, require_pyarrow
@@ -111,7 +111,7 @@ def _list_uri(uri: str, warnings: list[str]) -> list[str]:
     return [prefix + p + query for p in images]
 
 
-def read_filesystem_image(uri: str, *, resize_to: Optional[int] = None):
+def read_filesystem_image(uri: str, *, resize_to: Optional[ResizeTo] = None):
     """Open a pyarrow URI of an image (``s3://bucket/cat.jpg``) as upright RGB, as
     :func:`resnet.data.images.load_image` opens a local file (the same size and decoding bounds); with
     ``resize_to``, a large JPEG decoded at reduced scale as :func:`resnet.data.images.load_for_resize` does.

@@ -125,7 +125,7 @@ def evaluate_folder(
     scan = data if isinstance(data, LabelledFolder) else scan_folder(data)
     classes, targets = match_folders(scan, predictor.classes, predictor.num_classes)
     dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size),
-                           resize_to=data_config(image_size).resize_size if decode == "reduced" else None)
+                           resize_to=data_config(image_size) if decode == "reduced" else None)
     mine = range(processes.rank, len(dataset), processes.world)
     batches = ordered_batches(dataset, mine, batch_size, workers=workers)
     metrics, seconds = measure(predictor.predict, batches, predictor.num_classes, device=device,
