@@ -23,20 +23,12 @@ import contextlib
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Callable, Optional, TextIO
 
-import torch
-from tqdm import tqdm
-
-from resnet.data.batch import iter_batches
-from resnet.data.decode import Decode
-from resnet.data.display import PLOT_LIMIT, save_predictions_chart
-from resnet.data.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
-from resnet.data.inputs import expand_inputs
-
-from resnet.training import distributed
+# Only what --help and the argument checks need is imported here: torch, the decoders and the model come with run()
+# (python -m resnet classify --help answers without importing torch).
+from resnet.data.defaults import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, PLOT_LIMIT, Decode
 from resnet.io.download import Timeout, parse_timeout
-from resnet.fast import optimize_for_inference
 from resnet.cli.options import (
     add_decode_option,
     add_precision_option,
@@ -55,7 +47,9 @@ from resnet.cli.options import (
 )
 from resnet.data.names import printable_name
 from resnet.data.preprocessing import CROP_SIZE
-from resnet.deploy.runtimes import RuntimeModelError
+
+if TYPE_CHECKING:
+    import torch
 
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
@@ -164,6 +158,11 @@ def classify(
     """Classify ``uris`` in input order; decoding runs in threads while the model computes. Images are cropped
     to ``image_size`` (the size the model was trained at) after resizing to 256/224 of it; ``decode`` as
     :func:`resnet.data.batch.iter_batches` takes it."""
+    import torch
+    from tqdm import tqdm
+
+    from resnet.data.batch import iter_batches
+
     outcomes: dict[str, list[Outcome]] = {}
     batches = iter_batches(uris, batch_size, num_workers=workers, timeout=timeout, image_size=image_size,
                            decode=decode)
@@ -214,6 +213,8 @@ def _gather_in_order(local: list[Outcome], rank: int, world: int, total: int) ->
 
 def _refuse_torchrun_without_distributed() -> Optional[int]:
     """Under torchrun with several processes but without --distributed: the exit status, else None."""
+    from resnet.training import distributed
+
     launched = distributed.launcher_environment()
     if launched is None or launched[1] <= 1:
         return None
@@ -229,6 +230,11 @@ def _refuse_torchrun_without_distributed() -> Optional[int]:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
+    from resnet.data.inputs import expand_inputs
+    from resnet.deploy.runtimes import RuntimeModelError
+    from resnet.fast import optimize_for_inference
+    from resnet.training import distributed
+
     check_onnx_options(args, args.precision)
     device_name = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     if not args.distributed:
@@ -290,6 +296,8 @@ def plot(outcomes: list[Outcome], path: str) -> None:
     Raises:
         CommandError: the file could not be written (exit status 1: the results were printed).
     """
+    from resnet.data.display import save_predictions_chart
+
     good = [o for o in outcomes if o.error is None]
     results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
     try:

@@ -8,9 +8,10 @@ cannot drift away from what the weights were trained with.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # imported by build_transform's callers; the constants are read without torch (--help)
+    import torch
 
 #: Shorter image side after resizing (bilinear, as PIL does it).
 RESIZE_SIZE: int = 256
@@ -49,6 +50,34 @@ def build_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Ten
             transforms.Normalize(MEAN, STD),
         ]
     )
+
+
+def to_model_input(image: object, image_size: int = CROP_SIZE) -> "torch.Tensor":
+    """``build_transform(image_size)(image)`` for an RGB PIL image, computed the same way without importing
+    torchvision (its import, with ``torch._dynamo``, costs a command-line run more than a second): Pillow's bilinear
+    resize to torchvision's size, its centre-crop box, then the same tensor operations. The result is equal to
+    torchvision's bit for bit (``tests/test_preprocessing_peer.py`` compares them).
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    size = resize_size(image_size)
+    width, height = image.size
+    if width <= height:
+        target = (size, int(size * height / width))
+    else:
+        target = (int(size * width / height), size)
+    if target != (width, height):
+        image = image.resize(target, Image.Resampling.BILINEAR)
+    width, height = image.size  # both at least image_size: resize_size(image_size) >= image_size
+    top, left = int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0))
+    image = image.crop((left, top, left + image_size, top + image_size))
+    pixels = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(image_size, image_size, 3)
+    tensor = pixels.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+    mean = torch.as_tensor(MEAN, dtype=tensor.dtype).view(-1, 1, 1)
+    std = torch.as_tensor(STD, dtype=tensor.dtype).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
 
 
 def build_train_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Tensor]:
