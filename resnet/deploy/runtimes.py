@@ -23,15 +23,25 @@ Runtimes (:data:`RUNTIMES`): ``onnxruntime`` (a requirement of this package's ON
   precision: ``precision="fp32"`` (the default: the same numbers on every CPU) or ``"bf16"``
   (OpenVINO converts the fp32 graph to bfloat16 where the CPU has native BF16). An INT8 (QDQ) model
   runs its quantized operators in INT8 under either.
+
+What a runtime makes of a file is kept between runs (:func:`runtime_cache_folder`), in
+``<torch.hub.get_dir()>/nvidia_convnets_runtimes`` unless ``cache_dir`` says otherwise: ONNX Runtime's optimized
+graph (``SessionOptions.optimized_model_filepath``, loaded again without re-optimising) and OpenVINO's compiled
+blob (its ``CACHE_DIR``). A folder belongs to one file, runtime version, CPU and settings, and is emptied when the
+file changes (its size or modification time, then its SHA-256, differ from what the folder records).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
+import secrets
+import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -42,8 +52,10 @@ __all__ = [
     "OnnxModel",
     "RuntimeModelError",
     "RuntimeUnavailableError",
+    "default_cache_dir",
     "load_onnx_model",
     "read_onnx_metadata",
+    "runtime_cache_folder",
 ]
 
 #: Runtimes that :func:`load_onnx_model` can use.
@@ -406,10 +418,12 @@ class OnnxModel:
             (a fixed-batch model is run in slices of that size).
         image_size: the side S of the (N, 3, S, S) images it takes: the graph's, else the export's metadata's,
             else 224.
+        cache: the folder where the runtime keeps its optimized model of this file between runs
+            (:func:`runtime_cache_folder`), or ``None``.
     """
 
     def __init__(self, path: Path, runtime: str, proto: Any, metadata: dict[str, Any], *,
-                 threads: int, precision: str) -> None:
+                 threads: int, precision: str, cache: Optional[Path] = None) -> None:
         self.path = path
         self.runtime = runtime
         self.precision = precision
@@ -424,8 +438,9 @@ class OnnxModel:
         self.classes = _class_names(metadata, classes, path, ours)
         self.class_names = self.classes or [f"class {i}" for i in range(classes or 0)]
         self.quantized = any(node.op_type in ("QuantizeLinear", "QLinearConv") for node in proto.graph.node)
+        self.cache = cache
         self._run = _make_runner(runtime, path, self.input_name, self.output_name, threads=threads,
-                                 precision=precision)
+                                 precision=precision, cache=cache)
 
     @property
     def num_classes(self) -> int:
@@ -474,18 +489,11 @@ class OnnxModel:
                 f"threads={self.threads}, classes={self.num_classes}, quantized={self.quantized})")
 
 
-def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *, threads: int, precision: str):
+def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *, threads: int, precision: str,
+                 cache: Optional[Path] = None):
     module = _import_runtime(runtime)
     if runtime == "onnxruntime":
-        options = module.SessionOptions()
-        options.graph_optimization_level = module.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = module.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            session = module.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:
-            raise RuntimeModelError(f"ONNX Runtime cannot load {str(path)!r}: {error}") from None
+        session = _ort_session(module, path, threads, cache)
 
         def run(x: np.ndarray) -> np.ndarray:
             return session.run([output_name], {input_name: x})[0]
@@ -501,7 +509,11 @@ def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *,
         hints.inference_precision: module.Type.bf16 if precision == "bf16" else module.Type.f32,
     }
     try:
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        if cache is not None:
+            # From the file's path, so that a compiled blob in the cache is used without reading the model.
+            compiled = core.compile_model(str(path), "CPU", {**config, "CACHE_DIR": str(cache)})
+        else:
+            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     except Exception as error:
         raise RuntimeModelError(f"OpenVINO cannot load {str(path)!r}: {error}") from None
     request = compiled.create_infer_request()
@@ -514,18 +526,140 @@ def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *,
     return run
 
 
+#: ONNX Runtime's optimized graph of a file, in its cache folder.
+ORT_OPTIMIZED_NAME = "optimized.onnx"
+#: The record of the file a cache folder belongs to.
+CACHE_RECORD_NAME = "source.json"
+
+
+def _ort_options(module: Any, threads: int, level: Any) -> Any:
+    options = module.SessionOptions()
+    options.graph_optimization_level = level
+    options.execution_mode = module.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return options
+
+
+def _ort_session(module: Any, path: Path, threads: int, cache: Optional[Path]) -> Any:
+    """An ONNX Runtime session of ``path``: from the optimized graph in ``cache`` when there is one (no graph
+    optimisation then), else optimising ``path`` and keeping the result there for the next run."""
+    levels = module.GraphOptimizationLevel
+    providers = ["CPUExecutionProvider"]
+    if cache is not None:
+        optimized = cache / ORT_OPTIMIZED_NAME
+        if optimized.is_file():
+            try:
+                return module.InferenceSession(str(optimized), _ort_options(module, threads, levels.ORT_DISABLE_ALL),
+                                               providers=providers)
+            except Exception:  # a damaged cache file: made again below
+                optimized.unlink(missing_ok=True)
+    options = _ort_options(module, threads, levels.ORT_ENABLE_ALL)
+    partial = None
+    if cache is not None:
+        # Written under a name of its own, then renamed: another process never reads a half-written graph.
+        partial = cache / f".{ORT_OPTIMIZED_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        options.optimized_model_filepath = str(partial)
+        # ONNX Runtime warns on stderr that the saved graph is for this CPU: the cache folder is keyed on it.
+        options.log_severity_level = 3
+    try:
+        session = module.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:
+        raise RuntimeModelError(f"ONNX Runtime cannot load {str(path)!r}: {error}") from None
+    finally:
+        if partial is not None:
+            try:
+                if partial.is_file():
+                    os.replace(partial, cache / ORT_OPTIMIZED_NAME)
+            except OSError:  # the cache is a convenience: a folder that cannot be written costs nothing else
+                partial.unlink(missing_ok=True)
+    return session
+
+
+def default_cache_dir() -> Path:
+    """Where runtimes keep what they make of a file between runs: ``<torch.hub.get_dir()>/nvidia_convnets_runtimes``
+    (``~/.cache/torch/hub/...``; honours ``TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "nvidia_convnets_runtimes"
+
+
+def _runtime_settings(runtime: str, threads: int, precision: str) -> dict[str, Any]:
+    """What a runtime's optimized model depends on besides the file: its version, the CPU, the settings."""
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        version = onnxruntime.__version__
+    else:
+        import openvino
+
+        version = openvino.get_version()
+    return {"runtime": runtime, "version": version, "machine": platform.machine(),
+            "cpu": torch.backends.cpu.get_cpu_capability(), "threads": threads, "precision": precision}
+
+
+def runtime_cache_folder(path: Path, cache_dir: Path, settings: dict[str, Any]) -> Optional[Path]:
+    """The folder of ``cache_dir`` for the file ``path`` run with ``settings`` (JSON values), made if missing and
+    emptied when the file changed since it was filled; ``None`` when it cannot be made or written.
+
+    The folder is named by the file's resolved path and ``settings``; its ``source.json`` records the file's size,
+    modification time and SHA-256. The same size and time: the folder is current (nothing is read). Otherwise the
+    file is hashed: the same content (a copy, a ``touch``) keeps the folder, other content empties it.
+    """
+    try:
+        info = path.stat()
+        key = json.dumps({"file": str(path.resolve()), **settings}, sort_keys=True)
+        folder = cache_dir / hashlib.sha256(key.encode()).hexdigest()[:32]
+        record_path = folder / CACHE_RECORD_NAME
+        try:
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = None
+        if isinstance(record, dict) and record.get("size") == info.st_size and record.get(
+                "mtime_ns") == info.st_mtime_ns:
+            return folder
+        digest = _file_sha256(path)
+        if not (isinstance(record, dict) and record.get("size") == info.st_size and record.get("sha256") == digest):
+            shutil.rmtree(folder, ignore_errors=True)  # made for another content of the file
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"file": str(path.resolve()), "size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": digest,
+                  **settings}
+        partial = folder / f".{CACHE_RECORD_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+        partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, record_path)
+        return folder
+    except OSError:  # an unwritable cache: run without one
+        return None
+
+
+def _has_external_data(proto: Any) -> bool:
+    import onnx
+
+    return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _all_tensors(proto))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_onnx_model(
     path: os.PathLike | str,
     runtime: str = "onnxruntime",
     *,
     threads: Optional[int] = None,
     precision: str = "fp32",
+    cache_dir: Union[os.PathLike, str, None, Literal[False]] = None,
 ) -> OnnxModel:
     """Open the ONNX file ``path`` on ``runtime`` (``onnxruntime`` or ``openvino``) for classification.
 
     ``threads``: intra-op threads (default ``torch.get_num_threads()``, one per physical core).
     ``precision``: ``fp32`` (default) or ``bf16`` (OpenVINO only: its bf16 inference precision hint,
     for CPUs with native BF16; the input and output stay float32).
+    ``cache_dir``: where the runtime's optimized model is kept between runs (:func:`runtime_cache_folder`;
+    default :func:`default_cache_dir`); ``False`` keeps nothing. A cache that cannot be written is skipped, and so
+    is a model that keeps its weights in external data files.
 
     Raises:
         RuntimeUnavailableError: the runtime is not installed (the message names the pip command).
@@ -545,4 +679,9 @@ def load_onnx_model(
     _import_runtime(runtime)  # a missing runtime is reported before the file is read
     path = Path(path)
     proto, metadata = _load_proto(path)
-    return OnnxModel(path, runtime, proto, metadata, threads=threads, precision=precision)
+    cache = None
+    # A model with external data is not cached: its record would not see those files change.
+    if cache_dir is not False and not _has_external_data(proto):
+        cache = runtime_cache_folder(path, Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+                                     _runtime_settings(runtime, threads, precision))
+    return OnnxModel(path, runtime, proto, metadata, threads=threads, precision=precision, cache=cache)
