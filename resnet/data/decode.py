@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from resnet.data.preprocessing import RESIZE_SIZE
+from resnet.data.preprocessing import RESIZE_SIZE, resized_size  # noqa: F401  (resized_size: also here)
 
 from resnet.data.defaults import DECODE_MODES, Decode, check_decode  # noqa: F401  (also this module's names)
 from resnet.data.errors import ImageLoadError, Uri
@@ -61,14 +61,6 @@ _SWAPS_AXES = frozenset(
     {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
 )
 _EXIF_ORIENTATION = 0x0112
-
-
-def resized_size(width: int, height: int, resize_to: int) -> tuple[int, int]:
-    """The (width, height) that torchvision's ``Resize(resize_to)`` gives an image of ``width`` x ``height``:
-    the shorter side becomes ``resize_to``, the longer one is scaled in proportion and rounded down."""
-    if width <= height:
-        return resize_to, int(resize_to * height / width)
-    return int(resize_to * width / height), resize_to
 
 
 def decode_image(file: io.BufferedIOBase, label: str, uri: Uri, *, resize_to: Optional[int] = None) -> Image.Image:

@@ -32,6 +32,14 @@ def resize_size(image_size: int = CROP_SIZE) -> int:
     return round(image_size * RESIZE_SIZE / CROP_SIZE)
 
 
+def resized_size(width: int, height: int, resize_to: int) -> tuple[int, int]:
+    """The (width, height) that torchvision's ``Resize(resize_to)`` gives an image of ``width`` x ``height``:
+    the shorter side becomes ``resize_to``, the longer one is scaled in proportion and rounded down."""
+    if width <= height:
+        return resize_to, int(resize_to * height / width)
+    return int(resize_to * width / height), resize_to
+
+
 def build_transform(image_size: int = CROP_SIZE) -> Callable[[object], torch.Tensor]:
     """Return the torchvision pipeline that maps an RGB PIL image to a (3, image_size, image_size) tensor.
 
@@ -62,13 +70,8 @@ def to_model_input(image: object, image_size: int = CROP_SIZE) -> "torch.Tensor"
     import torch
     from PIL import Image
 
-    size = resize_size(image_size)
-    width, height = image.size
-    if width <= height:
-        target = (size, int(size * height / width))
-    else:
-        target = (int(size * width / height), size)
-    if target != (width, height):
+    target = resized_size(*image.size, resize_size(image_size))
+    if target != image.size:
         image = image.resize(target, Image.Resampling.BILINEAR)
     width, height = image.size  # both at least image_size: resize_size(image_size) >= image_size
     top, left = int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0))
