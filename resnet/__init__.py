@@ -13,46 +13,55 @@ The package is layered; each layer imports only the ones below it (checked by ``
 ``resnet.io``                                  downloads and atomic file writes
 =============================================  ====================================================
 
-Importing the package plugs the eval fast path (:mod:`resnet.fast.eval_path`) into the model
-(:func:`resnet.models.resnet.set_inference_accelerator`): the model itself never imports it. Modules that moved
-when the package was split keep their old import paths (:mod:`resnet._moved`).
+``import resnet`` imports no torch: the names below are imported when first used (``resnet.ResNet``,
+``from resnet import create_model``), so that ``python -m resnet --help`` answers at once. Whenever the model's
+module is imported, by any path, the eval fast path (:mod:`resnet.fast.eval_path`) is plugged into it
+(:func:`resnet.models.resnet.set_inference_accelerator`, :mod:`resnet._plug`): the model itself never imports it.
+Modules that moved when the package was split keep their old import paths (:mod:`resnet._moved`).
 """
 
-from resnet import _moved
-from resnet.fast import eval_path as _eval_path  # noqa: F401  (plugs the eval fast path into ResNet)
-from resnet.models.builder import create_model
-from resnet.weights.catalogue import CHECKPOINTS, MIRROR_ENV, Checkpoint
-from resnet.models.resnet import ARCHS, ArchConfig, Bottleneck, ResNet, SqueezeExcitation, get_arch
-from resnet.weights.reading import (
-    CheckpointMismatchError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-    HashMismatchError,
-    UnsafeCheckpointError,
-    WeightsCacheError,
-    WeightsDownloadError,
-    WeightsError,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ARCHS",
-    "CHECKPOINTS",
-    "MIRROR_ENV",
-    "ArchConfig",
-    "Bottleneck",
-    "Checkpoint",
-    "CheckpointMismatchError",
-    "CheckpointNotFoundError",
-    "CorruptCheckpointError",
-    "HashMismatchError",
-    "ResNet",
-    "SqueezeExcitation",
-    "UnsafeCheckpointError",
-    "WeightsCacheError",
-    "WeightsDownloadError",
-    "WeightsError",
-    "create_model",
-    "get_arch",
-]
+import importlib
+from typing import Any
+
+from resnet import _moved, _plug
+
+#: The package's names -> the module that defines each (imported at first use).
+_EXPORTS: dict[str, str] = {
+    "ARCHS": "resnet.models.archs",
+    "ArchConfig": "resnet.models.archs",
+    "get_arch": "resnet.models.archs",
+    "Bottleneck": "resnet.models.resnet",
+    "ResNet": "resnet.models.resnet",
+    "SqueezeExcitation": "resnet.models.resnet",
+    "create_model": "resnet.models.builder",
+    "CHECKPOINTS": "resnet.weights.catalogue",
+    "MIRROR_ENV": "resnet.weights.catalogue",
+    "Checkpoint": "resnet.weights.catalogue",
+    **dict.fromkeys(
+        ("CheckpointMismatchError", "CheckpointNotFoundError", "CorruptCheckpointError", "HashMismatchError",
+         "UnsafeCheckpointError", "WeightsCacheError", "WeightsDownloadError", "WeightsError"),
+        "resnet.weights.reading",
+    ),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: the package's names, imported from their modules at first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 _moved.install(_moved.MOVED)
+_plug.install()

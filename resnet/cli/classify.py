@@ -30,23 +30,14 @@ import json
 import math
 import os
 import sys
-from typing import Callable, Iterable, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, TextIO
 
-import torch
-from tqdm import tqdm
-
-from resnet.data.decode import Decode
-from resnet.data.display import PLOT_LIMIT, save_predictions_chart
-from resnet.data.images import DEFAULT_DEADLINE, DEFAULT_TIMEOUT
-from resnet.data.inputs import expand_inputs
+# Only what --help and the argument checks need is imported here: torch, the decoders and the model come with run()
+# (python -m resnet classify --help answers without importing torch).
+from resnet.data.defaults import DEFAULT_DEADLINE, DEFAULT_TIMEOUT, PLOT_LIMIT, Decode
 from resnet.errors import ConvNetsError
-from resnet.predict import engine
-from resnet.predict.engine import Outcome, classify_stream
-from resnet.predict.results import DEFAULT_PART_ROWS
-
-from resnet.training import distributed
+from resnet.predict.results import DEFAULT_PART_ROWS, Outcome
 from resnet.io.download import Timeout, parse_timeout
-from resnet.fast import optimize_for_inference
 from resnet.cli.options import (
     add_decode_option,
     add_precision_option,
@@ -67,7 +58,20 @@ from resnet.cli.options import (
 from resnet.data.names import printable_name
 from resnet.data.preprocessing import CROP_SIZE, ImageSize
 from resnet.models.family import get_head, model_data_config
-from resnet.deploy.runtimes import RuntimeModelError
+
+if TYPE_CHECKING:
+    import torch
+    from tqdm import tqdm
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: ``classify_stream`` (this module's name since before the engine moved to
+    :mod:`resnet.predict.engine`), imported with torch when first asked for."""
+    if name == "classify_stream":
+        from resnet.predict.engine import classify_stream
+
+        return classify_stream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: More inputs than this get a progress bar on stderr.
 PROGRESS_THRESHOLD = 8
@@ -76,7 +80,7 @@ PROGRESS_THRESHOLD = 8
 #: Results gathered from the ranks of a torchrun job per exchange (per rank), when printing.
 GATHER_CHUNK = 256
 
-__all__ = ["Outcome", "classify", "classify_stream", "add_arguments", "run", "plot", "write_outcomes", "top_k",
+__all__ = ["Outcome", "classify", "classify_stream", "add_arguments", "run", "plot", "write_outcomes", "top_k",  # noqa: F822
            "url_timeout", "DTYPE_PRECISIONS", "PROGRESS_THRESHOLD"]
 
 
@@ -196,6 +200,10 @@ def classify(
     (the size the model was trained at) after resizing to 256/224 of it, or prepared as a
     :class:`resnet.data.preprocessing.DataConfig` says (the model's: :func:`resnet.models.family.model_data_config`);
     ``decode`` as :func:`resnet.data.batch.iter_batches` takes it."""
+    from tqdm import tqdm
+
+    from resnet.predict import engine
+
     with tqdm(total=len(uris), disable=not progress, unit="img", file=sys.stderr) as bar:
         return engine.classify(uris, model, classes, top_k=top_k, batch_size=batch_size, device=device,
                                workers=workers, timeout=timeout, image_size=image_size, progress=bar.update,
@@ -234,6 +242,8 @@ def _in_order(mine: Iterable[Outcome], processes, total: int, chunk: int = GATHE
 
 def _refuse_torchrun_without_distributed() -> Optional[int]:
     """Under torchrun with several processes but without --distributed: the exit status, else None."""
+    from resnet.training import distributed
+
     launched = distributed.launcher_environment()
     if launched is None or launched[1] <= 1:
         return None
@@ -271,6 +281,7 @@ def _check_combinations(args: argparse.Namespace) -> None:
 
 def _listed_inputs(args: argparse.Namespace, rank: int) -> list[str]:
     """The inputs, expanded (folders, list files); warnings on rank 0."""
+    from resnet.data.inputs import expand_inputs
     from resnet.predict.sources import is_filesystem_uri, list_inputs, read_list_file
 
     items = list(args.inputs)
@@ -294,9 +305,13 @@ def _listed_inputs(args: argparse.Namespace, rank: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``classify`` subcommand; returns the exit status."""
     check_onnx_options(args, args.precision)
-    _check_combinations(args)
+    _check_combinations(args)  # an argument error answers before torch is imported
     if args.engine == "ray":
         return run_ray(args)
+    from resnet.deploy.runtimes import RuntimeModelError
+    from resnet.fast import optimize_for_inference
+    from resnet.training import distributed
+
     device_name = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     if not args.distributed:
         refused = _refuse_torchrun_without_distributed()
@@ -340,12 +355,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _progress_bar(args: argparse.Namespace, rank: int, total: int) -> tqdm:
+    from tqdm import tqdm
+
     return tqdm(total=total, disable=args.quiet or rank != 0 or total <= PROGRESS_THRESHOLD, unit="img",
                 file=sys.stderr)
 
 
 def _print_results(args, uris: list[str], model, classes: list[str], options: dict, processes) -> int:
     """Classify this rank's share and print every result in input order as it comes (rank 0 prints)."""
+    from resnet.predict.engine import classify_stream
+
     rank, world = processes.rank, processes.world
     kept: list[Outcome] = []  # the first images --plot draws
     failed = total = 0
@@ -370,6 +389,9 @@ def _print_results(args, uris: list[str], model, classes: list[str], options: di
 
 def _write_dataset(args, uris: list[str], model, classes: list[str], options: dict, processes) -> int:
     """Classify this rank's share of the inputs not yet in ``--output`` and write them there, part by part."""
+    import torch
+
+    from resnet.predict.engine import classify_stream
     from resnet.predict.results import ResultWriter, read_done
 
     rank, world = processes.rank, processes.world
@@ -470,6 +492,8 @@ def plot(outcomes: list[Outcome], path: str) -> None:
     Raises:
         CommandError: the file could not be written (exit status 1: the results were printed).
     """
+    from resnet.data.display import save_predictions_chart
+
     good = [o for o in outcomes if o.error is None]
     results = [[(name, f"{100 * p:.1f}%") for _, name, p in o.top] for o in good]
     try:

@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import torch
-
+# Only what --help and the argument checks need is imported here; torch and the model come with run().
 from resnet.cli.options import (
     CommandError,
     add_decode_option,
@@ -41,17 +40,25 @@ from resnet.cli.options import (
     positive_int,
     report_warning,
 )
-from resnet.data.folders import scan_folder
-from resnet.data.loading import default_workers
+from resnet.data.defaults import default_workers
 from resnet.models.family import get_head, model_data_config
-from resnet.deploy.runtimes import RuntimeModelError
-from resnet.training import distributed, recipe
-from resnet.training.evaluation import (  # noqa: F401  (also the names of the old resnet.evaluate module)
-    Predictor,
-    Report,
-    evaluate_folder,
-    match_folders,
-)
+
+if TYPE_CHECKING:
+    import torch
+
+    from resnet.training.evaluation import Predictor, Report
+
+#: Names of the old ``resnet.evaluate`` module that live in :mod:`resnet.training.evaluation` (imported at first use).
+_EVALUATION_NAMES = ("Predictor", "Report", "evaluate_folder", "match_folders")
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: :data:`_EVALUATION_NAMES`, imported with torch when first asked for."""
+    if name in _EVALUATION_NAMES:
+        from resnet.training import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +96,11 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
     ``check(class names, outputs)`` runs once the weights are read, before the fast path is built. The image
     size is ``--image-size``, else the size the model was trained at (an ONNX export's own size).
     """
+    import torch
+
     from resnet.fast import optimize_for_inference
+    from resnet.training import recipe
+    from resnet.training.evaluation import Predictor
 
     if args.onnx:
         model = load_onnx(args, args.precision)
@@ -114,6 +125,11 @@ def load_predictor(args: argparse.Namespace, device: torch.device,
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of the ``evaluate`` subcommand; returns the exit status."""
+    from resnet.data.folders import scan_folder
+    from resnet.deploy.runtimes import RuntimeModelError
+    from resnet.training import distributed
+    from resnet.training.evaluation import evaluate_folder, match_folders
+
     check_onnx_options(args, args.precision)
     device = "cpu" if args.onnx else args.device  # the runtimes run on the CPU
     with distributed.job(device, distributed=args.distributed, command="evaluate", warn=report_warning) as procs:

@@ -16,19 +16,25 @@ import os
 import re
 import sys
 import urllib.parse
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from torch import nn
-
-
-from resnet.data.decode import DECODE_MODES
-from resnet.data.loading import default_workers
+# Nothing imported here imports torch: --help and argument errors need none of it (the model is built in run()).
+from resnet.data.defaults import DECODE_MODES, default_workers
 from resnet.data.preprocessing import MIN_IMAGE_SIZE
 from resnet.errors import ConvNetsError, cli_text  # noqa: F401  (cli_text: shared by the commands)
-from resnet.fast.devices import resolve_device  # noqa: F401  (--device, shared by the commands)
-from resnet.io.atomic import OutputPathError, check_file_target
-from resnet.models.family import EFFICIENTNETS_WITH_WEIGHTS, canonical_model_arch
-from resnet.models.resnet import ARCHS
+from resnet.models.family import ARCHS, EFFICIENTNETS_WITH_WEIGHTS, canonical_model_arch
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def __getattr__(name: str) -> Any:
+    """``resolve_device`` (``--device``, shared by the commands), imported with torch when first asked for."""
+    if name == "resolve_device":
+        from resnet.fast.devices import resolve_device
+
+        return resolve_device
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CommandError(ConvNetsError):
@@ -136,6 +142,8 @@ def base_url(text: str) -> str:
 
 def output_file(text: str) -> str:
     """argparse type: a file path that can be written (its folder exists and is writable; not a folder)."""
+    from resnet.io.atomic import OutputPathError, check_file_target  # only when such an option is given
+
     try:
         check_file_target(text)
     except OutputPathError as error:

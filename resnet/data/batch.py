@@ -16,13 +16,12 @@ import torch
 
 from resnet.data.preprocessing import CROP_SIZE, ImageSize, data_config
 
+from resnet.data.defaults import MAX_DEFAULT_WORKERS, default_workers  # noqa: F401  (also this module's names)
 from resnet.data.errors import Uri
 from resnet.data.images import DEFAULT_TIMEOUT, Decode, Timeout, _check_timeout, check_decode, load_input
 
 T = TypeVar("T")
 R = TypeVar("R")
-#: Most decoding threads by default, whatever the number of CPUs.
-MAX_DEFAULT_WORKERS: int = 8
 
 
 @dataclass
@@ -201,12 +200,6 @@ def _as_list(uris: Iterable[Uri]) -> list[Uri]:
     if isinstance(uris, (str, bytes, os.PathLike)):
         raise TypeError(f"load_batch expects a list of inputs, not the single input {uris!r}; wrap it in a list")
     return list(uris)
-
-
-def default_workers() -> int:
-    """Decoding threads (or loader processes) when none are asked for: the CPU count, at most
-    :data:`MAX_DEFAULT_WORKERS`."""
-    return min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
 
 
 def _resolve_workers(num_workers: Optional[int]) -> int:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import Literal, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from resnet.data.preprocessing import RESIZE_SIZE, DataConfig, resized_size  # noqa: F401  (resized_size: also here)
 
+from resnet.data.defaults import DECODE_MODES, Decode, check_decode  # noqa: F401  (also this module's names)
 from resnet.data.errors import ImageLoadError, Uri
 
 #: Largest image accepted, read from a local file or downloaded from a URL, in bytes (far above
@@ -42,10 +43,6 @@ MAX_PNG_CHUNK_BYTES: int = 16 * 1024 * 1024
 # clips every value above 255 (a 16-bit photo turns almost white), so they are scaled instead.
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
-#: How an image is decoded: every pixel (``"exact"``), or a large JPEG at reduced scale (``"reduced"``).
-Decode = Literal["exact", "reduced"]
-#: The names :data:`Decode` takes.
-DECODE_MODES: tuple[str, ...] = ("exact", "reduced")
 #: Reduced decoding keeps both decoded sides at least this many times the shorter side resized to (512 pixels
 #: for Resize(256)). With 2, top-1 agreed with exact decoding as often as a second exact implementation of the
 #: resize did (benchmarks/decode_agreement.py); with 1 it agreed clearly less often.
@@ -64,12 +61,6 @@ _SWAPS_AXES = frozenset(
     {Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE}
 )
 _EXIF_ORIENTATION = 0x0112
-
-
-def check_decode(decode: object) -> None:
-    """Refuse a ``decode`` that is not one of :data:`DECODE_MODES` (``ValueError``)."""
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode must be one of {', '.join(map(repr, DECODE_MODES))}, got {decode!r}")
 
 
 #: What a preprocessing resizes to first: the shorter side of a bilinear ``Resize``, or a

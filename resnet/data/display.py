@@ -16,12 +16,11 @@ from resnet.data.preprocessing import MEAN, STD
 from resnet.data.decode import to_rgb
 from resnet.data.errors import Uri
 from resnet.data.images import DEFAULT_TIMEOUT, Timeout, load_image
+# Images drawn by save_predictions_chart at most by default (one row each); also this module's name.
+from resnet.data.defaults import PLOT_LIMIT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-#: Images drawn by :func:`save_predictions_chart` at most by default (one row each).
-PLOT_LIMIT: int = 16
 
 #: What can be drawn: a URL or path, a PIL image, a preprocessed (3, H, W) tensor, or an HxWx3 array.
 ImageLike = Union[Uri, Image.Image, torch.Tensor, np.ndarray]

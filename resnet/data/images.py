@@ -11,10 +11,9 @@ image by :mod:`resnet.data.decode` before it is decoded (aspect ratio, pixels, P
 
 from __future__ import annotations
 
-import functools
 import io
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import validators
@@ -22,14 +21,7 @@ from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.io.download import DownloadError, Limits, Timeout, check_timeout, open_stream
-from resnet.data.preprocessing import (
-    CROP_SIZE,
-    DEFAULT_DATA_CONFIG,
-    DataConfig,
-    ImageSize,
-    build_transform,
-    data_config,
-)
+from resnet.data.preprocessing import CROP_SIZE, DEFAULT_DATA_CONFIG, ImageSize, data_config, to_model_input
 
 from resnet.data.decode import (  # noqa: F401  (Decode, DECODE_MODES: also the names of this module)
     DECODE_MODES,
@@ -41,11 +33,12 @@ from resnet.data.decode import (  # noqa: F401  (Decode, DECODE_MODES: also the 
     decode_image,
     to_rgb,
 )
+from resnet.data.defaults import DEFAULT_DEADLINE, DEFAULT_TIMEOUT  # noqa: F401  (also this module's names)
 from resnet.data.errors import ImageLoadError, Uri
 from resnet.data.files import file_uri_to_path, is_file_uri, load_local_image
 
 if torch.distributed.is_available():
-    # Before any process group exists (30 ms). The first preprocess() imports torchvision, which
+    # Before any process group exists (30 ms). build_transform() (evaluation, training) imports torchvision, which
     # imports torch._dynamo and with it torch.distributed.nn.functional, whose functions take
     # ``group=group.WORLD`` as a default argument, evaluated at import. Imported after
     # init_process_group(), they would hold the default group for the life of the interpreter:
@@ -54,13 +47,6 @@ if torch.distributed.is_available():
     # ("terminate called without an active exception": torchrun jobs using iter_batches, torch 2.14).
     import torch.distributed.nn.functional  # noqa: F401
 
-#: Default (connect, read) timeout in seconds: connecting to the server, then each wait for more
-#: bytes. A server that accepts the connection and never answers fails after the read timeout.
-#: ``timeout=`` also takes one number, or (connect, read, deadline) (see ``resnet.io.download.Timeout``).
-DEFAULT_TIMEOUT: tuple[float, float] = (5.0, 30.0)
-#: Seconds a URL download may take in all, unless ``timeout`` has a third element: a server that
-#: sends a byte every few seconds never trips the read timeout, and is stopped by this.
-DEFAULT_DEADLINE: float = 180.0
 #: Largest download accepted from a URL, in bytes: the bound on every image file.
 MAX_DOWNLOAD_BYTES: int = MAX_IMAGE_BYTES
 
@@ -150,17 +136,12 @@ def load_for_resize(uri: Uri, resize_to: Optional[ResizeTo], *, timeout: Timeout
     return load_local_image(path, uri, resize_to=resize_to)
 
 
-@functools.lru_cache(maxsize=1)
-def _transform() -> Callable[[Image.Image], torch.Tensor]:
-    # Built once: the pipeline is stateless and shared safely by the decoding threads.
-    return build_transform()
-
-
 def preprocess(image: Image.Image) -> torch.Tensor:
     """Turn a PIL image into the (3, 224, 224) float32 model input.
 
     Resize(256) -> CenterCrop(224) -> ToTensor -> Normalize(ImageNet mean/std), the pipeline
-    of ``resnet.data.preprocessing.build_transform`` (the one place its constants are defined).
+    of ``resnet.data.preprocessing.build_transform`` (the one place its constants are defined), computed without
+    importing torchvision and equal to it (:func:`resnet.data.preprocessing.to_model_input`).
     Images that are not RGB are converted first, as :func:`load_image` does.
 
     Raises:
@@ -173,7 +154,7 @@ def preprocess(image: Image.Image) -> torch.Tensor:
             "load files and URLs with load_image() first"
         )
     check_aspect_ratio(image, "the image", None)
-    return _transform()(to_rgb(image))
+    return to_model_input(to_rgb(image))
 
 
 def preprocess_at(image: Image.Image, image_size: ImageSize) -> torch.Tensor:
@@ -186,12 +167,7 @@ def preprocess_at(image: Image.Image, image_size: ImageSize) -> torch.Tensor:
     if not isinstance(image, Image.Image):
         raise TypeError(f"preprocess_at expects a PIL.Image.Image, got {type(image).__name__}")
     check_aspect_ratio(image, "the image", None)
-    return _sized_transform(config)(to_rgb(image))
-
-
-@functools.lru_cache(maxsize=4)
-def _sized_transform(config: DataConfig) -> Callable[[Image.Image], torch.Tensor]:
-    return build_transform(config)
+    return to_model_input(to_rgb(image), config)
 
 
 def prepare_input_from_uri(uri: Uri, cuda: bool = False, *, timeout: Timeout = DEFAULT_TIMEOUT) -> torch.Tensor:

@@ -9,9 +9,10 @@ cannot drift away from what the weights were trained with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
-import torch
+if TYPE_CHECKING:  # imported by build_transform's callers; the constants are read without torch (--help)
+    import torch
 
 #: Shorter image side after resizing (bilinear, as PIL does it).
 RESIZE_SIZE: int = 256
@@ -150,12 +151,39 @@ def pixels_to_tensor(pixels) -> torch.Tensor:
     """The rest of :func:`build_transform` for a whole batch: ToTensor() -> Normalize(MEAN, STD) of an
     (N, H, W, 3) uint8 array (or tensor) of RGB pixels, giving the (N, 3, H, W) float32 model input, the values
     :func:`build_transform` gives image by image."""
+    import torch
     from torchvision.transforms import functional
 
     batch = torch.as_tensor(pixels)
     if batch.dtype != torch.uint8 or batch.dim() != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected an (N, H, W, 3) uint8 batch of RGB pixels, got {batch.dtype} {tuple(batch.shape)}")
     return functional.normalize(batch.permute(0, 3, 1, 2).to(torch.float32).div(255), MEAN, STD)
+
+
+def to_model_input(image: object, image_size: ImageSize = CROP_SIZE) -> "torch.Tensor":
+    """``build_transform(image_size)(image)`` for an RGB PIL image, computed the same way without importing
+    torchvision (its import, with ``torch._dynamo``, costs a command-line run more than a second): Pillow's resize
+    (the config's interpolation) to torchvision's size, its centre-crop box, then the same tensor operations. The
+    result is equal to torchvision's bit for bit (``tests/test_preprocessing_peer.py`` compares them).
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    config = data_config(image_size)
+    image_size = config.image_size
+    target = resized_size(*image.size, config.resize_size)
+    if target != image.size:
+        resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[config.interpolation]
+        image = image.resize(target, resample)
+    width, height = image.size  # both at least image_size: the resize is at least the crop
+    top, left = int(round((height - image_size) / 2.0)), int(round((width - image_size) / 2.0))
+    image = image.crop((left, top, left + image_size, top + image_size))
+    pixels = torch.from_numpy(np.array(image, np.uint8, copy=True)).view(image_size, image_size, 3)
+    tensor = pixels.permute((2, 0, 1)).contiguous().to(dtype=torch.get_default_dtype()).div(255)
+    mean = torch.as_tensor(MEAN, dtype=tensor.dtype).view(-1, 1, 1)
+    std = torch.as_tensor(STD, dtype=tensor.dtype).view(-1, 1, 1)
+    return tensor.sub_(mean).div_(std)
 
 
 def build_train_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], torch.Tensor]:

@@ -6,13 +6,15 @@ called, whether it is an EfficientNet, what its classifier head is and how its i
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from torch import nn
-
+# Architecture data only, no torch: the command line checks --arch and prints --help before importing it.
 from resnet.data.preprocessing import DEFAULT_DATA_CONFIG, DataConfig
-from resnet.models.efficientnet import EFFICIENTNET_ARCHS, canonical_efficientnet_arch, get_efficientnet_arch
-from resnet.models.resnet import ARCHS, canonical_arch, get_arch
+from resnet.models.archs import ARCHS, canonical_arch, get_arch
+from resnet.models.efficientnet_archs import EFFICIENTNET_ARCHS, canonical_efficientnet_arch, get_efficientnet_arch
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "EFFICIENTNETS_WITH_WEIGHTS",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
@@ -20,24 +19,7 @@ from resnet.data.images import DEFAULT_TIMEOUT
 from resnet.data.decode import Decode
 from resnet.data.preprocessing import CROP_SIZE, ImageSize
 from resnet.io.download import Timeout
-
-
-@dataclass
-class Outcome:
-    """The result for one input: its top-k ``(class index, name, probability)`` or an error."""
-
-    input: str
-    top: list[tuple[int, str, float]] = field(default_factory=list)
-    error: Optional[str] = None
-
-    def as_json(self) -> dict:
-        """``{"input", "top": [{"index", "class", "probability"}...]}``, or ``{"input", "error"}``."""
-        if self.error is not None:
-            return {"input": self.input, "error": self.error}
-        return {
-            "input": self.input,
-            "top": [{"index": i, "class": name, "probability": round(p, 6)} for i, name, p in self.top],
-        }
+from resnet.predict.results import Outcome  # noqa: F401  (also this module's name)
 
 
 def top_classes(logits: torch.Tensor, classes: list[str], top_k: int) -> list[list[tuple[int, str, float]]]:

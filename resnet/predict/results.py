@@ -28,12 +28,30 @@ import os
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from resnet.errors import ConvNetsError
 from resnet.io.atomic import atomic_file, sweep_stale
-from resnet.predict.engine import Outcome
+
+
+@dataclass
+class Outcome:
+    """The result for one input: its top-k ``(class index, name, probability)`` or an error."""
+
+    input: str
+    top: list[tuple[int, str, float]] = field(default_factory=list)
+    error: Optional[str] = None
+
+    def as_json(self) -> dict:
+        """``{"input", "top": [{"index", "class", "probability"}...]}``, or ``{"input", "error"}``."""
+        if self.error is not None:
+            return {"input": self.input, "error": self.error}
+        return {
+            "input": self.input,
+            "top": [{"index": i, "class": name, "probability": round(p, 6)} for i, name, p in self.top],
+        }
+
 
 #: Rows per part file by default: what a crash can lose, and the most results held in memory before writing.
 DEFAULT_PART_ROWS = 1000

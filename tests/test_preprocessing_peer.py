@@ -1,0 +1,32 @@
+"""The model input that ``preprocess`` / ``load_input`` / ``classify`` compute without torchvision
+(:func:`resnet.data.preprocessing.to_model_input`) is torchvision's pipeline, bit for bit: the peer is
+``build_transform`` (torchvision's Resize, CenterCrop, ToTensor, Normalize)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from resnet.data.images import load_image, preprocess, preprocess_at
+from resnet.data.preprocessing import build_transform, to_model_input
+
+from support import PHOTOS
+
+
+@pytest.mark.parametrize("image_size", [224, 160, 288, 97])
+def test_equal_to_torchvision_on_photos_of_many_shapes(image_size: int) -> None:
+    peer = build_transform(image_size)
+    for path in PHOTOS:
+        photo = load_image(path)
+        for size in [photo.size, (257, 4000), (4001, 256), (300, 301), (999, 333), (256, 256), (291, 292),
+                     (image_size * 256 // 224, 1000)]:
+            image = photo.resize(size, Image.Resampling.BILINEAR)
+            assert torch.equal(to_model_input(image, image_size), peer(image)), (path.name, size, image_size)
+
+
+def test_the_library_functions_use_it() -> None:
+    photo = load_image(PHOTOS[0])
+    assert torch.equal(preprocess(photo), build_transform()(photo))
+    assert torch.equal(preprocess_at(photo, 160), build_transform(160)(photo))
+
