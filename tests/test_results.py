@@ -271,6 +271,11 @@ def test_without_ray_the_message_says_what_to_install(capsys, monkeypatch, tmp_p
 
     monkeypatch.setitem(sys.modules, "ray", None)
     monkeypatch.delitem(sys.modules, "resnet.predict.ray_data", raising=False)
+    import resnet.predict
+
+    # An earlier import leaves the submodule as the package's attribute, which `from resnet.predict import
+    # ray_data` would return without importing it again.
+    monkeypatch.delattr(resnet.predict, "ray_data", raising=False)
     assert main(["classify", str(REPO_ROOT / "examples" / "images"), "--engine", "ray",
                  "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

@@ -21,7 +21,14 @@ from PIL import Image
 
 # Imported here, not lazily: torch.hub takes the repository off sys.path once hubconf is loaded.
 from resnet.io.download import DownloadError, Limits, Timeout, check_timeout, open_stream
-from resnet.data.preprocessing import CROP_SIZE, DEFAULT_DATA_CONFIG, ImageSize, data_config, to_model_input
+from resnet.data.preprocessing import (  # noqa: F401  (build_transform: also this module's name)
+    CROP_SIZE,
+    DEFAULT_DATA_CONFIG,
+    ImageSize,
+    build_transform,
+    data_config,
+    to_model_input,
+)
 
 from resnet.data.decode import (  # noqa: F401  (Decode, DECODE_MODES: also the names of this module)
     DECODE_MODES,
