@@ -13,6 +13,7 @@ its share of every batch (DistributedDataParallel); the learning rate follows th
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from resnet.cli.options import (
     CommandError,
@@ -27,18 +28,25 @@ from resnet.cli.options import (
     positive_int,
     report_warning,
 )
-from resnet.training import distributed, recipe
-from resnet.training.trainer import (  # noqa: F401  (also the names of the old resnet.train module)
-    CHANCE_EPOCHS,
-    DIVERGENCE_FACTOR,
-    INTERRUPTED,
-    UNREADABLE_ALERT,
-    Interrupted,
-    StopRequests,
-    Trainer,
-    run_options,
-    training_warnings,
-)
+# Only what --help and the argument checks need is imported here; torch and the trainer come with run().
+from resnet.training.hyperparameters import LR_PER_256
+
+#: Names of the old ``resnet.train`` module that live in :mod:`resnet.training.trainer` (imported at first use).
+_TRAINER_NAMES = ("CHANCE_EPOCHS", "DIVERGENCE_FACTOR", "INTERRUPTED", "UNREADABLE_ALERT", "Interrupted",
+                  "StopRequests", "Trainer", "run_options", "training_warnings")
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: :data:`_TRAINER_NAMES` (and ``distributed``, ``recipe``), imported with torch when first asked for."""
+    if name in _TRAINER_NAMES:
+        from resnet.training import trainer
+
+        return getattr(trainer, name)
+    if name in ("distributed", "recipe"):
+        import importlib
+
+        return importlib.import_module(f"resnet.training.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = True):
@@ -68,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=32,
                         help="images per step and process (default 32); the global batch is this times the "
                         "number of processes")
-    parser.add_argument("--lr", type=positive_float, default=recipe.LR_PER_256,
-                        help=f"learning rate per 256 images of the global batch (default {recipe.LR_PER_256})")
+    parser.add_argument("--lr", type=positive_float, default=LR_PER_256,
+                        help=f"learning rate per 256 images of the global batch (default {LR_PER_256})")
     parser.add_argument("--warmup-epochs", type=_number(0, float("inf")), default=1.0,
                         help="epochs of linear learning-rate warm-up before the cosine decay (default 1)")
     parser.add_argument("--mixup", type=positive_float, metavar="ALPHA",
@@ -100,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 2 and not args.freeze_backbone:
         raise CommandError("--batch-size 1 cannot train BatchNorm layers (they need 2 or more images per step "
                            "and process): give --batch-size 2 or more, or --freeze-backbone")
+    from resnet.training import distributed
+    from resnet.training.trainer import Trainer
+
     with distributed.job(args.device, distributed=distributed.launched_by_torchrun(), command="train",
                          warn=report_warning) as procs:
         return Trainer(args, procs, build_model=load_model, warn=report_warning).run()

@@ -23,12 +23,12 @@ from torch import nn
 from resnet.fast.devices import PRECISIONS as DEVICE_PRECISIONS
 from resnet.fast.devices import precision_name, resolve_dtype  # noqa: F401  (precision_name: the one namer)
 from resnet.errors import ConvNetsError
-
-#: Learning rate per 256 images of the global batch.
-LR_PER_256 = 0.256
-MOMENTUM = 0.875
-WEIGHT_DECAY = 3.0517578125e-05
-LABEL_SMOOTHING = 0.1
+from resnet.training.hyperparameters import (  # noqa: F401  (also this module's names)
+    LABEL_SMOOTHING,
+    LR_PER_256,
+    MOMENTUM,
+    WEIGHT_DECAY,
+)
 #: ``--precision`` names (:data:`resnet.fast.devices.PRECISIONS`) and their autocast dtypes (``None``: no autocast).
 PRECISIONS = {name: None if dtype == torch.float32 else dtype for name, dtype in DEVICE_PRECISIONS.items()}
 
