@@ -44,6 +44,12 @@ def probe(*argv: str) -> dict:
     ["classify", "photo.jpg", "--topk", "3"],
     ["classify"],
     ["evaluate", "data", "--decode", "fast"],
+    ["train", "--help"],
+    ["export", "--help"],
+    ["train", "data"],
+    ["train", "data", "-o", "run", "--epochs", "0"],
+    ["export", "--output", "out", "--format", "tflite"],
+    ["export", "--output", "out", "--opset", "x"],
     ["nonsense"],
 ], ids=lambda argv: " ".join(argv))
 def test_help_and_argument_errors_import_nothing_heavy(argv: list[str]) -> None:

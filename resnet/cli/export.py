@@ -23,28 +23,10 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
-import torch
-from torch import nn
-
-from resnet.io.atomic import OutputPathError, atomic_directory, check_directory_target
-from resnet.weights.catalogue import CHECKPOINTS
-from resnet.fast.devices import cpu_runs_float16_convolutions
-from resnet.deploy.exporters import (
-    DEFAULT_OPSET,
-    INPUT_NAME,
-    ONNX_EXPORTERS,
-    OUTPUT_NAME,
-    ExportError,
-    export_metadata,
-    export_onnx,
-    export_torchscript,
-    first_line,
-    highest_opset,
-    prepare_for_export,
-    resolve_onnx_exporter,
-)
+# Only what --help and the argument checks need is imported here (data, no torch); the exporters, the runtimes and
+# torch are imported by _load_heavy() when the command runs (python -m resnet export --help answers at once).
 from resnet.cli.options import (
     image_size,
     CommandError,
@@ -55,35 +37,99 @@ from resnet.cli.options import (
     run_command,
 )
 from resnet.data.preprocessing import ImageSize, data_config
-from resnet.models.family import arch_data_config, get_head, model_data_config
-from resnet.deploy.pt2 import (
-    Pt2Error,
-    aoti_available,
-    compile_package,
-    export_program,
-    make_program,
-    program_available,
-)
-from resnet.deploy.quantize import (
+from resnet.data.synsets import imagenet_class_names
+from resnet.deploy.choices import (
+    BACKENDS,
     CALIBRATION_METHODS,
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_CALIBRATION_METHOD,
-    MIN_CALIBRATION_IMAGES,
-    CalibrationSet,
-    QuantizationError,
-    entropy_calibration_problem,
-    load_calibration_set,
-    quantize_onnx,
-    skipped_summary,
-)
-from resnet.data.synsets import imagenet_class_names
-from resnet.deploy.triton import (
-    BACKENDS,
-    model_file as triton_model_file,
     DEFAULT_MAX_BATCH_SIZE,
-    write_triton_model,
-    write_triton_repository,
+    INPUT_NAME,
+    MIN_CALIBRATION_IMAGES,
+    ONNX_EXPORTERS,
+    OUTPUT_NAME,
+    PREFERRED_OPSET,
 )
+from resnet.io.atomic import OutputPathError, atomic_directory, check_directory_target
+from resnet.models.family import arch_data_config, get_head, model_data_config
+from resnet.weights.catalogue import CHECKPOINTS
+
+if TYPE_CHECKING:  # bound at run time by _load_heavy()
+    import torch
+    from torch import nn
+
+    from resnet.deploy.exporters import (
+        DEFAULT_OPSET,
+        ExportError,
+        export_metadata,
+        export_onnx,
+        export_torchscript,
+        first_line,
+        highest_opset,
+        prepare_for_export,
+        resolve_onnx_exporter,
+    )
+    from resnet.deploy.pt2 import (
+        Pt2Error,
+        aoti_available,
+        compile_package,
+        export_program,
+        make_program,
+        program_available,
+    )
+    from resnet.deploy.quantize import (
+        CalibrationSet,
+        QuantizationError,
+        entropy_calibration_problem,
+        load_calibration_set,
+        quantize_onnx,
+        skipped_summary,
+    )
+    from resnet.deploy.triton import model_file as triton_model_file
+    from resnet.deploy.triton import write_triton_model, write_triton_repository
+    from resnet.fast.devices import cpu_runs_float16_convolutions
+
+#: Names this module takes from the modules that import torch, by module: imported by :func:`_load_heavy` (when
+#: the command runs, or when one of them is first asked for), as if imported at the top.
+_HEAVY: dict[str, tuple[str, ...]] = {
+    "torch": (),
+    "resnet.fast.devices": ("cpu_runs_float16_convolutions",),
+    "resnet.deploy.exporters": ("DEFAULT_OPSET", "ExportError", "export_metadata", "export_onnx", "export_torchscript",
+                                "first_line", "highest_opset", "prepare_for_export", "resolve_onnx_exporter"),
+    "resnet.deploy.pt2": ("Pt2Error", "aoti_available", "compile_package", "export_program", "make_program",
+                          "program_available"),
+    "resnet.deploy.quantize": ("CalibrationSet", "QuantizationError", "entropy_calibration_problem",
+                               "load_calibration_set", "quantize_onnx", "skipped_summary"),
+    "resnet.deploy.triton": ("write_triton_model", "write_triton_repository"),
+}
+_HEAVY_ALIASES = {"nn": ("torch", "nn"), "triton_model_file": ("resnet.deploy.triton", "model_file")}
+
+
+def _load_heavy() -> None:
+    """Import the exporters (and torch) and bind :data:`_HEAVY`'s names here; a name already bound (a test's
+    replacement) is kept."""
+    if globals().get("_heavy_loaded"):
+        return
+    names = globals()
+    for module_name, wanted in _HEAVY.items():
+        module = importlib.import_module(module_name)
+        if module_name == "torch":
+            names.setdefault("torch", module)
+        for name in wanted:
+            names.setdefault(name, getattr(module, name))
+    for name, (module_name, attribute) in _HEAVY_ALIASES.items():
+        names.setdefault(name, getattr(importlib.import_module(module_name), attribute))
+    names["_heavy_loaded"] = True
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: a name of :data:`_HEAVY` asked for before the command ran (``from resnet.cli.export import
+    export_onnx``)."""
+    if name in _HEAVY_ALIASES or name == "torch" or any(name in wanted for wanted in _HEAVY.values()):
+        _load_heavy()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKEND_FORMATS",
@@ -116,7 +162,7 @@ class ExportSettings:
     """
 
     metadata: dict[str, Any]
-    opset: int = DEFAULT_OPSET
+    opset: Optional[int] = None  # None: DEFAULT_OPSET of this torch
     onnx_exporter: str = "auto"
     say: Callable[[str], None] = field(default=_silent)
 
@@ -149,7 +195,7 @@ def _write_torchscript(model: nn.Module, path: Path, settings: ExportSettings) -
 
 
 def _write_onnx(model: nn.Module, path: Path, settings: ExportSettings) -> list[Path]:
-    return [export_onnx(model, path, opset=settings.opset, exporter=settings.onnx_exporter,
+    return [export_onnx(model, path, opset=settings.opset or DEFAULT_OPSET, exporter=settings.onnx_exporter,
                         metadata=settings.metadata)]
 
 
@@ -159,6 +205,7 @@ AOTI_COMPILE_TIME = "ResNet-50 took 20 s to 4 min on 2 CPU cores"
 
 def aoti_devices() -> tuple[str, ...]:
     """Devices ``--format pt2`` compiles an AOTInductor package for: the CPU, and CUDA where it is available."""
+    _load_heavy()
     return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
 
 
@@ -218,7 +265,7 @@ def write_exports(
     arch: str,
     formats: Sequence[str],
     metadata: dict[str, Any],
-    opset: int = DEFAULT_OPSET,
+    opset: Optional[int] = None,
     onnx_exporter: str = "auto",
     int8: Optional[Int8Plan] = None,
     say: Callable[[str], None] = _silent,
@@ -229,8 +276,10 @@ def write_exports(
     With ``int8`` (``formats`` must hold ``onnx``), ``<arch>.onnx`` is then quantized into
     ``<arch>-int8.onnx``, and ``export.json`` gets an ``int8`` entry: the file and its quantization
     (calibration images, skipped files, method; :func:`resnet.deploy.quantize.quantize_onnx`). ``export.json``
-    lists every file written under ``files``.
+    lists every file written under ``files``. ``opset`` ``None`` is the default of this torch
+    (:data:`resnet.deploy.exporters.DEFAULT_OPSET`).
     """
+    _load_heavy()
     settings = ExportSettings(metadata=metadata, opset=opset, onnx_exporter=onnx_exporter, say=say)
     written: list[Path] = []
     for name in formats:
@@ -314,8 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions")
     parser.add_argument("--fp16", action="store_true",
                         help="half-precision weights and compute (input and output stay float32)")
-    parser.add_argument("--opset", type=positive_int, default=DEFAULT_OPSET, metavar="N",
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--opset", type=positive_int, default=None, metavar="N",
+                        help=f"ONNX opset (default {PREFERRED_OPSET}, or the highest this torch's exporter writes "
+                        "where that is lower: 17 on torch 2.1 to 2.3)")
     parser.add_argument("--onnx-exporter", choices=ONNX_EXPORTERS, default="auto",
                         help="torch's ONNX exporter: dynamo (needs onnxscript and torch 2.5), torchscript, or "
                              "auto (dynamo where both are there; default)")
@@ -362,6 +412,7 @@ def plan_export(args: argparse.Namespace) -> Plan:
             torch cannot write, an output path that cannot receive the export, or calibration images that
             cannot be used.
     """
+    _load_heavy()
     if args.triton and args.format is not None:
         raise CommandError("--format applies to --output; with --triton choose the backends with --backend")
     if args.output and (args.backend is not None or args.model_name is not None):
@@ -388,8 +439,9 @@ def plan_export(args: argparse.Namespace) -> Plan:
         except ExportError as error:
             raise CommandError(str(error)) from None
         highest = highest_opset(exporter)
-        if highest is not None and not 7 <= args.opset <= highest:
-            raise CommandError(f"--opset {args.opset} is not supported by torch's {exporter} ONNX exporter; "
+        opset = args.opset or DEFAULT_OPSET
+        if highest is not None and not 7 <= opset <= highest:
+            raise CommandError(f"--opset {opset} is not supported by torch's {exporter} ONNX exporter; "
                                f"use 7 to {highest}")
     target = Path(args.triton or args.output)
     try:
@@ -500,6 +552,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     plan = plan_export(args)
+    opset = args.opset or DEFAULT_OPSET
     model = load_model(args, pretrained_default=args.pretrained).eval()  # a CommandError says what is wrong
     num_classes = get_head(model).out_features
     # ImageNet's names for NVIDIA's weights, a fine-tuned model.pth's own ('python -m resnet train'), or None.
@@ -513,7 +566,7 @@ def _export(args: argparse.Namespace) -> int:
     meta = export_metadata(
         args.arch, weights=str(args.weights) if args.weights else f"NGC {CHECKPOINTS[args.arch].file_name}",
         fold_bn=args.fold_bn, fp16=args.fp16, num_classes=num_classes,
-        opset=args.opset if plan.onnx_exporter else None, onnx_exporter=plan.onnx_exporter,
+        opset=opset if plan.onnx_exporter else None, onnx_exporter=plan.onnx_exporter,
         class_names=class_names if class_names is not None and class_names != imagenet_class_names() else None,
         image_size=config,
     )
@@ -526,7 +579,7 @@ def _export(args: argparse.Namespace) -> int:
                 name = args.model_name or args.arch
                 written = write_triton_repository(
                     prepared, staging, model_name=name, backends=plan.backends,
-                    max_batch_size=args.max_batch_size, num_classes=num_classes, opset=args.opset,
+                    max_batch_size=args.max_batch_size, num_classes=num_classes, opset=opset,
                     onnx_exporter=exporter, metadata=meta, class_names=class_names,
                 )
                 if plan.int8 is not None:
@@ -539,7 +592,7 @@ def _export(args: argparse.Namespace) -> int:
                     ))
             else:
                 written = write_exports(prepared, staging, arch=args.arch, formats=plan.formats, metadata=meta,
-                                        opset=args.opset, onnx_exporter=exporter, int8=plan.int8, say=say)
+                                        opset=opset, onnx_exporter=exporter, int8=plan.int8, say=say)
     except KeyboardInterrupt:  # the temporary folder is gone (atomic_directory); one line, no traceback
         raise CommandError(f"interrupted (Ctrl+C): nothing was written to {str(plan.target)!r}", status=1) from None
     except OutputPathError as error:  # the target changed since it was checked

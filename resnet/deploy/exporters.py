@@ -26,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
+# The graph's names, the preferred opset and the exporters' names are data (also this module's names).
+from resnet.deploy.choices import INPUT_NAME, ONNX_EXPORTERS, OUTPUT_NAME, PREFERRED_OPSET  # noqa: F401
 from resnet.fast import fold_batchnorm
 from resnet.data.preprocessing import CROP_SIZE, MEAN, STD, ImageSize, data_config
 from resnet.models.family import model_data_config
@@ -52,18 +54,8 @@ __all__ = [
     "tracing_exporter_keywords",
 ]
 
-#: Name of the single model input, in every exported format and in the Triton configs.
-INPUT_NAME = "input"
-#: Name of the single model output.
-OUTPUT_NAME = "logits"
 #: Name of the dynamic batch axis in the ONNX graph.
 BATCH_AXIS = "batch"
-#: ONNX opset written by default where torch can write it: the default of torch 2.14's exporter and
-#: the highest its TorchScript-based exporter supports; ONNX Runtime reads it from 1.17 on.
-PREFERRED_OPSET = 20
-#: ONNX exporters of torch: ``dynamo`` (torch.export based, needs onnxscript and torch 2.5; torch's default),
-#: ``torchscript`` (the older tracing exporter; deprecated by torch but needs nothing else).
-ONNX_EXPORTERS = ("auto", "dynamo", "torchscript")
 #: Batch used to trace / export: 2 for torch.export (a batch of 1 would be specialised), else 1.
 _EXAMPLE_BATCH = {"dynamo": 2, "torchscript": 1}
 

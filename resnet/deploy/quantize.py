@@ -48,6 +48,13 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+# The calibration methods offered, the default and the image counts are data (also this module's names).
+from resnet.deploy.choices import (  # noqa: F401
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_CALIBRATION_METHOD,
+    MIN_CALIBRATION_IMAGES,
+)
 from resnet.data.inputs import IMAGE_SUFFIXES, FolderScan, scan_images, scan_warnings
 from resnet.data.preprocessing import ImageSize
 
@@ -65,16 +72,6 @@ __all__ = [
     "skipped_summary",
 ]
 
-#: Calibration methods of ONNX Runtime's static quantization offered here.
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-#: The default method: the observed range of each activation (see the module docstring for why).
-DEFAULT_CALIBRATION_METHOD = "minmax"
-#: Images used when not told otherwise: enough to see the activation ranges of varied photos, about
-#: a minute of calibration on 2 CPU cores.
-DEFAULT_CALIBRATION_IMAGES = 256
-#: Fewer readable calibration images than this give a warning: the measured activation ranges of a
-#: handful of images need not cover the photos the model will see.
-MIN_CALIBRATION_IMAGES = 32
 #: Images per calibration run of the model (the ranges do not depend on it; memory does).
 CALIBRATION_BATCH = 8
 #: Metadata key of the ONNX file (and of export.json) that describes the quantization.

@@ -33,6 +33,8 @@ from resnet.deploy.exporters import (
     export_torchscript,
 )
 from resnet.data.names import check_label_names
+# max_batch_size by default and backend -> (folder suffix, platform, model file) are data (also this module's names).
+from resnet.deploy.choices import BACKENDS, DEFAULT_MAX_BATCH_SIZE  # noqa: F401
 from resnet.data.preprocessing import CROP_SIZE
 
 __all__ = [
@@ -47,13 +49,6 @@ __all__ = [
     "write_triton_repository",
 ]
 
-#: ``max_batch_size`` of the Triton configs unless told otherwise.
-DEFAULT_MAX_BATCH_SIZE = 256
-#: Triton backend -> (model folder suffix, platform, model file name in the version folder).
-BACKENDS: dict[str, tuple[str, str, str]] = {
-    "onnxruntime": ("onnx", "onnxruntime_onnx", "model.onnx"),
-    "pytorch": ("libtorch", "pytorch_libtorch", "model.pt"),
-}
 #: The model version folder written into a Triton repository.
 TRITON_VERSION = "1"
 #: Class-name file written beside config.pbtxt for 1000-class (ImageNet) models.
