@@ -66,6 +66,7 @@ def test_import_resnet_is_light_and_its_names_import_on_use() -> None:
     assert done.stdout.split() == ["True", "False", "ResNet-50", "v1.5", "resnet.models.resnet", "True"]
 
 
+@pytest.mark.slow  # seven fresh processes that import torch
 @pytest.mark.parametrize("first", [
     "import resnet; resnet.ResNet",
     "from resnet import create_model",
@@ -81,3 +82,14 @@ def test_the_fast_path_is_plugged_in_whichever_way_the_model_is_imported(first: 
             "from resnet.fast import eval_path\nprint(plugged is eval_path.accelerate)")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "True"
+
+
+def test_the_package_names_both_families_without_torch() -> None:
+    """``import resnet`` lists the EfficientNets beside the ResNets (data only: no torch), and ``resnet.EfficientNet``
+    is the class the builder returns."""
+    code = ("import sys, resnet; print(resnet.MODEL_ARCHS[3], resnet.EFFICIENTNET_ARCHS['efficientnet-b4']"
+            ".data_config.interpolation, 'torch' in sys.modules); "
+            "m = resnet.create_model('efficientnet-widese-b0', pretrained=False); "
+            "print(type(m) is resnet.EfficientNet, m.arch is resnet.get_efficientnet_arch('efficientnet-widese-b0'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["efficientnet-b0", "bicubic", "False", "True", "True"]
