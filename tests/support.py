@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import math
 import os
 import socket
 import subprocess
@@ -20,6 +19,9 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 import torch
+
+# The stand-in recipe (the parity fixtures' too) is the library's: benchmarks and tests make the same weights.
+from resnet.weights.standin import standin_state_dict_of, standin_value  # noqa: F401  (also this module's names)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ngc"
@@ -62,25 +64,9 @@ def standin_state_dict(arch: str, *, live: bool = False) -> "OrderedDict[str, to
     return state
 
 
-def standin_value(name: str, shape: list[int], seed: int) -> torch.Tensor:
-    """The stand-in recipe's value of one state-dict entry: values in the ranges of a trained network."""
-    g = torch.Generator().manual_seed(seed)
-    if name.endswith("num_batches_tracked"):
-        return torch.tensor(0, dtype=torch.int64)
-    if name.endswith("running_var"):
-        return torch.rand(shape, generator=g) * 0.5 + 0.75
-    if len(shape) >= 2:
-        return torch.randn(shape, generator=g) * math.sqrt(1.0 / math.prod(shape[1:]))
-    if name.endswith("weight"):
-        return 0.5 + torch.rand(shape, generator=g) * 0.5
-    return torch.randn(shape, generator=g) * 0.01
-
-
 def load_standin_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """``model`` (any architecture) with the stand-in recipe's values in every parameter and buffer."""
-    state = model.state_dict()
-    model.load_state_dict({name: standin_value(name, list(t.shape), seed + i)
-                           for i, (name, t) in enumerate(state.items())})
+    model.load_state_dict(standin_state_dict_of(model, seed))
     return model
 
 
