@@ -61,6 +61,10 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from resnet.data.decode import EXIF_TRANSPOSE  # noqa: E402  (Pillow's table: orientation -> transpose)
+
 RESIZE = 256
 CROP = 224
 MEAN = (0.485, 0.456, 0.406)
@@ -73,16 +77,6 @@ MARGIN = 0.05
 PHONE_PIXELS = 4032 * 3024
 BIG_PIXELS = 8160 * 6120
 ORIENTATIONS = (1, 3, 6, 8)
-#: EXIF orientation -> the transpose that ImageOps.exif_transpose applies (Pillow's table).
-EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 #: Inverse transposes: the stored pixels for a tag, given the upright photo.
 STORE_FOR_TAG = {
     1: None,

@@ -24,6 +24,15 @@ from resnet.models.resnet import ARCHS, ResNet
 from resnet.weights.catalogue import CHECKPOINTS, MIRROR_ENV
 from resnet.weights.reading import KeyMapFn, PathLike
 
+#: The end of every model entrypoint's docstring: NVIDIA's documented example with the entrypoint's name.
+_EXAMPLE = """Example:
+    model = torch.hub.load(REPO, '{entry}', pretrained=True).eval()
+    utils = torch.hub.load(REPO, 'nvidia_convnets_processing_utils')
+    with torch.no_grad():
+        probs = model(utils.prepare_input_from_uri('cat.jpg')).softmax(dim=1)
+    utils.pick_n_best(probs, n=5)
+"""
+
 _DOC = """{title} image classifier ({params:,} parameters), NVIDIA's ConvNets model for ImageNet.
 
 Returns a ``torch.nn.Module`` on the CPU, float32, in training mode (call ``.eval()``
@@ -71,13 +80,7 @@ Args:
         freed with it. False: the modules always run; also settable later as
         model.fast_inference (keyword only).
 
-Example:
-    model = torch.hub.load(REPO, '{entry}', pretrained=True).eval()
-    utils = torch.hub.load(REPO, 'nvidia_convnets_processing_utils')
-    with torch.no_grad():
-        probs = model(utils.prepare_input_from_uri('cat.jpg')).softmax(dim=1)
-    utils.pick_n_best(probs, n=5)
-"""
+{example}"""
 
 
 def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
@@ -118,6 +121,7 @@ def _entrypoint(arch: str, name: str) -> Callable[..., ResNet]:
         accuracy=checkpoint.accuracy_text(),
         mirror_env=MIRROR_ENV,
         entry=name,
+        example=_EXAMPLE.format(entry=name),
     )
     return entrypoint
 
@@ -176,13 +180,7 @@ Args:
         file and every later load is verified against it (keyword only).
     channels_last: store 4-D weights channels-last (keyword only).
 
-Example:
-    model = torch.hub.load(REPO, '{entry}', pretrained=True).eval()
-    utils = torch.hub.load(REPO, 'nvidia_convnets_processing_utils')
-    with torch.no_grad():
-        probs = model(utils.prepare_input_from_uri('cat.jpg')).softmax(dim=1)
-    utils.pick_n_best(probs, n=5)
-"""
+{example}"""
 
 #: What an EfficientNet entrypoint takes after NVIDIA's three positional parameters: NVIDIA's EffNetParams
 #: (``quantized`` only as False), then this repository's additions.
@@ -225,6 +223,7 @@ def _efficientnet_entrypoint(arch: str, name: str) -> Callable[..., EfficientNet
         resize=config.resize_size, interpolation=config.interpolation,
         dropout=config.dropout, survival=config.survival_prob, file=checkpoint.file_name,
         accuracy=checkpoint.accuracy_text(), mirror_env=MIRROR_ENV, entry=name,
+        example=_EXAMPLE.format(entry=name),
     )
     return entrypoint
 

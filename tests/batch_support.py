@@ -87,3 +87,4 @@ def assert_same_result(row: dict, record: dict, tolerance: float = 1e-5) -> None
             assert abs(by_index.get(index, last) - probability) <= tolerance, (row, record)
     names = {top["index"]: top["class"] for top in record["top"]}
     assert all(names.get(index, name) == name for index, name in zip(row["top_index"], row["top_class"])), row
+

@@ -172,3 +172,23 @@ def cli(capsys: pytest.CaptureFixture) -> Callable[..., Ran]:
         return Ran(status, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory) -> Path:
+    """A torch hub cache holding the stand-in NGC weights of ResNet-50, for the commands' subprocesses (the batch
+    tests')."""
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(standin_state_dict("resnet50"), home / "hub" / "checkpoints" / "nvidia_resnet50_200821.pth.tar")
+    return home
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A folder of ``batch_support.make_photos``: 40 photos and damaged files (the batch tests')."""
+    from batch_support import make_photos
+
+    folder = tmp_path_factory.mktemp("batch") / "photos"
+    make_photos(folder)
+    return folder

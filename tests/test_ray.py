@@ -16,33 +16,20 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from batch_support import DAMAGED, assert_same_result, dataset_rows, json_rows, make_photos, run_classify
-from support import REPO_ROOT, standin_state_dict
+# The fixtures photos and torch_home (a folder of photos and damaged files, a hub cache with stand-in weights) are
+# conftest's.
+from batch_support import DAMAGED, assert_same_result, dataset_rows, json_rows, run_classify
+from support import REPO_ROOT
 
 pytest.importorskip("pyarrow")
 ray = pytest.importorskip("ray")
 
-FILE = "nvidia_resnet50_200821.pth.tar"
 #: The environment of the test cluster and its drivers: Ray's single-machine mode (its servers listen on
 #: 127.0.0.1 only), no usage report, no authentication token (nothing but this machine reaches it).
 CLUSTER_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(standin_state_dict("resnet50"), home / "hub" / "checkpoints" / FILE)
-    return home
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("batch") / "photos"
-    make_photos(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

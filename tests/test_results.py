@@ -14,28 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from batch_support import DAMAGED, assert_same_result, dataset_rows, json_rows, make_photos, run_classify
-from support import REPO_ROOT, standin_state_dict
+# The fixtures photos and torch_home (a folder of photos and damaged files, a hub cache with stand-in weights) are
+# conftest's.
+from batch_support import DAMAGED, assert_same_result, dataset_rows, json_rows, run_classify
+from support import REPO_ROOT
 
 pa = pytest.importorskip("pyarrow")
 
-FILE = "nvidia_resnet50_200821.pth.tar"
 
 
-@pytest.fixture(scope="module")
-def torch_home(tmp_path_factory) -> Path:
-    """A torch hub cache holding the stand-in NGC weights, for the command's subprocesses."""
-    home = tmp_path_factory.mktemp("torch_home")
-    (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(standin_state_dict("resnet50"), home / "hub" / "checkpoints" / FILE)
-    return home
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("batch") / "photos"
-    make_photos(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -47,8 +47,8 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 #: for Resize(256)). With 2, top-1 agreed with exact decoding as often as a second exact implementation of the
 #: resize did (benchmarks/decode_agreement.py); with 1 it agreed clearly less often.
 REDUCED_MARGIN: int = 2
-# EXIF orientation -> the transpose that ImageOps.exif_transpose applies for it.
-_EXIF_TRANSPOSE = {
+#: EXIF orientation -> the transpose that ``ImageOps.exif_transpose`` applies for it (Pillow's table).
+EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -220,7 +220,7 @@ def _resized_from_draft(image: Image.Image, full: tuple[int, int], box: Box, res
     """The reduced decoding ``image`` of a ``full``-size JPEG turned upright, converted to RGB and resized from
     ``box`` (with ``resample``) to the size ``Resize(resize_to)`` gives the full-size upright image."""
     try:
-        method = _EXIF_TRANSPOSE.get(image.getexif().get(_EXIF_ORIENTATION, 1))
+        method = EXIF_TRANSPOSE.get(image.getexif().get(_EXIF_ORIENTATION, 1))
         upright = ImageOps.exif_transpose(image)
     except Exception:  # as _upright: a broken EXIF block leaves the image as stored
         method, upright = None, image
