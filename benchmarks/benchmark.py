@@ -729,8 +729,10 @@ def e2e_section(n_images: int, repeats: int, *, calibration_images: int) -> None
                     print(f"  {kind}, {r.label}: {r.skipped}")
                     continue
                 excl, wall = ratios[kind, r.label]
+                judged = (verdict(excl >= target) if excl is not None else
+                          "not judged: the N-image run was not slower than the one-image run (too few images?)")
                 print(f"  {kind}, {r.label}: e2e / model-only {cell(excl) or 'n/a'} (target >= {target}): "
-                      f"{verdict(excl is not None and excl >= target)}; start-up included {wall:.2f}")
+                      f"{judged}; start-up included {wall:.2f}")
         if active:
             fp32 = runs[first_kind, active[0].label, "one"].median
             print(f"  start-up, one image, {active[0].label}: {fp32:.2f} s = {fp32 / base.median:.2f}x the import "
@@ -1219,6 +1221,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-train-steps", action="store_true",
                         help="with --train: only the evaluate-vs-classify section")
     args = parser.parse_args(argv)
+    if args.e2e_images is not None and args.e2e_images < 2:
+        parser.error("--e2e-images must be at least 2 (start-up is measured on one image and subtracted)")
+    if args.e2e_repeats is not None and args.e2e_repeats < 1:
+        parser.error("--e2e-repeats must be at least 1")
     warnings.filterwarnings("ignore")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
