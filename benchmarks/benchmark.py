@@ -1,9 +1,10 @@
 """Speed of this repository's ResNet-50 against its peers, measured side by side in one process.
 
-    python benchmarks/benchmark.py            # CPU, full (about 10-15 minutes on 2 cores)
-    python benchmarks/benchmark.py --quick    # CPU, few repeats, no compile (about 3 minutes)
+    python benchmarks/benchmark.py            # CPU, full (about 30-40 minutes on 2 cores; --no-e2e: 10-15)
+    python benchmarks/benchmark.py --quick    # CPU, few repeats, no compile (about 9 minutes; --no-e2e: 3)
     python benchmarks/benchmark.py --device cuda [--quick]
     python benchmarks/benchmark.py --train    # CPU training step and evaluate vs classify only
+    python benchmarks/benchmark.py --e2e-only # end to end by folder kind and runtime, start-up (about 20-25 minutes)
 
 Every figure is the median of repeats in which the variants take turns (interleaved), so load from
 other processes on the machine hits all of them alike; ratios are to the peer baseline in the same
@@ -476,6 +477,270 @@ def end_to_end(n_images: int, repeats: int, fast_model: torch.nn.Module, documen
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# --------------------------------------------------------------------------- end to end by folder kind and runtime
+
+
+#: The folders of the by-runtime end-to-end section: label -> (size, format, JPEG quality, grain). Made from the
+#: sample photos by :func:`photos.sized_photos`; the 12 MP photos get grain, so that they are about the size of a
+#: camera's (2-3 MB) rather than a smooth upscale.
+E2E_FOLDERS: dict[str, tuple[tuple[int, int], str, int, int]] = {
+    "ImageNet-size JPEG 500x375 (quality 90)": ((500, 375), "JPEG", 90, 0),
+    "12 MP JPEG 4032x3024 (quality 92)": ((4032, 3024), "JPEG", 92, 8),
+    "PNG 500x375": ((500, 375), "PNG", 0, 0),
+}
+#: Targets of issue 21: the CLI's images/s (start-up excluded) over the same runtime's model-only images/s.
+E2E_TARGETS = {"ImageNet-size JPEG 500x375 (quality 90)": 0.9, "12 MP JPEG 4032x3024 (quality 92)": 0.8}
+#: One image, cached weights, fresh process, at most this many times ``python -c 'import torch, torchvision'``.
+STARTUP_TARGET = 1.5
+#: ``python -m resnet classify --help`` at most this many seconds.
+HELP_TARGET_S = 0.3
+#: timm's inference script's default DataLoader workers.
+DATALOADER_WORKERS = 2
+#: The command line's default batch size (``classify --batch-size``).
+CLI_BATCH = 32
+
+
+@dataclass
+class E2ERuntime:
+    """One runtime of the section: ``key`` is ``e2e_loops.py``'s ``--runtime``, ``cli`` classify's options."""
+
+    key: str
+    label: str
+    cli: list[str]
+    onnx: Optional[Path] = None
+    skipped: str = ""
+
+
+def cpu_description() -> str:
+    """The CPU's name and whether it has the instruction sets these figures depend on (``/proc/cpuinfo``)."""
+    name, flags = "", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    sets = [("AVX2", ["avx2"]), ("AVX-512", ["avx512f"]), ("BF16", ["avx512_bf16", "amx_bf16"]),
+            ("VNNI", ["avx512_vnni", "avx_vnni", "amx_int8"])]
+    parts = []
+    for label, names in sets:
+        present = [n for n in names if n in flags]
+        parts.append(f"{label} {'yes (' + ' '.join(present) + ')' if present else 'no'}")
+    return (f"{name or 'unknown CPU'}, {os.cpu_count()} logical CPUs; {', '.join(parts)}; "
+            f"native BF16 (resnet.fast.devices.cpu_supports_bf16): {cpu_supports_bf16()}")
+
+
+def subprocess_call(args: list[str], env: dict[str, str]) -> Callable[[], None]:
+    """A call that runs ``args`` in a fresh process from the repository root; a failure raises with its stderr."""
+    def call() -> None:
+        done = subprocess.run(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"exit status {done.returncode}: {' '.join(args)}\n{tail}")
+    return call
+
+
+def make_e2e_folders(work: Path, n_images: int) -> dict[str, tuple[Path, Path]]:
+    """Per folder kind: the folder of ``n_images`` and a folder holding its first image only."""
+    from photos import sized_photos
+
+    folders = {}
+    for i, (label, (size, fmt, quality, grain)) in enumerate(E2E_FOLDERS.items()):
+        start = time.perf_counter()
+        full = work / f"kind{i}"
+        made = sized_photos(full, n_images, size, fmt=fmt, quality=quality or 90, seed=21 + i, grain=grain)
+        one = work / f"kind{i}-one"
+        one.mkdir()
+        shutil.copyfile(made[0], one / made[0].name)
+        mean = statistics.mean(p.stat().st_size for p in made) / 1e6
+        print(f"folder {label}: {n_images} files, {mean:.2f} MB each on average "
+              f"({min(n_images, 8)} distinct; made in {time.perf_counter() - start:.0f} s)")
+        folders[label] = (full, one)
+    return folders
+
+
+def export_int8(work: Path, calibration_images: int, env: dict[str, str]) -> tuple[Optional[Path], str]:
+    """The INT8 model as a user makes it: ``python -m resnet export --format onnx --int8``; (file, why not)."""
+    from photos import jittered_photos
+
+    calibration = work / "calibration"
+    jittered_photos(calibration, calibration_images, seed=7)
+    output = work / "export"
+    args = [sys.executable, "-m", "resnet", "export", "--pretrained", "--format", "onnx", "--int8",
+            "--calibration", str(calibration), "--calibration-images", str(calibration_images),
+            "--output", str(output), "--quiet"]
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return None, f"skipped: the INT8 export failed ({last})"
+    print(f"INT8 model: python -m resnet export --pretrained --format onnx --int8 --calibration-images "
+          f"{calibration_images} (photos made from the samples): {time.perf_counter() - start:.0f} s")
+    return output / "resnet50-int8.onnx", ""
+
+
+def e2e_runtimes(work: Path, calibration_images: int, env: dict[str, str]) -> list[E2ERuntime]:
+    """torch fp32, torch bf16 (where native), the INT8 export on ONNX Runtime and on OpenVINO; skips say why."""
+    from resnet.deploy.runtimes import runtime_available
+
+    runtimes = [E2ERuntime("torch-fp32", "torch fp32", []),
+                E2ERuntime("torch-bf16", "torch bf16", ["--precision", "bf16"],
+                           skipped="" if cpu_supports_bf16() else "skipped: no native BF16")]
+    int8, why = export_int8(work, calibration_images, env) if runtime_available("onnxruntime") else (
+        None, "skipped: onnxruntime is not installed (the INT8 export needs it)")
+    for key, label in (("onnxruntime", "ONNX Runtime INT8"), ("openvino", "OpenVINO INT8")):
+        skipped = why or ("" if runtime_available(key) else f"skipped: {key} is not installed")
+        runtimes.append(E2ERuntime(key, label, ["--onnx", str(int8), "--runtime", key], onnx=int8, skipped=skipped))
+    return runtimes
+
+
+def model_only_seconds(runtimes: list[E2ERuntime], x: torch.Tensor, repeats: int) -> dict[str, Variant]:
+    """(c): the runtime object the command line runs, on prepared tensors, in batches of the CLI's size, in this
+    process (same threads as the fresh processes); the runtimes take turns. Seconds for all of ``x``."""
+    from resnet.deploy.runtimes import load_onnx_model
+
+    documented = hub_model().eval()
+    variants = []
+    for runtime in runtimes:
+        if runtime.key.startswith("torch"):
+            model = optimize_for_inference(documented, dtype="bfloat16" if runtime.key == "torch-bf16" else "float32")
+        else:
+            model = load_onnx_model(runtime.onnx, runtime.key)
+
+        def call(model=model) -> None:
+            with torch.no_grad():
+                for chunk in x.split(CLI_BATCH):
+                    model(chunk)
+        variants.append(Variant(runtime.label, call))
+    interleaved(variants, repeats)
+    for v in variants:
+        v.fn = lambda: None  # the models go when this returns, before the fresh processes run
+    return {v.name: v for v in variants}
+
+
+def e2e_section(n_images: int, repeats: int, *, calibration_images: int) -> None:
+    """Issue 21: images/s of ``python -m resnet classify FOLDER`` in a fresh process per folder kind and runtime,
+    beside the documented per-image loop, a DataLoader loop (timm's way) and the runtime's model-only speed;
+    then the start-up: one image against ``import torch, torchvision`` and ``classify --help``."""
+    import gc
+
+    threads = torch.get_num_threads()
+    print(f"\nEnd to end by folder kind and runtime. CPU: {cpu_description()}")
+    print(f"torch {torch.__version__}, {threads} threads in this process and in each fresh process (the same "
+          f"environment; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); CLI batch {CLI_BATCH}")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_") as folder:
+        work = Path(folder)
+        folders = make_e2e_folders(work, n_images)
+        runtimes = e2e_runtimes(work, calibration_images, env)
+        active = [r for r in runtimes if not r.skipped]
+        for r in runtimes:
+            if r.skipped:
+                print(f"{r.label}: {r.skipped}")
+
+        from processing_utils import prepare_input_from_uri
+
+        first_kind = next(iter(E2E_FOLDERS))
+        x = torch.cat([prepare_input_from_uri(str(p)) for p in sorted(folders[first_kind][0].iterdir())])
+        model_only = model_only_seconds(active, x, max(3, repeats))
+        del x
+        gc.collect()
+
+        runs: dict[tuple[str, str, str], Variant] = {}
+        for kind, (full, one) in folders.items():
+            for r in active:
+                loop = [py, str(REPO / "benchmarks" / "e2e_loops.py")]
+                onnx = ["--onnx", str(r.onnx)] if r.onnx else []
+                for what, args in (
+                    ("cli", [py, "-m", "resnet", "classify", str(full), "--quiet", *r.cli]),
+                    ("one", [py, "-m", "resnet", "classify", str(one), "--quiet", *r.cli]),
+                    ("per-image", [*loop, "per-image", str(full), "--runtime", r.key, *onnx]),
+                    ("dataloader", [*loop, "dataloader", str(full), "--runtime", r.key, *onnx,
+                                    "--batch-size", str(CLI_BATCH), "--workers", str(DATALOADER_WORKERS)]),
+                ):
+                    runs[kind, r.label, what] = Variant(f"{kind} {r.label} {what}", subprocess_call(args, env))
+        runs["", "", "import"] = Variant("import", subprocess_call([py, "-c", "import torch, torchvision"], env))
+        runs["", "", "help"] = Variant("help", subprocess_call([py, "-m", "resnet", "classify", "--help"], env))
+        # Untimed: one one-image run per runtime fills the runtimes' caches (ONNX Runtime's optimized graph,
+        # OpenVINO's compiled blob) and the OS's file cache, as for a user's second run; the import and --help too.
+        for r in active:
+            runs[first_kind, r.label, "one"].fn()
+        runs["", "", "import"].fn()
+        runs["", "", "help"].fn()
+        start = time.perf_counter()
+        interleaved(list(runs.values()), repeats, warmup=False)
+        print(f"fresh-process runs: {time.perf_counter() - start:.0f} s for {repeats} round(s) of {len(runs)}")
+
+        def cell(value: Optional[float], digits: int = 2) -> str:
+            return "" if value is None else f"{value:.{digits}f}"
+
+        n = n_images
+        ratios: dict[tuple[str, str], tuple[Optional[float], float]] = {}
+        for kind in folders:
+            rows = []
+            for r in runtimes:
+                if r.skipped:
+                    rows.append([f"{r.label}: {r.skipped}", "", "", "", "", "", ""])
+                    continue
+                cli, one = runs[kind, r.label, "cli"], runs[kind, r.label, "one"]
+                model_s = model_only[r.label].median
+                model_ips = n / model_s
+                excl = (n - 1) / (cli.median - one.median) if n > 1 and cli.median > one.median else None
+                ratios[kind, r.label] = (excl / model_ips if excl else None, n / cli.median / model_ips)
+                rows.append([f"{r.label}: python -m resnet classify FOLDER --quiet", f"{cli.median:.1f}",
+                             f"{n / cli.median:.2f}", cell(excl), f"{n / cli.median / model_ips:.2f}",
+                             cell(excl / model_ips if excl else None), str(len(cli.times))])
+                rows.append([f"{r.label}:   the same, one image (start-up)", f"{one.median:.1f}", "", "", "", "",
+                             str(len(one.times))])
+                for what, name in (("per-image", "(a) documented per-image loop (prepare_input_from_uri + model)"),
+                                   ("dataloader", f"(b) DataLoader loop, {DATALOADER_WORKERS} workers (timm's way)")):
+                    v = runs[kind, r.label, what]
+                    rows.append([f"{r.label}: {name}", f"{v.median:.1f}", f"{n / v.median:.2f}", "",
+                                 f"{n / v.median / model_ips:.2f}", "", str(len(v.times))])
+                rows.append([f"{r.label}: (c) model only, batches of {CLI_BATCH}, prepared tensors, in process",
+                             f"{model_s:.1f}", f"{model_ips:.2f}", "", "1.00", "", str(len(model_only[r.label].times))])
+            print_table(f"End to end, {kind}: {n} images, each pipeline a fresh process timed from outside "
+                        f"(median of {repeats}); 'excl. start-up' = (N - 1) / (s - s of the one-image run)",
+                        ["pipeline", "s", "img/s", "img/s excl. start-up", "img/s / (c)", "excl. start-up / (c)",
+                         "n"], rows)
+
+        base = runs["", "", "import"]
+        rows = [["python -c 'import torch, torchvision' [baseline]", f"{base.median:.2f}", "1.00x",
+                 str(len(base.times))]]
+        for r in active:
+            v = runs[first_kind, r.label, "one"]
+            rows.append([f"python -m resnet classify ONE_IMAGE --quiet, {r.label}, cached weights", f"{v.median:.2f}",
+                         f"{v.median / base.median:.2f}x", str(len(v.times))])
+        help_run = runs["", "", "help"]
+        rows.append(["python -m resnet classify --help", f"{help_run.median:.2f}",
+                     f"{help_run.median / base.median:.2f}x", str(len(help_run.times))])
+        print_table(f"Start-up: fresh processes timed from outside ({first_kind}; median of {repeats})",
+                    ["command", "s", "vs import", "n"], rows)
+        startup_times(repeats)
+
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "NOT met"
+
+        print("\nTargets of issue 21 (on this run; the e2e ratios judged on images/s excluding start-up):")
+        for kind, target in E2E_TARGETS.items():
+            for r in runtimes:
+                if r.skipped:
+                    print(f"  {kind}, {r.label}: {r.skipped}")
+                    continue
+                excl, wall = ratios[kind, r.label]
+                judged = (verdict(excl >= target) if excl is not None else
+                          "not judged: the N-image run was not slower than the one-image run (too few images?)")
+                print(f"  {kind}, {r.label}: e2e / model-only {cell(excl) or 'n/a'} (target >= {target}): "
+                      f"{judged}; start-up included {wall:.2f}")
+        if active:
+            fp32 = runs[first_kind, active[0].label, "one"].median
+            print(f"  start-up, one image, {active[0].label}: {fp32:.2f} s = {fp32 / base.median:.2f}x the import "
+                  f"(target <= {STARTUP_TARGET}x): {verdict(fp32 <= STARTUP_TARGET * base.median)}")
+        print(f"  classify --help: {help_run.median:.2f} s (target <= {HELP_TARGET_S} s): "
+              f"{verdict(help_run.median <= HELP_TARGET_S)}")
+
+
 # --------------------------------------------------------------------------- training and evaluate
 
 
@@ -935,17 +1200,31 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, help="interleaved rounds for batch-32 throughput")
     parser.add_argument("--batch", type=int, default=32, help="CPU throughput batch size (default 32)")
     parser.add_argument("--images", type=int, default=64, help="photos for the end-to-end comparison")
-    parser.add_argument("--no-e2e", action="store_true", help="skip the CLI / documented-example comparison")
+    parser.add_argument("--no-e2e", action="store_true",
+                        help="skip both end-to-end sections (the documented example, and by folder kind and runtime)")
+    parser.add_argument("--e2e-only", action="store_true",
+                        help="only the end-to-end section by folder kind (500x375 JPEG, 12 MP JPEG, PNG) and runtime "
+                        "(torch fp32, bf16 where native, ONNX Runtime / OpenVINO INT8) with its start-up table")
+    parser.add_argument("--e2e-images", type=int, metavar="N",
+                        help="images per folder of the by-runtime end-to-end section (default 64, 16 with --quick)")
+    parser.add_argument("--e2e-repeats", type=int, metavar="N",
+                        help="interleaved rounds of its fresh-process runs (default 3, 1 with --quick)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     parser.add_argument("--peak-gflops", type=float, help="override the CPU's nominal fp32 peak")
     parser.add_argument("--runtimes", action="store_true",
                         help="only the runtimes table: ours vs ONNX Runtime, OpenVINO, INT8, AOTInductor (batch and 1)")
-    parser.add_argument("--calibration-images", type=int, default=64, help="with --runtimes: INT8 calibration images")
+    parser.add_argument("--calibration-images", type=int, default=None,
+                        help="INT8 calibration images of --runtimes and of the end-to-end section's export "
+                        "(default 64, 16 for the latter with --quick)")
     parser.add_argument("--train", action="store_true",
                         help="only the training-step and evaluate-vs-classify sections (CPU)")
     parser.add_argument("--no-train-steps", action="store_true",
                         help="with --train: only the evaluate-vs-classify section")
     args = parser.parse_args(argv)
+    if args.e2e_images is not None and args.e2e_images < 2:
+        parser.error("--e2e-images must be at least 2 (start-up is measured on one image and subtracted)")
+    if args.e2e_repeats is not None and args.e2e_repeats < 1:
+        parser.error("--e2e-repeats must be at least 1")
     warnings.filterwarnings("ignore")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -955,10 +1234,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_torch_home_") as home:
         checkpoint = make_cache(Path(home))
-        if args.runtimes:
+        e2e = dict(n_images=args.e2e_images or (16 if args.quick else 64),
+                   repeats=args.e2e_repeats or (1 if args.quick else 3),
+                   calibration_images=args.calibration_images or (16 if args.quick else 64))
+        if args.e2e_only:
+            e2e_section(**e2e)
+        elif args.runtimes:
             runtimes_section(checkpoint, batch=args.batch, repeats=args.repeats or (3 if args.quick else 5),
                              quick=args.quick, aoti=not (args.quick or args.no_compile),
-                             calibration_images=args.calibration_images)
+                             calibration_images=args.calibration_images or 64)
         elif args.train:
             if not args.no_train_steps:
                 training_steps(checkpoint, args.batch, args.repeats or (2 if args.quick else 3))
@@ -982,6 +1266,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 documented = next(m for n, m, _ in models if n.startswith("(b)"))
                 fast = next(m for n, m, _ in models if n.startswith("(c1)"))
                 end_to_end(args.images, 1 if args.quick else 3, fast, documented, args.quick)
+                del models, documented, fast
+                e2e_section(**e2e)
     print(f"\ntotal benchmark time {time.perf_counter() - wall:.0f} s")
     return 0
 
