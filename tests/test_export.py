@@ -44,9 +44,9 @@ from resnet.deploy.exporters import (
 )
 from resnet.fast.devices import cpu_runs_float16_convolutions
 from resnet.deploy.pt2 import program_available
-from resnet.deploy.triton import triton_config
+from resnet.deploy.triton import served_data_config, triton_config
 from resnet.models.builder import create_model
-from resnet.data.preprocessing import INPUT_SHAPE, MEAN, build_transform
+from resnet.data.preprocessing import DEFAULT_DATA_CONFIG, INPUT_SHAPE, MEAN, DataConfig, build_transform
 
 # Loading TorchScript is what these tests are about; torch 2.14 flags torch.jit as deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -388,31 +388,95 @@ def test_triton_config_text_is_strict_model_config() -> None:
         triton_config("m", "tensorrt", max_batch_size=8)
 
 
-class LoopbackTriton(LoopbackHTTP):
-    """Answers Triton's HTTP/REST inference requests (KServe v2) on 127.0.0.1 for a model repository.
+def test_triton_config_carries_the_preprocessing() -> None:
+    """The parameters hold the model's DataConfig and arch as strings; served_data_config reads them back from the
+    JSON Triton serves, and a config without them (written before) falls back to its input's side."""
+    ModelConfig = triton_model_config_class()
+    from google.protobuf import text_format
 
-    Each request is checked against the model's config.pbtxt as Triton checks it (input and output
+    b4 = DataConfig(380, 412, "bicubic")
+    text = triton_config("m", "onnxruntime", image_size=b4, arch="efficientnet-b4")
+    config = text_format.Parse(text, ModelConfig())
+    assert {key: value.string_value for key, value in config.parameters.items()} == {
+        "arch": "efficientnet-b4", "image_size": "380", "resize_size": "412", "interpolation": "bicubic"}
+    assert list(config.input[0].dims) == [3, 380, 380]
+    served = triton_config_json(config)
+    assert served["parameters"]["interpolation"] == {"string_value": "bicubic"} and served["max_batch_size"] == 256
+    assert served_data_config(served) == b4
+    # A side alone is the ResNets' preprocessing at that size (a fine-tuned ResNet at 128: resize 146, bilinear).
+    resnet128 = triton_config_json(text_format.Parse(triton_config("m", "pytorch", image_size=128), ModelConfig()))
+    assert "arch" not in resnet128["parameters"]
+    assert served_data_config(resnet128) == DataConfig(128, 146, "bilinear") == DEFAULT_DATA_CONFIG.at(128)
+    # Written before the parameters: the input's side, the ResNets' proportion.
+    old = text_format.Parse("\n".join(line for line in text.splitlines() if not line.startswith("parameters")),
+                            ModelConfig())
+    assert not old.parameters and served_data_config(triton_config_json(old)) == DEFAULT_DATA_CONFIG.at(380)
+    incomplete = dict(served, parameters={"image_size": {"string_value": "380"}})
+    with pytest.raises(ValueError, match="resize_size, interpolation"):
+        served_data_config(incomplete)
+    with pytest.raises(ValueError, match="interpolation"):
+        served_data_config(dict(served, parameters={**served["parameters"], "interpolation": {"string_value": "x"}}))
+
+
+def triton_config_json(config) -> dict:
+    """A parsed config.pbtxt as Triton serves it (``GET /v2/models/<name>/config``): core's ModelConfigToJson
+    prints the ModelConfig with protobuf's JSON printer keeping the proto field names (``max_batch_size``) and
+    printing fields left at their defaults, then turns the 64-bit integers protobuf prints as strings back into
+    numbers (``dims``, the dynamic batcher's). Map fields are objects: ``parameters: {key: {"string_value": ...}}``.
+    """
+    import inspect
+
+    from google.protobuf import json_format
+
+    defaults = ("always_print_fields_with_no_presence"  # protobuf 5.26+; the older name before
+                if "always_print_fields_with_no_presence" in inspect.signature(json_format.MessageToDict).parameters
+                else "including_default_value_fields")
+    data = json_format.MessageToDict(config, preserving_proto_field_name=True, **{defaults: True})
+    for io in data.get("input", []) + data.get("output", []):
+        io["dims"] = [int(d) for d in io.get("dims", [])]
+    batching = data.get("dynamic_batching", {})
+    for key in ("max_queue_delay_microseconds", "priority_levels", "default_priority_level"):
+        if key in batching:
+            batching[key] = int(batching[key])
+    return data
+
+
+class LoopbackTriton(LoopbackHTTP):
+    """Answers Triton's HTTP/REST requests (KServe v2) on 127.0.0.1 for a model repository: a model's config
+    (``GET /v2/models/<name>[/versions/<v>]/config``, the JSON of :func:`triton_config_json`) and inference.
+
+    Each inference request is checked against the model's config.pbtxt as Triton checks it (input and output
     names, FP32, per-sample dims, batch size up to max_batch_size), then run on the repository's
-    model file: ONNX with onnxruntime, TorchScript with torch.jit.
+    model file: ONNX with onnxruntime, TorchScript with torch.jit. :attr:`requests` keeps each request's JSON
+    header, :attr:`inputs` its input array, :attr:`gets` the paths of the GET requests.
     """
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
         self.requests: list[dict] = []
+        self.inputs: list[np.ndarray] = []
+        self.gets: list[str] = []
         self._models: dict[str, tuple] = {}
         outer = self
 
         class Handler(QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers["Content-Length"])
-                body = self.rfile.read(length)
-                status, reply = outer.infer(self.path, body, self.headers.get("Inference-Header-Content-Length"))
+            def do_GET(self) -> None:  # noqa: N802
+                status, reply = outer.get(self.path)
+                self.reply(status, reply)
+
+            def reply(self, status: int, reply: dict) -> None:
                 data = json.dumps(reply).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers["Content-Length"])
+                body = self.rfile.read(length)
+                status, reply = outer.infer(self.path, body, self.headers.get("Inference-Header-Content-Length"))
+                self.reply(status, reply)
 
         super().__init__(Handler)
 
@@ -436,6 +500,14 @@ class LoopbackTriton(LoopbackHTTP):
             self._models[name] = (config, run)
         return self._models[name]
 
+    def get(self, path: str) -> tuple[int, dict]:
+        self.gets.append(path)
+        match = re.fullmatch(r"/v2/models/([^/?]+)(?:/versions/\d+)?/config", path.split("?", 1)[0])
+        if not match or not (self.repo / match.group(1) / "config.pbtxt").is_file():
+            return 404, {"error": f"unknown model or path {path}"}
+        config, _ = self.model(match.group(1))
+        return 200, triton_config_json(config)
+
     def infer(self, path: str, body: bytes, header_length) -> tuple[int, dict]:
         match = re.fullmatch(r"/v2/models/([^/]+)(?:/versions/\d+)?/infer", path)
         if not match or not (self.repo / match.group(1) / "config.pbtxt").is_file():
@@ -458,6 +530,7 @@ class LoopbackTriton(LoopbackHTTP):
             x = np.frombuffer(body[split:split + size], dtype=np.float32).reshape(shape).copy()
         else:
             x = np.asarray(inp["data"], dtype=np.float32).reshape(shape)
+        self.inputs.append(x)
         logits = run(np.ascontiguousarray(x))
         output = {"name": config_out.name, "datatype": "FP32", "shape": list(logits.shape),
                   "data": logits.ravel().tolist()}
@@ -491,11 +564,28 @@ def test_client_preprocessing_equals_build_transform() -> None:
         assert max_diff(ours, reference) <= 1e-6, photo.name
 
 
-@pytest.mark.parametrize("model_name", ["resnet50_onnx", "resnet50_libtorch"])
+def without_parameters(repo: Path, folder: str, into: Path) -> Path:
+    """A repository holding ``repo``'s model ``folder`` as written before configs carried the preprocessing: its
+    config.pbtxt less the ``parameters`` lines, the model version folder linked."""
+    (into / folder).mkdir(parents=True)
+    text = (repo / folder / "config.pbtxt").read_text()
+    assert "parameters" in text
+    (into / folder / "config.pbtxt").write_text(
+        "".join(line for line in text.splitlines(keepends=True) if not line.startswith("parameters")))
+    (into / folder / "1").symlink_to(repo / folder / "1")
+    return into
+
+
+@pytest.mark.parametrize("model_name, written_before", [("resnet50_onnx", False), ("resnet50_libtorch", False),
+                                                        ("resnet50_onnx", True)])
 @pytest.mark.slow
-def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, model_name: str) -> None:
-    """examples/triton_client.py sends the photos to each exported model and prints the eager model's top 5."""
+def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, model_name: str, written_before: bool,
+                                                tmp_path: Path) -> None:
+    """examples/triton_client.py asks for the model's config, sends the photos to each exported model, prepared
+    as the config says, and prints the eager model's top 5; a repository written before the configs carried the
+    preprocessing (``written_before``) is served the same (its input's side, the ResNets' proportion)."""
     load_client()
+    repo = without_parameters(triton_repo, model_name, tmp_path / "old") if written_before else triton_repo
     photos = [str(p) for p in PHOTOS]
     model = load_resnet50(ngc_file)
     transform = build_transform()
@@ -505,14 +595,16 @@ def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, mod
     with torch.no_grad():
         expected = model(batch)
 
-    with LoopbackTriton(triton_repo) as server:
+    with LoopbackTriton(repo) as server:
         result = subprocess.run(
             [sys.executable, "examples/triton_client.py", "--url", server.url, "--model", model_name, *photos],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
         )
     assert result.returncode == 0, result.stderr
+    assert server.gets == [f"/v2/models/{model_name}/config"]
     (request,) = server.requests
     assert request["inputs"][0]["shape"] == [len(photos), *INPUT_SHAPE]
+    assert max_diff(server.inputs[0], batch) <= 1e-6
     blocks = re.split(r"^(?=\S)", result.stdout, flags=re.MULTILINE)
     blocks = [b for b in blocks if b.strip()]
     assert [b.splitlines()[0] for b in blocks] == photos
@@ -520,6 +612,93 @@ def test_example_client_against_loopback_triton(triton_repo: Path, ngc_file, mod
         printed = [int(line.split()[1]) for line in block.splitlines()[1:]]
         assert len(printed) == 5
         assert_top_k_agrees(printed, logits, TOLERANCE)
+
+
+#: The EfficientNet served in the Triton tests: B0 at a small size (cheap), prepared as B0 is at that size.
+B0 = "efficientnet-b0"
+B0_SIZE = 64
+B0_CONFIG = DataConfig(64, 73, "bicubic")  # B0's 224 / 256 bicubic, scaled to 64
+
+
+@pytest.fixture(scope="module")
+def b0_weights(tmp_path_factory) -> Path:
+    """The stand-in of NVIDIA's NGC file for EfficientNet-B0 (live recipe, as tests/test_efficientnet_cli.py)."""
+    from support import standin_state_dict
+
+    path = tmp_path_factory.mktemp("b0") / "nvidia_efficientnet-b0_210412.pth"
+    torch.save(standin_state_dict(B0, live=True), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def b0_triton_repo(b0_weights: Path, tmp_path_factory) -> Path:
+    """``export --arch efficientnet-b0 --triton`` at ``--image-size 64``, both backends, from the command line."""
+    from resnet.__main__ import main
+
+    repo = tmp_path_factory.mktemp("b0-triton") / "models"
+    assert main(["export", "--arch", B0, "--weights", str(b0_weights), "--triton", str(repo), "--image-size",
+                 str(B0_SIZE), "--onnx-exporter", "torchscript", "--quiet"]) == 0
+    return repo
+
+
+@pytest.mark.slow
+def test_efficientnet_triton_configs_hold_its_preprocessing(b0_triton_repo: Path) -> None:
+    """Both configs of an EfficientNet-B0 repository name the arch and its bicubic preprocessing at the size asked."""
+    assert sorted(p.name for p in b0_triton_repo.iterdir()) == [f"{B0}_libtorch", f"{B0}_onnx"]
+    for folder in sorted(b0_triton_repo.iterdir()):
+        config = parse_config(folder / "config.pbtxt")
+        assert {key: value.string_value for key, value in config.parameters.items()} == {
+            "arch": B0, "image_size": "64", "resize_size": "73", "interpolation": "bicubic"}
+        assert list(config.input[0].dims) == [3, B0_SIZE, B0_SIZE]
+        assert served_data_config(triton_config_json(config)) == B0_CONFIG
+
+
+@pytest.mark.parametrize("model_name", [f"{B0}_onnx", f"{B0}_libtorch"])
+@pytest.mark.slow
+def test_example_client_prepares_an_efficientnet_as_its_config_says(b0_triton_repo: Path, b0_weights: Path,
+                                                                    model_name: str) -> None:
+    """examples/triton_client.py against an EfficientNet-B0 repository: the photos are sent prepared as B0 is
+    (bicubic, resize 73, crop 64: the config's parameters, not the input's side with the ResNets' bilinear resize),
+    and the printed top 5 are the eager model's on them."""
+    load_client()
+    from processing_utils import load_image
+
+    photos = [str(p) for p in PHOTOS]
+    batch = torch.stack([build_transform(B0_CONFIG)(load_image(p)) for p in photos])
+    bilinear = torch.stack([build_transform(DEFAULT_DATA_CONFIG.at(B0_SIZE))(load_image(p)) for p in photos])
+    assert max_diff(batch, bilinear) > 0.05  # what the client would send if it took the input dims alone
+    model = create_model(B0, pretrained_from_file=b0_weights).eval()
+    with torch.no_grad():
+        expected = model(batch)
+
+    with LoopbackTriton(b0_triton_repo) as server:
+        result = subprocess.run(
+            [sys.executable, "examples/triton_client.py", "--url", server.url, "--model", model_name, *photos],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+        )
+    assert result.returncode == 0, result.stderr
+    assert server.gets == [f"/v2/models/{model_name}/config"]
+    (sent,) = server.inputs
+    assert sent.shape == (len(photos), 3, B0_SIZE, B0_SIZE)
+    assert max_diff(sent, batch) <= 1e-5
+    blocks = [b for b in re.split(r"^(?=\S)", result.stdout, flags=re.MULTILINE) if b.strip()]
+    assert [b.splitlines()[0] for b in blocks] == photos
+    for block, logits in zip(blocks, expected):
+        printed = [int(line.split()[1]) for line in block.splitlines()[1:]]
+        assert len(printed) == 5
+        assert_top_k_agrees(printed, logits, TOLERANCE)
+
+
+def test_example_client_class_names(tmp_path: Path) -> None:
+    """ImageNet's names for 1000 classes, ``class N`` otherwise, or the lines of --labels (its count checked)."""
+    client = load_client()
+    assert client.class_names(1000)[0] == "tench, Tinca tinca"
+    assert client.class_names(3) == ["class 0", "class 1", "class 2"]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("apple\nbanana\ncherry\n", encoding="utf-8")
+    assert client.class_names(3, str(labels)) == ["apple", "banana", "cherry"]
+    with pytest.raises(SystemExit, match="3 names for a 4-class model"):
+        client.class_names(4, str(labels))
 
 
 # --------------------------------------------------------------------------- bad input, atomic output

@@ -116,6 +116,9 @@ def test_triton_configs_and_torchscript_take_the_trained_size(small_model, tmp_p
     assert main("export", "--weights", path, "--triton", repo, "--backend", "pytorch", "--quiet") == 0
     config = (repo / "resnet50_libtorch" / "config.pbtxt").read_text()
     assert "dims: [ 3, 128, 128 ]" in config
+    # The preprocessing a client needs: a ResNet trained at 128 is served images resized to 146, bilinear.
+    for key, value in (("image_size", "128"), ("resize_size", "146"), ("interpolation", "bilinear")):
+        assert f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}' in config
     traced = torch.jit.load(str(repo / "resnet50_libtorch" / "1" / "model.pt"))
     assert traced(torch.zeros(2, 3, 128, 128)).shape == (2, 3)
     assert (repo / "resnet50_libtorch" / "labels.txt").read_text().splitlines() == CLASSES

@@ -580,7 +580,8 @@ def _export(args: argparse.Namespace) -> int:
                 written = write_triton_repository(
                     prepared, staging, model_name=name, backends=plan.backends,
                     max_batch_size=args.max_batch_size, num_classes=num_classes, opset=opset,
-                    onnx_exporter=exporter, metadata=meta, class_names=class_names,
+                    onnx_exporter=exporter, metadata=meta, class_names=class_names, image_size=config,
+                    arch=args.arch,
                 )
                 if plan.int8 is not None:
                     fp32 = triton_model_file(staging, name, "onnxruntime")
@@ -588,7 +589,7 @@ def _export(args: argparse.Namespace) -> int:
                         staging, f"{name}{INT8_TRITON_SUFFIX}", "onnxruntime",
                         lambda path: _quantize(fp32, path, plan.int8, say),
                         max_batch_size=args.max_batch_size, num_classes=num_classes, class_names=class_names,
-                        image_size=size,
+                        image_size=config, arch=args.arch,
                     ))
             else:
                 written = write_exports(prepared, staging, arch=args.arch, formats=plan.formats, metadata=meta,
