@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,9 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
+from support import REPO_ROOT  # noqa: E402
 from test_runtimes import RUNTIMES, _with_external_weights, tiny_classifier  # noqa: E402
 
 from resnet.deploy import runtimes  # noqa: E402
@@ -127,3 +126,25 @@ def test_settings_and_runtime_versions_get_folders_of_their_own(tmp_path: Path, 
     assert len({one, two, other_version}) == 3
     assert np.isfinite(load_onnx_model(path, cache_dir=cache)(batch()).numpy()).all()
     assert runtimes.runtime_cache_folder(tmp_path / "missing.onnx", cache, {}) is None
+
+
+@pytest.mark.slow  # a fresh process that imports torch and OpenVINO
+def test_ctrl_c_after_an_openvino_cache_stops_the_process_cleanly(tmp_path: Path) -> None:
+    """OpenVINO's compile of a file with a CACHE_DIR left the thread an alternate signal stack that it freed
+    afterwards, so the next Ctrl+C was a segmentation fault (it took down a whole test run); the loader gives the
+    thread its own stack back."""
+    path = tiny_classifier(tmp_path / "tiny.onnx")
+    code = (
+        "import gc, signal, sys\n"
+        "from resnet.deploy.runtimes import load_onnx_model\n"
+        f"model = load_onnx_model({str(path)!r}, 'openvino', cache_dir={str(tmp_path / 'cache')!r})\n"
+        f"model = load_onnx_model({str(path)!r}, 'openvino', cache_dir={str(tmp_path / 'cache')!r})\n"
+        "del model\n"
+        "gc.collect()\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGINT)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped by Ctrl+C')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped by Ctrl+C", (done.returncode, done.stderr[-2000:])

@@ -33,12 +33,15 @@ file changes (its size or modification time, then its SHA-256, differ from what 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import os
 import platform
 import secrets
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union
@@ -528,11 +531,12 @@ def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *,
         hints.inference_precision: module.Type.bf16 if precision == "bf16" else module.Type.f32,
     }
     try:
-        if cache is not None:
-            # From the file's path, so that a compiled blob in the cache is used without reading the model.
-            compiled = core.compile_model(str(path), "CPU", {**config, "CACHE_DIR": str(cache)})
-        else:
-            compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        with keeping_signal_stack():
+            if cache is not None:
+                # From the file's path, so that a compiled blob in the cache is used without reading the model.
+                compiled = core.compile_model(str(path), "CPU", {**config, "CACHE_DIR": str(cache)})
+            else:
+                compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
     except Exception as error:
         raise RuntimeModelError(f"OpenVINO cannot load {str(path)!r}: {error}") from None
     request = compiled.create_infer_request()
@@ -543,6 +547,46 @@ def _make_runner(runtime: str, path: Path, input_name: str, output_name: str, *,
         return request.infer({input_name: x}, share_inputs=True, share_outputs=True)[output]
 
     return run
+
+
+class _SignalStack(ctypes.Structure):
+    """POSIX ``stack_t``: a thread's alternate signal stack."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def _signal_stack() -> tuple[Any, Optional[_SignalStack]]:
+    """libc and the calling thread's alternate signal stack, or (None, None) where they cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return None, None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = _SignalStack()
+        if libc.sigaltstack(None, ctypes.byref(current)) != 0:
+            return None, None
+    except (OSError, AttributeError):
+        return None, None
+    return libc, current
+
+
+@contextlib.contextmanager
+def keeping_signal_stack():
+    """Run the block, then give the calling thread back the alternate signal stack it had before.
+
+    OpenVINO's ``compile_model`` of a file path with a ``CACHE_DIR`` (openvino 2026.4 on Linux) leaves the calling
+    thread an alternate signal stack in memory it frees later. Python runs its signal handlers on that stack, so
+    the next Ctrl+C (or any signal with a handler) crashed the process with a segmentation fault instead of
+    stopping it (``tests/test_runtime_cache.py``). Elsewhere than Linux, nothing is done.
+    """
+    libc, before = _signal_stack()
+    try:
+        yield
+    finally:
+        if libc is not None and before is not None:
+            after = _SignalStack()
+            if libc.sigaltstack(None, ctypes.byref(after)) == 0 and \
+                    (after.ss_sp, after.ss_flags, after.ss_size) != (before.ss_sp, before.ss_flags, before.ss_size):
+                libc.sigaltstack(ctypes.byref(before), None)
 
 
 #: ONNX Runtime's optimized graph of a file, in its cache folder.
