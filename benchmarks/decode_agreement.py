@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from resnet.data.decode import EXIF_TRANSPOSE  # noqa: E402  (Pillow's table: orientation -> transpose)
+from resnet.data.decode import transposed_box as decode_transposed_box  # noqa: E402
 
 RESIZE = 256
 CROP = 224
@@ -231,25 +232,7 @@ def resized_size(width: int, height: int) -> tuple[int, int]:
 
 def transposed_box(box: tuple[float, float, float, float], size: tuple[int, int], method: Image.Transpose | None):
     """Map ``box`` on an image of ``size`` through the transpose ``method`` (as exif_transpose applies it)."""
-    if method is None:
-        return box
-    w, h = size
-    x0, y0, x1, y1 = box
-    corners = []
-    for x, y in ((x0, y0), (x1, y1)):
-        corners.append(
-            {
-                Image.Transpose.FLIP_LEFT_RIGHT: (w - x, y),
-                Image.Transpose.FLIP_TOP_BOTTOM: (x, h - y),
-                Image.Transpose.ROTATE_90: (y, w - x),
-                Image.Transpose.ROTATE_180: (w - x, h - y),
-                Image.Transpose.ROTATE_270: (h - y, x),
-                Image.Transpose.TRANSPOSE: (y, x),
-                Image.Transpose.TRANSVERSE: (h - y, w - x),
-            }[method]
-        )
-    (ax, ay), (bx, by) = corners
-    return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+    return box if method is None else decode_transposed_box(box, size, method)
 
 
 def decode(data: bytes, threshold: int | None) -> tuple[Image.Image, tuple[float, float, float, float],

@@ -225,13 +225,13 @@ def _resized_from_draft(image: Image.Image, full: tuple[int, int], box: Box, res
     except Exception:  # as _upright: a broken EXIF block leaves the image as stored
         method, upright = None, image
     if method is not None:
-        box = _transposed_box(box, image.size, method)
+        box = transposed_box(box, image.size, method)
         if method in _SWAPS_AXES:
             full = (full[1], full[0])
     return to_rgb(upright).resize(resized_size(*full, resize_to), resample, box=box)
 
 
-def _transposed_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> Box:
+def transposed_box(box: Box, size: tuple[int, int], method: Image.Transpose) -> Box:
     """``box`` on an image of ``size``, mapped through the transpose ``method``."""
     w, h = size
     corners = []
