@@ -109,12 +109,10 @@ def check_parity(label: str, outputs: dict, inputs: dict) -> None:
         assert max_diff(outputs[f"x{batch}"], inputs[f"expected{batch}"]) <= TOLERANCE
 
 
-@needs_program
-@pytest.mark.slow
-def test_exported_program_loads_without_this_repository(program, standin, tmp_path) -> None:
-    path, _ = program
-    inputs = batches(standin)
-    outputs = run_outside_repository(tmp_path, f"""
+def load_program_script(path) -> str:
+    """The code that loads the ExportedProgram at ``path`` with plain torch and runs it on the parity, batch-1 and
+    batch-3 inputs (for :func:`run_outside_repository`)."""
+    return f"""
         import json
         extra = {{"metadata.json": ""}}
         module = torch.export.load({str(path)!r}, extra_files=extra).module()
@@ -122,7 +120,15 @@ def test_exported_program_loads_without_this_repository(program, standin, tmp_pa
         with torch.no_grad():
             for key in ("parity", "x1", "x3"):
                 outputs[key] = module(inputs[key])
-    """, inputs)
+    """
+
+
+@needs_program
+@pytest.mark.slow
+def test_exported_program_loads_without_this_repository(program, standin, tmp_path) -> None:
+    path, _ = program
+    inputs = batches(standin)
+    outputs = run_outside_repository(tmp_path, load_program_script(path), inputs)
     check_parity("ExportedProgram", outputs, inputs)
     assert outputs["metadata"]["arch"] == "resnet50" and outputs["metadata"]["input"]["name"] == "input"
     assert load_metadata(path) == outputs["metadata"]
@@ -238,15 +244,7 @@ def test_efficientnet_program_loads_without_this_repository(efficientnet_program
     torch like the eager model, for batches of 1 and 3, and says how to prepare its images (bicubic)."""
     path, _ = efficientnet_program
     inputs = efficientnet_batches(efficientnet)
-    outputs = run_outside_repository(tmp_path, f"""
-        import json
-        extra = {{"metadata.json": ""}}
-        module = torch.export.load({str(path)!r}, extra_files=extra).module()
-        outputs["metadata"] = json.loads(extra["metadata.json"])
-        with torch.no_grad():
-            for key in ("parity", "x1", "x3"):
-                outputs[key] = module(inputs[key])
-    """, inputs)
+    outputs = run_outside_repository(tmp_path, load_program_script(path), inputs)
     check_efficientnet_parity("EfficientNet-B0 ExportedProgram", outputs, inputs)
     meta = outputs["metadata"]
     assert meta["arch"] == EFFICIENTNET and meta["input"]["shape"] == ["batch", 3, 224, 224]

@@ -49,6 +49,8 @@ from typing import Any, Literal, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from resnet.weights.cache import file_sha256
+
 __all__ = [
     "PRECISIONS",
     "RUNTIMES",
@@ -679,7 +681,7 @@ def runtime_cache_folder(path: Path, cache_dir: Path, settings: dict[str, Any]) 
         if isinstance(record, dict) and record.get("size") == info.st_size and record.get(
                 "mtime_ns") == info.st_mtime_ns:
             return folder
-        digest = _file_sha256(path)
+        digest = file_sha256(path)
         if not (isinstance(record, dict) and record.get("size") == info.st_size and record.get("sha256") == digest):
             shutil.rmtree(folder, ignore_errors=True)  # made for another content of the file
         folder.mkdir(parents=True, exist_ok=True)
@@ -697,14 +699,6 @@ def _has_external_data(proto: Any) -> bool:
     import onnx
 
     return any(tensor.data_location == onnx.TensorProto.EXTERNAL for tensor in _all_tensors(proto))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_onnx_model(
