@@ -55,3 +55,17 @@ def test_the_input_is_contiguous_and_prepared_without_torch_operations() -> None
     operations = {event.name for event in run.events() if event.name.startswith("aten::")}
     assert tensor.is_contiguous() and tensor.shape == (3, 224, 224)
     assert not operations & {"aten::div", "aten::div_", "aten::sub_", "aten::to", "aten::contiguous", "aten::copy_"}
+
+
+@pytest.mark.parametrize("image_size", [224, 160, "efficientnet-b4"])
+def test_the_transform_of_evaluation_is_torchvisions_and_pickles(image_size) -> None:
+    import pickle
+
+    from resnet.data.preprocessing import model_input_transform
+    from resnet.models.efficientnet_archs import get_efficientnet_arch
+
+    size = get_efficientnet_arch("efficientnet-b4").data_config if image_size == "efficientnet-b4" else image_size
+    transform = pickle.loads(pickle.dumps(model_input_transform(size)))
+    for path in PHOTOS:
+        photo = load_image(path)
+        assert torch.equal(transform(photo), build_transform(size)(photo)), (path.name, image_size)

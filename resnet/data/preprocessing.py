@@ -205,6 +205,15 @@ def to_model_input(image: object, image_size: ImageSize = CROP_SIZE) -> "torch.T
     return torch.from_numpy(tensor)
 
 
+def model_input_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], "torch.Tensor"]:
+    """:func:`build_transform` as :func:`to_model_input` computes it (equal bit for bit, without torchvision, each
+    image prepared on the calling thread): the transform of evaluation and validation, whose decoding threads
+    work while the model computes. A picklable callable (a ``functools.partial``)."""
+    import functools
+
+    return functools.partial(to_model_input, image_size=data_config(image_size))
+
+
 def build_train_transform(image_size: ImageSize = CROP_SIZE) -> Callable[[object], torch.Tensor]:
     """Return the training augmentation of NVIDIA's recipe for an RGB PIL image.
 

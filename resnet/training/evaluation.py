@@ -19,7 +19,7 @@ from resnet.data.folders import LabelledFolder, match_classes, scan_folder
 from resnet.data.loading import ImageDataset, ordered_batches
 from resnet.data.names import printable_name
 from resnet.data.decode import Decode, check_decode
-from resnet.data.preprocessing import CROP_SIZE, ImageSize, build_transform, data_config
+from resnet.data.preprocessing import CROP_SIZE, ImageSize, data_config, model_input_transform
 from resnet.errors import ConvNetsError
 from resnet.training import distributed
 from resnet.training.metrics import Metrics, Predict, measure
@@ -124,7 +124,7 @@ def evaluate_folder(
     processes = processes or distributed.Processes(device=device)
     scan = data if isinstance(data, LabelledFolder) else scan_folder(data)
     classes, targets = match_folders(scan, predictor.classes, predictor.num_classes)
-    dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], build_transform(image_size),
+    dataset = ImageDataset([(path, targets[label]) for path, label in scan.samples], model_input_transform(image_size),
                            resize_to=data_config(image_size) if decode == "reduced" else None)
     mine = range(processes.rank, len(dataset), processes.world)
     batches = ordered_batches(dataset, mine, batch_size, workers=workers)

@@ -28,7 +28,7 @@ from torch import nn
 
 from resnet.data.folders import TrainingData, load_training_data
 from resnet.data.loading import EpochBatches, ImageDataset, default_workers, make_loader, ordered_batches, sample_seed
-from resnet.data.preprocessing import build_train_transform, build_transform
+from resnet.data.preprocessing import build_train_transform, model_input_transform
 from resnet.errors import ConvNetsError, cli_text
 from resnet.models.family import arch_data_config, get_head, set_head
 from resnet.training import distributed, recipe
@@ -347,7 +347,7 @@ class Trainer:
                                     seed=args.seed, least=self._least_batch())
         self.loader = make_loader(train_set, self.batches, workers=workers, pin_memory=self.device.type == "cuda")
         self.workers = workers
-        self.val_set = ImageDataset(self.data.val, build_transform(self.data_config)) if self.data.val else None
+        self.val_set = ImageDataset(self.data.val, model_input_transform(self.data_config)) if self.data.val else None
         self.steps = self.batches.steps_per_epoch()
         total = self.steps * args.epochs
         warmup = min(total, round(args.warmup_epochs * self.steps))
