@@ -32,6 +32,20 @@ def pytest_configure(config: pytest.Config) -> None:
 torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session")
+def live_standin() -> Callable[[str], "dict[str, torch.Tensor]"]:
+    """``live_standin(arch)``: the live stand-in of NVIDIA's NGC EfficientNet checkpoint for ``arch`` (NGC naming,
+    2-D SE), built once per session; tests read it and do not change it."""
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def get(arch: str) -> "dict[str, torch.Tensor]":
+        if arch not in cache:
+            cache[arch] = standin_state_dict(arch, live=True)
+        return cache[arch]
+
+    return get
+
+
 @pytest.fixture(autouse=True)
 def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets an empty torch hub directory (TORCH_HOME) and no mirror from the environment."""

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from support import load_live, load_schema, parity_input, standin_state_dict
+from support import load_live, load_schema, parity_input
 from torch import nn
 
 from resnet.weights.catalogue import Checkpoint
@@ -80,20 +80,7 @@ LAYOUTS = {
 
 
 @pytest.fixture(scope="module")
-def ngc_state():
-    """``ngc_state(arch)``: the live stand-in of NVIDIA's NGC file for ``arch`` (NGC naming), built once."""
-    cache: dict = {}
-
-    def get(arch: str) -> "OrderedDict[str, torch.Tensor]":
-        if arch not in cache:
-            cache[arch] = standin_state_dict(arch, live=True)
-        return cache[arch]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def ngc_model(ngc_state, tmp_path_factory):
+def ngc_model(live_standin, tmp_path_factory):
     """``ngc_model(arch)``: ``arch`` loaded from the NGC-layout file through ``pretrained_from_file``, eval mode."""
     cache: dict = {}
     root = tmp_path_factory.mktemp("effnet")
@@ -101,7 +88,7 @@ def ngc_model(ngc_state, tmp_path_factory):
     def get(arch: str) -> EfficientNet:
         if arch not in cache:
             path = root / f"nvidia_{arch}_210412.pth"
-            torch.save(ngc_state(arch), path)
+            torch.save(live_standin(arch), path)
             cache[arch] = create_efficientnet(arch, pretrained_from_file=path).eval()
             path.unlink()
         return cache[arch]
@@ -140,9 +127,9 @@ def test_live_parity_at_380_for_b4(arch, ngc_model):
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("arch", FIXTURE_ARCHS)
 @pytest.mark.slow
-def test_every_checkpoint_layout_loads_the_same_weights(arch, layout, ngc_state, ngc_model):
+def test_every_checkpoint_layout_loads_the_same_weights(arch, layout, live_standin, ngc_model):
     """Each layout gives exactly the weights of the NGC file, whose logits match NVIDIA's (above)."""
-    model = efficientnet_from_checkpoint(arch, LAYOUTS[layout](ngc_state(arch)), f"{layout} checkpoint").eval()
+    model = efficientnet_from_checkpoint(arch, LAYOUTS[layout](live_standin(arch)), f"{layout} checkpoint").eval()
     reference = ngc_model(arch).state_dict()
     loaded = model.state_dict()
     assert list(loaded) == list(reference)
@@ -152,10 +139,10 @@ def test_every_checkpoint_layout_loads_the_same_weights(arch, layout, ngc_state,
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.slow
-def test_every_checkpoint_layout_matches_nvidia_logits_from_a_file(layout, ngc_state, tmp_path):
+def test_every_checkpoint_layout_matches_nvidia_logits_from_a_file(layout, live_standin, tmp_path):
     arch = "efficientnet-b0"
     path = tmp_path / "checkpoint.pth"
-    torch.save(LAYOUTS[layout](ngc_state(arch)), path)
+    torch.save(LAYOUTS[layout](live_standin(arch)), path)
     model = create_efficientnet(arch, pretrained_from_file=path).eval()
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) <= 1e-4
 
@@ -163,37 +150,37 @@ def test_every_checkpoint_layout_matches_nvidia_logits_from_a_file(layout, ngc_s
 @pytest.mark.parametrize("arch", ["efficientnet-b0", "efficientnet-widese-b0"])
 @pytest.mark.parametrize("se_4d", [False, True])
 @pytest.mark.slow
-def test_conv_form_squeeze_excitation_matches_nvidia(arch, se_4d, ngc_state):
+def test_conv_form_squeeze_excitation_matches_nvidia(arch, se_4d, live_standin):
     """``trt=True`` (1x1-conv SE, 4-D weights) takes 2-D or 4-D SE weights and computes the same."""
-    state = ngc_state(arch)
+    state = live_standin(arch)
     model = efficientnet_from_checkpoint(arch, _se_4d(state) if se_4d else state, trt=True).eval()
     assert model.layers[1].block0.se.squeeze.weight.dim() == 4
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) <= 1e-4
 
 
 @pytest.mark.slow
-def test_onnx_silu_activation_matches_nvidia(ngc_state):
+def test_onnx_silu_activation_matches_nvidia(live_standin):
     arch = "efficientnet-b0"
-    model = efficientnet_from_checkpoint(arch, ngc_state(arch), activation="onnx-silu").eval()
+    model = efficientnet_from_checkpoint(arch, live_standin(arch), activation="onnx-silu").eval()
     assert not any(isinstance(m, nn.SiLU) for m in model.modules())
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) <= 1e-4
 
 
 @pytest.mark.parametrize("change", [dict(bn_epsilon=1e-5), dict(activation="relu")])
 @pytest.mark.slow
-def test_the_fixture_tells_a_changed_model_apart(change, ngc_state):
+def test_the_fixture_tells_a_changed_model_apart(change, live_standin):
     """The parameters take effect, and the live fixture sees BatchNorm eps 1e-5 (a mistake the plain recipe's
     logits miss)."""
     arch = "efficientnet-b0"
-    model = efficientnet_from_checkpoint(arch, ngc_state(arch), **change).eval()
+    model = efficientnet_from_checkpoint(arch, live_standin(arch), **change).eval()
     assert _max_diff(_logits(model, parity_input(arch, live=True)), load_live(arch)["logits"]) > 1e-2
 
 
 @pytest.mark.slow
-def test_half_precision_checkpoint_loads_as_float32(ngc_state):
+def test_half_precision_checkpoint_loads_as_float32(live_standin):
     """NVIDIA's ``_pyt_amp`` files may hold float16 tensors: they become the model's float32."""
     arch = "efficientnet-b0"
-    half = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in ngc_state(arch).items())
+    half = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in live_standin(arch).items())
     model = efficientnet_from_checkpoint(arch, half).eval()
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert torch.equal(model.stem.conv.weight, half["stem.conv.weight"].float())
@@ -521,9 +508,9 @@ def test_stage_names():
 
 
 @pytest.mark.slow
-def test_file_of_another_arch_is_named(ngc_state, tmp_path):
+def test_file_of_another_arch_is_named(live_standin, tmp_path):
     path = tmp_path / "b0.pth"
-    torch.save(ngc_state("efficientnet-b0"), path)
+    torch.save(live_standin("efficientnet-b0"), path)
     with pytest.raises(CheckpointMismatchError) as caught:
         create_efficientnet("efficientnet-widese-b0", pretrained_from_file=path)
     text = str(caught.value)
@@ -540,28 +527,28 @@ def test_resnet_weights_are_refused_with_what_does_not_match():
         efficientnet_from_checkpoint("efficientnet-b0", resnet, "resnet weights")
 
 
-def test_missing_file_and_missing_ema(ngc_state, tmp_path):
+def test_missing_file_and_missing_ema(live_standin, tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrained_from_file"):
         create_efficientnet("efficientnet-b0", pretrained_from_file=tmp_path / "absent.pth")
     with pytest.raises(CheckpointMismatchError, match="no EMA weights.*'state_dict_ema'.*ema=False"):
-        efficientnet_from_checkpoint("efficientnet-b0", {"state_dict": ngc_state("efficientnet-b0")}, ema=True)
+        efficientnet_from_checkpoint("efficientnet-b0", {"state_dict": live_standin("efficientnet-b0")}, ema=True)
 
 
 @pytest.mark.slow
-def test_ema_weights_of_a_training_checkpoint(ngc_state, ngc_model):
+def test_ema_weights_of_a_training_checkpoint(live_standin, ngc_model):
     arch = "efficientnet-b0"
-    plain = OrderedDict((k, v * 0.5 if v.is_floating_point() else v) for k, v in ngc_state(arch).items())
-    checkpoint = {"state_dict": plain, "state_dict_ema": ngc_state(arch), "epoch": 10}
+    plain = OrderedDict((k, v * 0.5 if v.is_floating_point() else v) for k, v in live_standin(arch).items())
+    checkpoint = {"state_dict": plain, "state_dict_ema": live_standin(arch), "epoch": 10}
     ema = efficientnet_from_checkpoint(arch, checkpoint, ema=True)
     assert torch.equal(ema.stem.conv.weight, ngc_model(arch).stem.conv.weight)
     assert torch.equal(efficientnet_from_checkpoint(arch, checkpoint).stem.conv.weight, plain["stem.conv.weight"])
 
 
 @pytest.mark.slow
-def test_head_replacement_and_class_names(ngc_state, ngc_model):
+def test_head_replacement_and_class_names(live_standin, ngc_model):
     arch = "efficientnet-b0"
     with pytest.warns(UserWarning, match="1000-class head but num_classes=10.*freshly initialised"):
-        model = efficientnet_from_checkpoint(arch, ngc_state(arch), num_classes=10)
+        model = efficientnet_from_checkpoint(arch, live_standin(arch), num_classes=10)
     assert model.classifier.fc.out_features == 10 and not model.classifier.fc.weight.is_meta
     assert model.classes is None
     assert torch.equal(model.features.conv.weight, ngc_model(arch).features.conv.weight)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import REPO_ROOT, Route, load_live, parity_input, standin_state_dict
+from support import REPO_ROOT, Route, load_live, parity_input
 
 ARCHS = ("efficientnet-b0", "efficientnet-widese-b0", "efficientnet-b4", "efficientnet-widese-b4")
 ENTRY = {arch: "nvidia_" + arch.replace("-", "_") for arch in ARCHS}
@@ -46,28 +46,15 @@ def assert_live_parity(model: torch.nn.Module, arch: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_state():
-    """``live_state(arch)``: the live stand-in of NVIDIA's NGC checkpoint (NGC naming, 2-D SE), built once."""
-    cache: dict[str, "OrderedDict[str, torch.Tensor]"] = {}
-
-    def get(arch: str) -> "OrderedDict[str, torch.Tensor]":
-        if arch not in cache:
-            cache[arch] = standin_state_dict(arch, live=True)
-        return cache[arch]
-
-    return get
-
-
-@pytest.fixture(scope="module")
-def live_file(tmp_path_factory, live_state):
-    """``live_file(arch)``: :func:`live_state` saved as NVIDIA's file, written once."""
+def live_file(tmp_path_factory, live_standin):
+    """``live_file(arch)``: :func:`live_standin` saved as NVIDIA's file, written once."""
     root = tmp_path_factory.mktemp("effnet-ngc")
     cache: dict[str, Path] = {}
 
     def get(arch: str) -> Path:
         if arch not in cache:
             cache[arch] = root / FILE_NAME[arch]
-            torch.save(live_state(arch), cache[arch])
+            torch.save(live_standin(arch), cache[arch])
         return cache[arch]
 
     return get
@@ -153,8 +140,8 @@ def _module_prefix_se_4d(state: "OrderedDict[str, torch.Tensor]") -> "OrderedDic
 
 @pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
 @pytest.mark.parametrize("arch", ARCHS)
-def test_pretrained_from_file_with_module_prefix_and_4d_se(arch, tmp_path, live_state) -> None:
-    state = _module_prefix_se_4d(live_state(arch))
+def test_pretrained_from_file_with_module_prefix_and_4d_se(arch, tmp_path, live_standin) -> None:
+    state = _module_prefix_se_4d(live_standin(arch))
     assert any(v.dim() == 4 and ".se.squeeze." in k for k, v in state.items())
     path = tmp_path / "ddp.pth"
     torch.save(state, path)
@@ -173,9 +160,9 @@ def test_pretrained_from_file_ngc_naming_and_trt(live_file) -> None:
 
 
 @pytest.mark.slow  # loads NVIDIA's stand-in weights and checks logits: seconds on 2 cores
-def test_state_dict_key_map_fn_sees_every_raw_key(tmp_path, live_state) -> None:
+def test_state_dict_key_map_fn_sees_every_raw_key(tmp_path, live_standin) -> None:
     arch = "efficientnet-b0"
-    renamed = OrderedDict(("net/" + k, v) for k, v in live_state(arch).items())
+    renamed = OrderedDict(("net/" + k, v) for k, v in live_standin(arch).items())
     path = tmp_path / "renamed.pth"
     torch.save(renamed, path)
     seen = []
@@ -203,12 +190,12 @@ def test_pretrained_with_a_file_and_a_file_given_as_pretrained_are_refused(live_
         hub_load("nvidia_efficientnet_b0", str(path))
 
 
-def test_new_head_keeps_the_backbone(live_file, live_state) -> None:
+def test_new_head_keeps_the_backbone(live_file, live_standin) -> None:
     with pytest.warns(UserWarning, match="freshly initialised"):
         model = hub_load("nvidia_efficientnet_b0", pretrained=False, pretrained_from_file=live_file("efficientnet-b0"),
                          num_classes=10)
     assert model.classifier.fc.out_features == 10 and model.classes is None
-    assert torch.equal(model.stem.conv.weight, live_state("efficientnet-b0")["stem.conv.weight"])
+    assert torch.equal(model.stem.conv.weight, live_standin("efficientnet-b0")["stem.conv.weight"])
 
 
 # --------------------------------------------------------------------------- signature, errors, nvidia_efficientnet
