@@ -46,7 +46,8 @@ def test_another_default_dtype_gives_torchvisions_tensor_of_that_type(dtype: tor
 
 def test_the_input_is_contiguous_and_prepared_without_torch_operations() -> None:
     """The decoding threads prepare images while the model computes: a torch element-wise operation there opens
-    a parallel region of the model's thread count in each of them (6x the CPU time on 2 cores, measured)."""
+    a parallel region of the model's thread count in each of them (twice the CPU time on 2 quiet cores, measured;
+    docs/performance.md)."""
     from torch.profiler import ProfilerActivity, profile
 
     photo = load_image(PHOTOS[0])

@@ -195,7 +195,8 @@ def to_model_input(image: object, image_size: ImageSize = CROP_SIZE) -> "torch.T
             torch.as_tensor(STD, dtype=dtype).view(-1, 1, 1))
     # The same IEEE operations in numpy, which runs them on the calling thread: this runs in the decoding threads
     # while the model computes, and torch's element-wise operations would each start a parallel region of the
-    # model's thread count there (on 2 cores, 6x the CPU time of the image's whole preparation, spent waiting).
+    # model's thread count there (on 2 quiet cores, twice the CPU time of the image's whole preparation, spent
+    # waiting; more on a loaded machine).
     kind = numpy_types[dtype]
     pixels = np.asarray(image, np.uint8).reshape(image_size, image_size, 3)
     tensor = np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=kind)
